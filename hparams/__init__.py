@@ -1,0 +1,1 @@
+"""Hyper-parameter sets, one module per model family; installed as `vqkeras.hparams`."""

@@ -1,0 +1,1 @@
+"""Datasets, one module per problem; installed as `vqkeras.problems`."""

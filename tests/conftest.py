@@ -1,0 +1,56 @@
+"""Test setup: two logical CPU devices for the multi-replica tests, and the real data."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+# Must run before TensorFlow initializes its devices: MirroredStrategy tests need
+# two replicas, which a CPU provides as logical devices.
+_CPUS = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _CPUS[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir():
+  """../shared/data beside the repository, or $VQKERAS_SHARED_DATA."""
+  path = pathlib.Path(os.environ.get("VQKERAS_SHARED_DATA", REPO.parent / "shared" / "data"))
+  if not path.is_dir():
+    pytest.fail(f"The real test data is missing: expected {path} (the shared/data folder "
+                f"beside the repository); set VQKERAS_SHARED_DATA to its location.")
+  return path
+
+
+@pytest.fixture(scope="session")
+def cifar_images():
+  """The first 1017 images of CIFAR-10 data_batch_1, read from the raw bytes: uint8 [n, 32, 32, 3]."""
+  raw = np.fromfile(shared_data_dir() / "cifar10" / "cifar-10-batches-bin" / "data_batch_1.bin",
+                    dtype=np.uint8)
+  records = raw.reshape(-1, 1 + 3 * 32 * 32)
+  return records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+@pytest.fixture(scope="session")
+def cifar_patches(cifar_images):
+  """Real 4x4 RGB patches scaled to [-1, 1]: float32 [n, 48], a natural K-means problem."""
+  images = cifar_images[:64].astype(np.float64) / 127.5 - 1.0
+  patches = images.reshape(64, 8, 4, 8, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, 48)
+  return patches.astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+  """One MirroredStrategy over the two logical CPUs for the whole session.
+
+  Two MirroredStrategy instances in one process issue collectives with clashing
+  keys (the second fails with "Shape mismatch in the collective instance"), so
+  every test shares this one.
+  """
+  return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

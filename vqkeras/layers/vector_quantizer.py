@@ -1,0 +1,478 @@
+"""The discrete bottleneck: a Keras 3 vector-quantization layer.
+
+One layer covers the three ways of training a codebook that the two papers use
+(PAPERS.md sections 1 and 2); the choice is the `update` argument:
+
+- "gradient": VQ-VAE. The optimizer moves the codebook through the codebook loss
+  ||sg[z_e] - e||^2.
+- "ema" (alias "hard_em"): online hard EM, the EMA update of VQ-VAE appendix A.1
+  as written in the Roy et al. reference code.
+- "soft_em": Monte-Carlo soft EM: m codes sampled per position, EMA M-step with
+  weight 1/m, decoder input the mean of the sampled code vectors.
+"""
+
+import math
+import threading
+
+import keras
+import tensorflow as tf
+
+from vqkeras import quantization
+
+UPDATES = ("gradient", "ema", "hard_em", "soft_em")
+
+
+def _replica_context():
+  """The replica context, or None in cross-replica context (the whole batch is here)."""
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return None
+  return context
+
+
+def _sum_over_replicas(tensors):
+  """Sums a list of per-replica batch statistics over all replicas of the step."""
+  context = _replica_context()
+  if context is None:
+    return tensors
+  return context.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+
+def _replica_id():
+  context = _replica_context()
+  return 0 if context is None else context.replica_id_in_sync_group
+
+
+@keras.saving.register_keras_serializable(package="vqkeras")
+class VectorQuantizer(keras.layers.Layer):
+  """Vector-quantization bottleneck with gradient, hard-EM (EMA) or soft-EM codebooks.
+
+  Each input vector z_e of depth D is replaced by its code vector e_k (or, under
+  soft EM in training, by the mean of m sampled code vectors); gradients pass
+  straight through to z_e. With `num_blocks = B` the vector is cut into B slices of
+  D/B and each slice is quantized with a codebook of its own (product
+  quantization, PAPERS.md section 3): a position then has B codes.
+
+  Losses, added with `add_loss`: the commitment loss beta ||z_e - sg[e]||^2 and,
+  for `update="gradient"`, the codebook loss ||sg[z_e] - e||^2; both are means over
+  the valid (unmasked) positions and the depth.
+
+  Distribution: the batch's counts and sums are summed over the replicas inside
+  the step, so every replica applies the same update and holds the same codebook
+  as single-device training on the global batch. Distances and codebook statistics
+  are float32 under any mixed-precision policy.
+
+  Args:
+    codebook_size: K, the number of codes per block, at least 2.
+    update: "gradient", "ema" (= "hard_em") or "soft_em".
+    num_samples: m, the codes sampled per position under soft EM, at least 1.
+    decay: lambda of the EMA M-step, in [0, 1).
+    epsilon: Laplace smoothing of the counts, > 0.
+    beta: weight of the commitment loss, >= 0.
+    num_blocks: B, the number of codebook slices; must divide the input depth.
+    temperature: T > 0; soft EM samples from softmax(-||z - e||^2 / T).
+    usage_window: W, the number of training steps over which a code counts as
+      used; the health metrics count codes used within the last W steps.
+    restart_dead_codes: if True, a code unused for W steps is moved onto a
+      random encoder output of the current global batch, the same on every replica.
+    codebook_initializer: a Keras initializer for the `[B, K, D/B]` codebook;
+      default uniform in +-sqrt(3/K), Tensor2Tensor's unit scaling.
+    seed: int seed of the soft-EM sampler and the restarts; drawn at random if None.
+    max_distance_elements: the largest number of distances held at once; larger
+      batches are quantized in chunks of rows.
+    **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
+
+  Call arguments:
+    inputs: float `[..., D]`, such as `[batch, height, width, D]` or `[batch, length, D]`.
+    training: bool; True samples codes (soft EM) and updates the codebook state.
+    mask: optional bool `[...]` (Keras masking or explicit); False positions are
+      left out of the codebook statistics, the losses and the health metrics.
+    return_codes: if True, return a dict with "quantized" `[..., D]`, "codes"
+      `[..., B]` int32 (the nearest codes), and "samples" `[..., B, m]` int32
+      (under soft EM m = num_samples: in training the codes drawn, outside it the
+      nearest code m times; m = 1 otherwise), the targets of a latent predictor
+      (see `quantization.sample_cross_entropy`).
+
+  Returns:
+    the straight-through quantized tensor, same shape as `inputs`, in the layer's
+    compute dtype; or the dict above.
+  """
+
+  def __init__(self,
+               codebook_size,
+               update="ema",
+               num_samples=10,
+               decay=0.99,
+               epsilon=1e-5,
+               beta=0.25,
+               num_blocks=1,
+               temperature=1.0,
+               usage_window=100,
+               restart_dead_codes=False,
+               codebook_initializer=None,
+               seed=None,
+               max_distance_elements=2**25,
+               **kwargs):
+    super().__init__(**kwargs)
+    _check(isinstance(codebook_size, int) and codebook_size >= 2, "codebook_size",
+           codebook_size, "an integer of at least 2")
+    _check(update in UPDATES, "update", update, "one of " + ", ".join(map(repr, UPDATES)))
+    _check(isinstance(num_samples, int) and num_samples >= 1, "num_samples", num_samples,
+           "an integer of at least 1")
+    _check(0.0 <= decay < 1.0, "decay", decay, "a float in [0, 1)")
+    _check(epsilon > 0.0, "epsilon", epsilon, "a float > 0")
+    _check(beta >= 0.0, "beta", beta, "a float >= 0")
+    _check(isinstance(num_blocks, int) and num_blocks >= 1, "num_blocks", num_blocks,
+           "an integer of at least 1 that divides the input depth")
+    _check(temperature > 0.0, "temperature", temperature, "a float > 0")
+    _check(isinstance(usage_window, int) and usage_window >= 1, "usage_window",
+           usage_window, "an integer of at least 1")
+    _check(max_distance_elements >= codebook_size * num_blocks, "max_distance_elements",
+           max_distance_elements, f"at least codebook_size * num_blocks = "
+           f"{codebook_size * num_blocks}")
+    self.codebook_size = codebook_size
+    self.update = "ema" if update == "hard_em" else update
+    self.num_samples = num_samples
+    self.decay = float(decay)
+    self.epsilon = float(epsilon)
+    self.beta = float(beta)
+    self.num_blocks = num_blocks
+    self.temperature = float(temperature)
+    self.usage_window = usage_window
+    self.restart_dead_codes = bool(restart_dead_codes)
+    self.codebook_initializer = keras.initializers.get(codebook_initializer or
+                                                       keras.initializers.RandomUniform(
+                                                           -math.sqrt(3.0 / codebook_size),
+                                                           math.sqrt(3.0 / codebook_size),
+                                                           seed=seed))
+    self._initializer_given = codebook_initializer is not None
+    self.seed = seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))
+    self.max_distance_elements = int(max_distance_elements)
+    self.supports_masking = True
+    # Keras keeps `add_loss` losses in one list per layer. MirroredStrategy runs the
+    # replicas in threads that take turns at every cross-replica sum, and this
+    # layer sums inside the step: with a shared list one replica clears or reads
+    # another's losses (its gradients then vanish). Losses are kept per thread.
+    self._replica_loss_store = threading.local()
+    self.perplexity_metric = keras.metrics.Mean(name=f"{self.name}_perplexity")
+    self.codes_used_metric = keras.metrics.Mean(name=f"{self.name}_codes_used")
+    self.dead_codes_metric = keras.metrics.Mean(name=f"{self.name}_dead_codes")
+
+  @property
+  def uses_ema(self):
+    return self.update in ("ema", "soft_em")
+
+  def build(self, input_shape):
+    depth = input_shape[-1]
+    if depth is None:
+      raise ValueError(f"{self.name}: the last dimension of the input must be known; "
+                       f"got input shape {tuple(input_shape)}.")
+    _check(depth % self.num_blocks == 0, "num_blocks", self.num_blocks,
+           f"a divisor of the input depth {depth}")
+    self.depth = depth
+    self.block_depth = depth // self.num_blocks
+    shape = (self.num_blocks, self.codebook_size, self.block_depth)
+    # Float32 and never autocast: distances and statistics stay float32 under
+    # mixed precision (half precision breaks distances and Laplace smoothing).
+    self.embeddings = self.add_weight(
+        name="codebook", shape=shape, dtype="float32", autocast=False,
+        initializer=self.codebook_initializer, trainable=self.update == "gradient")
+    if self.uses_ema:
+      self.ema_count = self.add_weight(
+          name="ema_count", shape=shape[:2], dtype="float32", autocast=False,
+          initializer="zeros", trainable=False)
+      # The running sums start at the initial codebook, as in the reference code.
+      self.ema_sum = self.add_weight(
+          name="ema_sum", shape=shape, dtype="float32", autocast=False,
+          initializer="zeros", trainable=False)
+      self.ema_sum.assign(self.embeddings)
+    self.num_updates = self.add_weight(
+        name="num_updates", shape=(), dtype="int64", initializer="zeros", trainable=False)
+    self.last_used = self.add_weight(
+        name="last_used", shape=shape[:2], dtype="int64", initializer="zeros",
+        trainable=False)
+    self.batch_perplexity = self.add_weight(
+        name="batch_perplexity", shape=(), dtype="float32", autocast=False,
+        initializer="zeros", trainable=False)
+
+  # Public views of the state.
+
+  @property
+  def codebook(self):
+    """The current codebook: `[K, D]`, or `[B, K, D/B]` with `num_blocks = B > 1`."""
+    value = tf.convert_to_tensor(self.embeddings)
+    return value[0] if self.num_blocks == 1 else value
+
+  def codes_used(self):
+    """Codes (summed over blocks) used within the last `usage_window` training steps."""
+    return tf.reduce_sum(tf.cast(self._used_in_window(), tf.int32))
+
+  def dead_codes(self):
+    """Codes (summed over blocks) not used within the last `usage_window` training steps."""
+    return self.num_blocks * self.codebook_size - self.codes_used()
+
+  def health(self):
+    """Codebook health: last training batch perplexity, codes used and dead codes."""
+    return {"perplexity": tf.convert_to_tensor(self.batch_perplexity),
+            "codes_used": self.codes_used(), "dead_codes": self.dead_codes()}
+
+  def _used_in_window(self):
+    last_used = tf.convert_to_tensor(self.last_used)
+    return (last_used > 0) & (last_used > tf.convert_to_tensor(self.num_updates) -
+                              self.usage_window)
+
+  # Encoding and decoding without state changes.
+
+  def encode(self, inputs):
+    """Nearest codes of float `[..., D]` inputs: int32 `[..., B]`."""
+    x = self._checked_inputs(inputs)
+    if not self.built:
+      self.build(x.shape)
+    codes = quantization.nearest_codes(self._to_blocks(x), self._codebook_value(),
+                                       self._max_rows())
+    return self._from_blocks(codes[..., None], tf.shape(x)[:-1])[..., 0]
+
+  def decode(self, codes):
+    """Code vectors of int `[..., B]` codes: float32 `[..., D]`."""
+    codes = tf.convert_to_tensor(codes)
+    if codes.dtype.is_floating or codes.dtype == tf.bool:
+      raise ValueError(f"{self.name}.decode expects integer codes, got dtype {codes.dtype}.")
+    if codes.shape.rank is None or codes.shape[-1] != self.num_blocks:
+      raise ValueError(f"{self.name}.decode expects codes of shape [..., num_blocks="
+                       f"{self.num_blocks}], got {codes.shape}.")
+    outer = tf.shape(codes)[:-1]
+    blocks = tf.transpose(tf.reshape(tf.cast(codes, tf.int32), [-1, self.num_blocks]))
+    vectors = quantization.lookup(self._codebook_value(), blocks[..., None])
+    return self._from_blocks(vectors, outer)
+
+  def soft_targets(self, samples):
+    """The mean of the sampled one-hots: `[..., B, m]` samples to `[..., B, K]` targets."""
+    return quantization.soft_targets(samples, self.codebook_size)
+
+  # The forward pass.
+
+  def call(self, inputs, training=None, mask=None, return_codes=False):
+    training = bool(training)
+    x = self._checked_inputs(inputs)
+    outer = tf.shape(x)[:-1]
+    valid = None if mask is None else tf.reshape(tf.cast(mask, tf.bool), [-1])
+    x_blocks = self._to_blocks(x)
+    codebook = self._codebook_value()
+    if training and self.update == "soft_em":
+      samples, codes = quantization.sample_codes(
+          x_blocks, codebook, self.num_samples, self.temperature,
+          self._step_seed(salt=0), self._max_rows(), with_nearest=True)
+    else:
+      codes = quantization.nearest_codes(x_blocks, codebook, self._max_rows())
+      samples = codes[..., None]
+
+    quantized_blocks = quantization.lookup(
+        self.embeddings if self.update == "gradient" else codebook, samples)
+    quantized = self._from_blocks(quantized_blocks, [-1])
+    flat = tf.reshape(x, [-1, self.depth])
+    self._add_losses(flat, quantized, valid)
+
+    counts, sums = quantization.assignment_statistics(
+        x_blocks, samples, valid, self.codebook_size,
+        with_sums=training and self.uses_ema)
+    if sums is None:
+      counts = _sum_over_replicas([counts])[0]
+    else:
+      counts, sums = _sum_over_replicas([counts, sums])
+    batch_perplexity = quantization.perplexity(counts)
+    if training:
+      self._apply_updates(x_blocks, counts, sums, valid, batch_perplexity)
+    self._update_metrics(batch_perplexity, training)
+
+    outputs = flat + tf.stop_gradient(quantized - flat)
+    outputs = tf.cast(tf.reshape(outputs, tf.shape(inputs)), self.compute_dtype)
+    if not return_codes:
+      return outputs
+    if samples.shape[-1] != self._samples_per_position():
+      samples = tf.tile(samples, [1, 1, self._samples_per_position()])
+    return {"quantized": outputs,
+            "codes": self._from_blocks(codes[..., None], outer)[..., 0],
+            "samples": self._from_blocks(samples, outer)}
+
+  def _samples_per_position(self):
+    """m under soft EM (outside training: the nearest code m times), else 1."""
+    return self.num_samples if self.update == "soft_em" else 1
+
+  def _add_losses(self, x, quantized, valid):
+    """Commitment loss (and codebook loss in "gradient" mode), means over valid entries."""
+    def masked_mean_square(a, b):
+      per_position = tf.reduce_mean(tf.square(a - b), axis=-1)
+      if valid is None:
+        return tf.reduce_mean(per_position)
+      weights = tf.cast(valid, tf.float32)
+      return tf.math.divide_no_nan(tf.reduce_sum(per_position * weights),
+                                   tf.reduce_sum(weights))
+    self.add_loss(self.beta * masked_mean_square(x, tf.stop_gradient(quantized)))
+    if self.update == "gradient":
+      self.add_loss(masked_mean_square(tf.stop_gradient(x), quantized))
+
+  def _apply_updates(self, x_blocks, counts, sums, valid, batch_perplexity):
+    """The M-step and the usage bookkeeping of one training step, the same on every replica."""
+    step = self.num_updates + 1
+    self.num_updates.assign(step)
+    self.last_used.assign(tf.where(counts > 0.0, step, self.last_used))
+    self.batch_perplexity.assign(batch_perplexity)
+    if self.uses_ema:
+      new_count, new_sum, new_codebook, updated = quantization.ema_codebook_update(
+          self.ema_count, self.ema_sum, counts, sums, self.decay, self.epsilon)
+      self.ema_count.assign(new_count)
+      self.ema_sum.assign(new_sum)
+      self.embeddings.assign(tf.where(updated[:, None, None], new_codebook, self.embeddings))
+    if self.restart_dead_codes:
+      self._restart_dead_codes(x_blocks, valid, step)
+
+  def _restart_dead_codes(self, x_blocks, valid, step):
+    """Moves codes unused for `usage_window` steps onto encoder outputs of this batch.
+
+    The replacement rows are drawn among the valid rows of the global batch with a
+    seed shared by all replicas; each replica supplies the rows it holds (replica
+    r holds the r-th slice) and a sum over replicas assembles them. Every replica
+    restarts to the same vectors, the ones single-device training would pick.
+    """
+    dead = (step - tf.convert_to_tensor(self.last_used)) >= self.usage_window
+    rows = tf.range(tf.shape(x_blocks)[1])
+    if valid is not None:
+      rows = tf.boolean_mask(rows, valid)
+    num_local = tf.shape(rows)[0]
+    context = _replica_context()
+    replicas = 1 if context is None else context.num_replicas_in_sync
+    sizes = tf.one_hot(_replica_id(), replicas) * tf.cast(num_local, tf.float32)
+    sizes = tf.cast(_sum_over_replicas([sizes])[0], tf.int32)
+    offset = tf.reduce_sum(sizes[:_replica_id()])
+    num_global = tf.reduce_sum(sizes)
+    picks = tf.random.stateless_uniform(
+        [self.num_blocks, self.codebook_size], self._step_seed(salt=1, per_replica=False),
+        minval=0, maxval=tf.maximum(num_global, 1), dtype=tf.int32) - offset
+    held = (picks >= 0) & (picks < num_local)
+    local_rows = tf.gather(rows, tf.clip_by_value(picks, 0, tf.maximum(num_local - 1, 0)))
+    candidates = tf.gather(x_blocks, local_rows, batch_dims=1)
+    candidates = tf.where(held[..., None], candidates, 0.0)
+    candidates = _sum_over_replicas([candidates])[0]
+    dead = dead & (num_global > 0)
+    self.embeddings.assign(tf.where(dead[..., None], candidates, self.embeddings))
+    self.last_used.assign(tf.where(dead, step, self.last_used))
+    if self.uses_ema:
+      # A restarted code weighs as one assigned vector in the running statistics.
+      self.ema_count.assign(tf.where(dead, 1.0, self.ema_count))
+      self.ema_sum.assign(tf.where(dead[..., None], candidates, self.ema_sum))
+
+  def _update_metrics(self, batch_perplexity, training):
+    if training:
+      used = self.codes_used()
+      self.codes_used_metric.update_state(used)
+      self.dead_codes_metric.update_state(self.num_blocks * self.codebook_size - used)
+    self.perplexity_metric.update_state(batch_perplexity)
+
+  # Losses kept per replica thread (see __init__).
+
+  def _replica_losses(self):
+    store = self._replica_loss_store
+    if not hasattr(store, "losses"):
+      store.losses = []
+    return store.losses
+
+  def add_loss(self, loss):
+    if keras.src.backend.in_stateless_scope():
+      return super().add_loss(loss)
+    self._replica_losses().extend(tf.nest.flatten(loss))
+
+  def _get_own_losses(self):
+    if keras.src.backend.in_stateless_scope():
+      return super()._get_own_losses()
+    return list(self._replica_losses())
+
+  def _clear_losses(self):
+    super()._clear_losses()
+    self._replica_losses().clear()
+
+  # Helpers.
+
+  def _checked_inputs(self, inputs):
+    x = tf.convert_to_tensor(inputs)
+    if not x.dtype.is_floating:
+      raise ValueError(f"{self.name} expects float inputs (the encoder output z_e), got "
+                       f"dtype {x.dtype.name}; pass floats, or use `decode` for integer codes.")
+    if x.shape.rank is not None and x.shape.rank < 2:
+      raise ValueError(f"{self.name} expects inputs of shape [..., depth] with at least "
+                       f"2 dimensions, got {x.shape}.")
+    if self.built and x.shape[-1] != self.depth:
+      raise ValueError(f"{self.name} was built for inputs of depth {self.depth}, got last "
+                       f"dimension {x.shape[-1]} (input shape {x.shape}); the depth cannot "
+                       f"change after the first call.")
+    return tf.cast(x, tf.float32)
+
+  def _codebook_value(self):
+    """The codebook without gradient: the E-step never differentiates the distances."""
+    return tf.stop_gradient(tf.convert_to_tensor(self.embeddings))
+
+  def _max_rows(self):
+    return max(1, self.max_distance_elements // (self.codebook_size * self.num_blocks))
+
+  def _to_blocks(self, x):
+    """`[..., D]` to `[B, N, D/B]`."""
+    flat = tf.reshape(x, [-1, self.num_blocks, self.block_depth])
+    if self.num_blocks == 1:
+      return tf.reshape(flat, [1, -1, self.block_depth])
+    return tf.transpose(flat, [1, 0, 2])
+
+  def _from_blocks(self, blocks, outer):
+    """`[B, N, k]` to `outer + [B * k]` (vectors) with k = d, or `outer + [B, k]` for codes."""
+    if blocks.dtype.is_integer:
+      per_position = tf.transpose(blocks, [1, 0, 2])
+      return tf.reshape(per_position, tf.concat([outer, [self.num_blocks, -1]], 0))
+    if self.num_blocks == 1:
+      per_position = blocks[0]
+    else:
+      per_position = tf.transpose(blocks, [1, 0, 2])
+    return tf.reshape(per_position, tf.concat([outer, [self.depth]], 0))
+
+  def _step_seed(self, salt, per_replica=True):
+    """A stateless seed that differs per step and per use (and per replica), checkpointed."""
+    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.num_updates, tf.int64)])
+    seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), salt)
+    if not per_replica:
+      return seed
+    return tf.random.experimental.stateless_fold_in(seed, _replica_id())
+
+  def compute_output_spec(self, inputs, training=None, mask=None, return_codes=False):
+    quantized = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+    if not return_codes:
+      return quantized
+    outer = tuple(inputs.shape[:-1])
+    samples = self._samples_per_position()
+    return {"quantized": quantized,
+            "codes": keras.KerasTensor(outer + (self.num_blocks,), dtype="int32"),
+            "samples": keras.KerasTensor(outer + (self.num_blocks, samples), dtype="int32")}
+
+  def compute_mask(self, inputs, mask=None):
+    return mask
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "codebook_size": self.codebook_size,
+        "update": self.update,
+        "num_samples": self.num_samples,
+        "decay": self.decay,
+        "epsilon": self.epsilon,
+        "beta": self.beta,
+        "num_blocks": self.num_blocks,
+        "temperature": self.temperature,
+        "usage_window": self.usage_window,
+        "restart_dead_codes": self.restart_dead_codes,
+        "codebook_initializer": (keras.initializers.serialize(self.codebook_initializer)
+                                 if self._initializer_given else None),
+        "seed": self.seed,
+        "max_distance_elements": self.max_distance_elements,
+    })
+    return config
+
+
+def _check(ok, argument, value, accepted):
+  if not ok:
+    raise ValueError(f"VectorQuantizer: invalid {argument}={value!r}; expected {accepted}.")
