@@ -31,7 +31,8 @@ setuptools.setup(
     python_requires=">=3.10,<3.14",
     # problems/ and hparams/ live at the top of the repository but install under
     # the vqkeras namespace, so no generic top-level module reaches site-packages.
-    packages=["vqkeras", "vqkeras.layers", "vqkeras.problems", "vqkeras.hparams"],
+    packages=["vqkeras", "vqkeras.layers", "vqkeras.models", "vqkeras.problems",
+              "vqkeras.hparams"],
     package_dir={"vqkeras.problems": "problems", "vqkeras.hparams": "hparams"},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

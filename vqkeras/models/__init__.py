@@ -1,0 +1,3 @@
+"""Models built on the vqkeras bottleneck."""
+
+from vqkeras.models.image_vqvae import ImageVQVAE

@@ -1,0 +1,81 @@
+"""The VQ-VAE image autoencoder of van den Oord et al. 2017 (PAPERS.md section 1)."""
+
+import keras
+
+from vqkeras.layers import VectorQuantizer
+
+
+class ResidualBlock(keras.layers.Layer):
+  """x + conv1x1(relu(conv3x3(relu(x)))), the paper's residual block."""
+
+  def __init__(self, channels, hidden_channels, **kwargs):
+    super().__init__(**kwargs)
+    self.channels = channels
+    self.hidden_channels = hidden_channels
+    self.conv3x3 = keras.layers.Conv2D(hidden_channels, 3, padding="same")
+    self.conv1x1 = keras.layers.Conv2D(channels, 1)
+
+  def call(self, x):
+    return x + self.conv1x1(keras.ops.relu(self.conv3x3(keras.ops.relu(x))))
+
+  def get_config(self):
+    return {**super().get_config(), "channels": self.channels,
+            "hidden_channels": self.hidden_channels}
+
+
+def image_encoder(channels, latent_depth, name="encoder"):
+  """Two stride-2 4x4 convolutions, two residual blocks: [B, H, W, 3] to [B, H/4, W/4, depth]."""
+  return keras.Sequential([
+      keras.layers.Conv2D(channels, 4, strides=2, padding="same", activation="relu"),
+      keras.layers.Conv2D(channels, 4, strides=2, padding="same"),
+      ResidualBlock(channels, channels),
+      ResidualBlock(channels, channels),
+      keras.layers.ReLU(),
+      keras.layers.Conv2D(latent_depth, 1),
+  ], name=name)
+
+
+def image_decoder(channels, output_channels, name="decoder"):
+  """The mirror of `image_encoder`: two residual blocks, two stride-2 4x4 transposed convolutions."""
+  return keras.Sequential([
+      keras.layers.Conv2D(channels, 3, padding="same"),
+      ResidualBlock(channels, channels),
+      ResidualBlock(channels, channels),
+      keras.layers.ReLU(),
+      keras.layers.Conv2DTranspose(channels, 4, strides=2, padding="same", activation="relu"),
+      keras.layers.Conv2DTranspose(output_channels, 4, strides=2, padding="same"),
+  ], name=name)
+
+
+class ImageVQVAE(keras.Model):
+  """Encoder, vector-quantization bottleneck, decoder.
+
+  Args:
+    channels: width of the convolutions (256 in the paper).
+    latent_depth: D, the depth of a latent position before quantization.
+    codebook_size: K codes per block.
+    num_blocks: codebooks per latent position (the paper's "8 x 8 x 10").
+    output_channels: channels the decoder predicts per pixel (3 for a mean image;
+      more for a likelihood's parameters).
+    **quantizer_kwargs: further `VectorQuantizer` arguments (update, decay, ...).
+
+  Call: images scaled to [-1, 1], `[batch, H, W, 3]`, to decoder outputs
+  `[batch, H, W, output_channels]`. `encode` gives the codes `[batch, H/4, W/4, B]`.
+  """
+
+  def __init__(self, channels=256, latent_depth=64, codebook_size=512, num_blocks=1,
+               output_channels=3, **quantizer_kwargs):
+    super().__init__()
+    self.encoder = image_encoder(channels, latent_depth)
+    self.quantizer = VectorQuantizer(codebook_size, num_blocks=num_blocks,
+                                     name="quantizer", **quantizer_kwargs)
+    self.decoder = image_decoder(channels, output_channels)
+
+  def call(self, images, training=False):
+    return self.decoder(self.quantizer(self.encoder(images), training=training))
+
+  def encode(self, images):
+    return self.quantizer.encode(self.encoder(images))
+
+  def decode(self, codes):
+    return self.decoder(self.quantizer.decode(codes))
