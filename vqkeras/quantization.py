@@ -9,6 +9,8 @@ Symbols follow PAPERS.md: x is z_e(x), e_1..e_K the codes, m the number of soft-
 samples, lambda the EMA decay.
 """
 
+import collections
+
 import tensorflow as tf
 
 
@@ -16,7 +18,8 @@ def code_scores(x, codebook):
   """Negative squared distances, up to a constant per row: 2 x.e_k - ||e_k||^2.
 
   ||x||^2 is the same for every code, so neither the argmin nor the softmax over
-  codes needs it; leaving it out saves one pass over the [N, K] matrix.
+  codes needs it; leaving it out saves one pass over the [N, K] matrix. The
+  factor 2 goes on the (smaller) codebook.
 
   Args:
     x: `[blocks, N, d]` float32.
@@ -26,12 +29,23 @@ def code_scores(x, codebook):
     `[blocks, N, K]` float32; larger means closer.
   """
   codebook_sq = tf.reduce_sum(tf.square(codebook), axis=-1)
-  scores = tf.matmul(x + x, codebook, transpose_b=True)
+  if codebook.shape[0] == 1:
+    # A plain MatMul + BiasAdd is much faster on CPU than BatchMatMul with batch 1.
+    scores = tf.matmul(x[0], codebook[0] + codebook[0], transpose_b=True)
+    return tf.nn.bias_add(scores, -codebook_sq[0])[None]
+  scores = tf.matmul(x, codebook + codebook, transpose_b=True)
   return scores - codebook_sq[:, None, :]
 
 
+# Rows per chunk of the E-step when the batch size is known: the [rows, K] scores
+# of a chunk stay in cache between the matrix product, the bias and the argmax
+# (about 20% faster at K = 512 on CPU; neutral at K = 4096).
+CACHE_ROWS = 2048
+MAX_UNROLLED_CHUNKS = 16
+
+
 def map_row_chunks(fn, x, max_rows):
-  """Applies `fn` to chunks of at most `max_rows` rows of `x` and concatenates.
+  """Applies `fn` to chunks of rows of `x` and concatenates the results.
 
   Bounds the memory of the `[blocks, N, K]` distance matrix: the E-step never
   holds more than `max_rows * K` scores per block at once.
@@ -45,8 +59,13 @@ def map_row_chunks(fn, x, max_rows):
     `fn`'s outputs for all N rows, `[blocks, N, ...]`.
   """
   num_rows = x.shape[1]
-  if num_rows is not None and num_rows <= max_rows:
-    return fn(x, 0)
+  if num_rows is not None:
+    rows = min(max_rows, CACHE_ROWS)
+    if num_rows <= rows:
+      return fn(x, 0)
+    if -(-num_rows // rows) <= MAX_UNROLLED_CHUNKS:
+      return tf.concat([fn(x[:, start:start + rows], index)
+                        for index, start in enumerate(range(0, num_rows, rows))], axis=1)
 
   def chunked():
     n = tf.shape(x)[1]
@@ -84,12 +103,13 @@ def nearest_codes(x, codebook, max_rows):
   return map_row_chunks(assign, x, max_rows)
 
 
-def sample_codes(x, codebook, num_samples, temperature, seed, max_rows,
-                 with_nearest=False):
+def sample_codes(x, codebook, num_samples, temperature, seed, max_rows):
   """Monte-Carlo E-step: m draws from P(z = j | x) proportional to exp(-||x - e_j||^2 / T).
 
-  No `[N, m, K]` tensor is formed: the sampler draws all m codes of a row from
-  that row's `[K]` distribution.
+  Exact, and fast for the peaked posteriors of trained quantizers: each draw
+  takes the nearest code k with probability P(k | x); otherwise it comes from P
+  without k, renormalized (the mixture of the two is P). Only rows with such a
+  draw pay for a full categorical draw. No `[N, m, K]` tensor is formed.
 
   Args:
     x: `[blocks, N, d]` float32.
@@ -98,28 +118,85 @@ def sample_codes(x, codebook, num_samples, temperature, seed, max_rows,
     temperature: T, python float; the distances are divided by it.
     seed: `[2]` int32 stateless seed.
     max_rows: rows per chunk of the distance matrix.
-    with_nearest: also return the nearest codes, from the same distances.
 
   Returns:
-    `[blocks, N, m]` int32 codes; with `with_nearest`, also `[blocks, N]` int32.
+    samples `[blocks, N, m]` int32 and the nearest codes `[blocks, N]` int32.
   """
   def assign(chunk, index):
     scores = code_scores(chunk, codebook)
-    logits = scores / temperature if temperature != 1.0 else scores
-    blocks, rows = tf.shape(logits)[0], tf.shape(logits)[1]
-    samples = tf.random.stateless_categorical(
-        tf.reshape(logits, [blocks * rows, -1]), num_samples,
-        seed=tf.random.experimental.stateless_fold_in(seed, index),
-        dtype=tf.int32)
-    samples = tf.reshape(samples, [blocks, rows, num_samples])
-    if not with_nearest:
-      return samples
-    nearest = tf.argmax(scores, axis=-1, output_type=tf.int32)
-    return tf.concat([samples, nearest[..., None]], axis=-1)
+    blocks, rows, size = tf.shape(scores)[0], tf.shape(scores)[1], tf.shape(scores)[2]
+    logits = tf.reshape(scores, [blocks * rows, size])
+    if temperature != 1.0:
+      logits = logits / temperature
+    nearest = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    p_nearest = tf.gather(tf.nn.softmax(logits), nearest, batch_dims=1)
+    seeds = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, index), 2)
+    uniform = tf.random.stateless_uniform([blocks * rows, num_samples], seeds[0])
+    take_nearest = uniform < p_nearest[:, None]
+    others = tf.where(tf.reduce_any(~take_nearest, axis=-1))[:, 0]
+    other_logits = tf.tensor_scatter_nd_update(
+        tf.gather(logits, others),
+        tf.stack([tf.range(tf.size(others, tf.int64)), tf.cast(tf.gather(nearest, others),
+                                                              tf.int64)], axis=1),
+        tf.fill(tf.shape(others), float("-inf")))
+    other_samples = tf.random.stateless_categorical(other_logits, num_samples, seeds[1],
+                                                    dtype=tf.int32)
+    other_samples = tf.scatter_nd(others[:, None], other_samples,
+                                  tf.shape(take_nearest, tf.int64))
+    samples = tf.where(take_nearest, nearest[:, None], other_samples)
+    codes = tf.concat([samples, nearest[:, None]], axis=-1)
+    return tf.reshape(codes, [blocks, rows, num_samples + 1])
   codes = map_row_chunks(assign, x, max_rows)
-  if not with_nearest:
-    return codes
   return codes[..., :num_samples], codes[..., num_samples]
+
+
+class Assignments(collections.namedtuple(
+    "Assignments", ["nearest", "nearest_weight", "other_positions", "other_codes",
+                    "other_weight"])):
+  """Which code vectors make up each position's quantized vector, and with what weight.
+
+  A sparse form of the (soft) assignment matrix W [blocks * N, blocks * K]:
+  W[p, nearest[p]] = nearest_weight[p] (1 when None), plus other_weight at every
+  (other_positions[r], other_codes[r]). Positions are flat `b * N + i`, codes flat
+  `b * K + j`. Hard EM has no others; under soft EM the others are the samples
+  that are not the nearest code, few when the posterior is peaked.
+
+  Fields:
+    nearest: `[blocks, N]` int32 codes (within their block).
+    nearest_weight: `[blocks, N]` float32 or None.
+    other_positions: `[R]` int32 flat positions, or None.
+    other_codes: `[R]` int32 flat codes, or None.
+    other_weight: python float, 1/m.
+  """
+
+
+def hard_assignments(codes):
+  """Each position takes its one code with weight 1. codes: `[blocks, N]` int32."""
+  return Assignments(codes, None, None, None, 0.0)
+
+
+def soft_assignments(samples, nearest, codebook_size):
+  """Each of the m samples of a position weighs 1/m.
+
+  Args:
+    samples: `[blocks, N, m]` int32.
+    nearest: `[blocks, N]` int32, the nearest codes.
+    codebook_size: K.
+
+  Returns:
+    `Assignments` with the samples equal to the nearest code folded into its weight.
+  """
+  num_samples = samples.shape[-1]
+  is_nearest = tf.equal(samples, nearest[..., None])
+  nearest_weight = tf.reduce_sum(tf.cast(is_nearest, tf.float32), axis=-1) / num_samples
+  others = tf.where(tf.reshape(~is_nearest, [-1]))[:, 0]
+  other_positions = tf.cast(others // num_samples, tf.int32)
+  rows = tf.shape(samples)[1]
+  other_codes = (tf.gather(tf.reshape(samples, [-1]), others) +
+                 other_positions // rows * codebook_size)
+  return Assignments(nearest, nearest_weight, other_positions, other_codes,
+                     1.0 / num_samples)
 
 
 def _block_offsets(codes, codebook_size):
@@ -129,33 +206,37 @@ def _block_offsets(codes, codebook_size):
   return codes + tf.reshape(offsets, [-1] + [1] * (codes.shape.rank - 1))
 
 
-def lookup(codebook, samples):
-  """Decoder input: the mean of the sampled code vectors, (1/m) sum_l e_{z^l}.
+def lookup(codebook, assignments):
+  """The quantized vectors: sum_j W[p, j] e_j (soft EM: the mean of the sampled codes).
 
   Args:
     codebook: `[blocks, K, d]`.
-    samples: `[blocks, N, m]` int32 (m = 1 for hard assignments).
+    assignments: `Assignments` of N positions per block.
 
   Returns:
     `[blocks, N, d]`, differentiable w.r.t. `codebook`.
   """
   blocks, codebook_size, depth = codebook.shape
-  ids = _block_offsets(samples, codebook_size)
-  vectors = tf.gather(tf.reshape(codebook, [blocks * codebook_size, depth]), ids)
-  if samples.shape[-1] == 1:
-    return vectors[:, :, 0]
-  return tf.reduce_mean(vectors, axis=2)
+  flat_codebook = tf.reshape(codebook, [blocks * codebook_size, depth])
+  vectors = tf.gather(flat_codebook, _block_offsets(assignments.nearest, codebook_size))
+  if assignments.nearest_weight is None:
+    return vectors
+  vectors *= assignments.nearest_weight[..., None]
+  others = tf.gather(flat_codebook, assignments.other_codes) * assignments.other_weight
+  flat = tf.tensor_scatter_nd_add(tf.reshape(vectors, [-1, depth]),
+                                  assignments.other_positions[:, None], others)
+  return tf.reshape(flat, tf.shape(vectors))
 
 
-def assignment_statistics(x, samples, valid, codebook_size, with_sums=True):
-  """M-step sufficient statistics of one batch: counts n_j and sums of x per code.
+def assignment_statistics(x, assignments, valid, codebook_size, with_sums=True):
+  """M-step sufficient statistics of one batch: counts n_j = sum_p W[p, j], sums s_j = sum_p W[p, j] x_p.
 
-  Each of the m samples of a position counts 1/m. A segment sum over the code ids
-  does it in O(N * m * d), with no one-hot matrix.
+  Segment sums over the code ids, O(N d) plus O(R d) for the R other samples;
+  no one-hot matrix.
 
   Args:
     x: `[blocks, N, d]` float32.
-    samples: `[blocks, N, m]` int32 codes.
+    assignments: `Assignments`.
     valid: `[N]` bool or None; False positions (padding) are left out.
     codebook_size: K.
     with_sums: False to compute the counts only.
@@ -164,26 +245,32 @@ def assignment_statistics(x, samples, valid, codebook_size, with_sums=True):
     counts `[blocks, K]` and sums `[blocks, K, d]` (None without `with_sums`).
   """
   blocks, _, depth = x.shape
-  num_samples = samples.shape[-1]
-  ids = _block_offsets(samples, codebook_size)
+  num_segments = blocks * codebook_size
+  ids = tf.reshape(_block_offsets(assignments.nearest, codebook_size), [-1])
+  soft = assignments.nearest_weight is not None
   if valid is not None:
     # unsorted_segment_sum drops negative ids: padding costs nothing further.
-    ids = tf.where(valid[None, :, None], ids, -1)
-  num_segments = blocks * codebook_size
-  flat_ids = tf.reshape(ids, [-1])
-  weight = 1.0 / num_samples
-  counts = tf.math.unsorted_segment_sum(
-      tf.fill(tf.shape(flat_ids), weight), flat_ids, num_segments)
+    ids = tf.where(tf.tile(valid, [blocks]), ids, -1)
+  weights = (tf.reshape(assignments.nearest_weight, [-1]) if soft
+             else tf.ones(tf.shape(ids), tf.float32))
+  counts = tf.math.unsorted_segment_sum(weights, ids, num_segments)
+  if soft:
+    other_ids = assignments.other_codes
+    if valid is not None:
+      rows = tf.shape(x)[1]
+      other_ids = tf.where(tf.gather(valid, assignments.other_positions % rows), other_ids, -1)
+    counts += tf.math.unsorted_segment_sum(
+        tf.fill(tf.shape(other_ids), assignments.other_weight), other_ids, num_segments)
   counts = tf.reshape(counts, [blocks, codebook_size])
   if not with_sums:
     return counts, None
-  if num_samples == 1:
-    data = tf.reshape(x, [-1, depth])
-  else:
-    data = tf.reshape(tf.repeat(x, num_samples, axis=1), [-1, depth])
-  sums = tf.math.unsorted_segment_sum(data, flat_ids, num_segments)
-  if num_samples > 1:
-    sums *= weight
+  flat_x = tf.reshape(x, [-1, depth])
+  sums = tf.math.unsorted_segment_sum(flat_x * weights[:, None] if soft else flat_x, ids,
+                                      num_segments)
+  if soft:
+    sums += tf.math.unsorted_segment_sum(
+        tf.gather(flat_x, assignments.other_positions) * assignments.other_weight,
+        other_ids, num_segments)
   return counts, tf.reshape(sums, [blocks, codebook_size, depth])
 
 

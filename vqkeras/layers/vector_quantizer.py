@@ -242,7 +242,7 @@ class VectorQuantizer(keras.layers.Layer):
                        f"{self.num_blocks}], got {codes.shape}.")
     outer = tf.shape(codes)[:-1]
     blocks = tf.transpose(tf.reshape(tf.cast(codes, tf.int32), [-1, self.num_blocks]))
-    vectors = quantization.lookup(self._codebook_value(), blocks[..., None])
+    vectors = quantization.lookup(self._codebook_value(), quantization.hard_assignments(blocks))
     return self._from_blocks(vectors, outer)
 
   def soft_targets(self, samples):
@@ -261,19 +261,21 @@ class VectorQuantizer(keras.layers.Layer):
     if training and self.update == "soft_em":
       samples, codes = quantization.sample_codes(
           x_blocks, codebook, self.num_samples, self.temperature,
-          self._step_seed(salt=0), self._max_rows(), with_nearest=True)
+          self._step_seed(salt=0), self._max_rows())
+      assignments = quantization.soft_assignments(samples, codes, self.codebook_size)
     else:
       codes = quantization.nearest_codes(x_blocks, codebook, self._max_rows())
       samples = codes[..., None]
+      assignments = quantization.hard_assignments(codes)
 
     quantized_blocks = quantization.lookup(
-        self.embeddings if self.update == "gradient" else codebook, samples)
+        self.embeddings if self.update == "gradient" else codebook, assignments)
     quantized = self._from_blocks(quantized_blocks, [-1])
     flat = tf.reshape(x, [-1, self.depth])
     self._add_losses(flat, quantized, valid)
 
     counts, sums = quantization.assignment_statistics(
-        x_blocks, samples, valid, self.codebook_size,
+        x_blocks, assignments, valid, self.codebook_size,
         with_sums=training and self.uses_ema)
     if sums is None:
       counts = _sum_over_replicas([counts])[0]

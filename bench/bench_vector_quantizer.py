@@ -1,0 +1,146 @@
+"""Speed of one VectorQuantizer training step against Sonnet's VectorQuantizerEMA.
+
+One process, the same inputs, the steps interleaved round by round so that
+machine noise hits every contender alike. A training step is the forward pass,
+the gradient w.r.t. the input (decoder gradient plus commitment loss) and the
+codebook update. Also timed: the distance matrix product [N, D] x [D, K] that no
+VQ step can avoid. Then the memory of K = 2^16 codes at N = 16384 (a fresh
+process, peak resident memory).
+
+  pip install -e ".[bench]" && python bench/bench_vector_quantizer.py
+
+Targets (issue 2): "ema" >= 1.8x faster than Sonnet at both sizes and <= 1.75x
+(small) / 1.2x (large) the matrix product; "soft_em" with m = 10 <= 2x (small) and
+1.3x (large) our "ema"; K = 2^16 at N = 16384 within 4 GB.
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tensorflow as tf
+
+SIZES = {"small": (8192, 64, 512), "large": (4096, 512, 4096)}
+
+
+def our_step(update, depth, codebook_size, num_samples=10):
+  from vqkeras.layers import VectorQuantizer
+  layer = VectorQuantizer(codebook_size, update=update, num_samples=num_samples, seed=0)
+  layer.build((None, depth))
+
+  @tf.function(jit_compile=False)
+  def step(x, w):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(layer(x, training=True) * w) + tf.add_n(layer.losses)
+    return tape.gradient(loss, x)
+  return step
+
+
+def sonnet_step(depth, codebook_size):
+  import sonnet as snt
+  vq = snt.nets.VectorQuantizerEMA(depth, codebook_size, commitment_cost=0.25, decay=0.99)
+
+  @tf.function(jit_compile=False)
+  def step(x, w):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      out = vq(x, is_training=True)
+      loss = tf.reduce_sum(out["quantize"] * w) + out["loss"]
+    return tape.gradient(loss, x)
+  return step
+
+
+def matmul_step(codebook):
+  @tf.function(jit_compile=False)
+  def step(x, w):
+    del w
+    return tf.matmul(x, codebook, transpose_b=True)
+  return step
+
+
+def time_interleaved(steps, x, w, rounds, repeats):
+  """Median seconds per call of each step, measured round-robin."""
+  for step in steps.values():
+    for _ in range(3):
+      step(x, w).numpy()
+  times = {name: [] for name in steps}
+  for _ in range(rounds):
+    for name, step in steps.items():
+      start = time.perf_counter()
+      for _ in range(repeats):
+        result = step(x, w)
+      result.numpy()
+      times[name].append((time.perf_counter() - start) / repeats)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def speed(rounds):
+  rng = np.random.default_rng(0)
+  print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores; median of {rounds} rounds\n")
+  header = (f"{'size':6s} {'N':>6s} {'D':>4s} {'K':>5s} | {'matmul ms':>9s} {'sonnet ms':>9s} "
+            f"{'ema ms':>8s} {'soft_em ms':>10s} | {'sonnet/ema':>10s} {'ema/matmul':>10s} "
+            f"{'soft/ema':>8s}")
+  print(header)
+  print("-" * len(header))
+  for name, (n, depth, codebook_size) in SIZES.items():
+    x = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
+    w = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
+    codebook = tf.constant(rng.normal(size=(codebook_size, depth)).astype(np.float32))
+    steps = {"matmul": matmul_step(codebook), "sonnet": sonnet_step(depth, codebook_size),
+             "ema": our_step("ema", depth, codebook_size),
+             "soft_em": our_step("soft_em", depth, codebook_size)}
+    repeats = 5 if name == "small" else 1
+    t = time_interleaved(steps, x, w, rounds, repeats)
+    print(f"{name:6s} {n:6d} {depth:4d} {codebook_size:5d} | {t['matmul'] * 1e3:9.2f} "
+          f"{t['sonnet'] * 1e3:9.2f} {t['ema'] * 1e3:8.2f} {t['soft_em'] * 1e3:10.2f} | "
+          f"{t['sonnet'] / t['ema']:9.2f}x {t['ema'] / t['matmul']:9.2f}x "
+          f"{t['soft_em'] / t['ema']:7.2f}x", flush=True)
+
+
+def memory_child(update, n, depth, codebook_size):
+  """Runs a few steps and prints the peak resident memory in GB."""
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
+  w = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
+  step = our_step(update, depth, codebook_size)
+  for _ in range(2):
+    step(x, w).numpy()
+  print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+
+
+def memory():
+  n, depth, codebook_size = 16384, 64, 2**16
+  print(f"\nPeak resident memory of the whole process (TensorFlow included), "
+        f"N={n} D={depth} K={codebook_size}:")
+  for update in ("ema", "soft_em"):
+    out = subprocess.run([sys.executable, __file__, "--memory_child", update, str(n),
+                          str(depth), str(codebook_size)], capture_output=True, text=True,
+                         check=True)
+    gigabytes = float(out.stdout.strip().splitlines()[-1])
+    print(f"  {update:8s} {gigabytes:5.2f} GB  (target: within 4 GB; the full distance "
+          f"matrix alone would be {n * codebook_size * 4 / 2**30:.1f} GB)")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rounds", type=int, default=15)
+  parser.add_argument("--memory_child", nargs=4)
+  args = parser.parse_args()
+  if args.memory_child:
+    update, n, depth, codebook_size = args.memory_child
+    memory_child(update, int(n), int(depth), int(codebook_size))
+    return
+  speed(args.rounds)
+  memory()
+
+
+if __name__ == "__main__":
+  main()
