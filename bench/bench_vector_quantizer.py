@@ -11,7 +11,9 @@ process, peak resident memory).
 
 Targets (issue 2): "ema" >= 1.8x faster than Sonnet at both sizes and <= 1.75x
 (small) / 1.2x (large) the matrix product; "soft_em" with m = 10 <= 2x (small) and
-1.3x (large) our "ema"; K = 2^16 at N = 16384 within 4 GB.
+1.3x (large) our "ema"; K = 2^16 at N = 16384 within 4 GB. The soft-EM sampler is
+exact but fastest when the posterior is peaked, so a second soft-EM column ("flat")
+times it with a temperature that flattens the posterior, the worst case.
 """
 
 import argparse
@@ -30,9 +32,10 @@ import tensorflow as tf
 SIZES = {"small": (8192, 64, 512), "large": (4096, 512, 4096)}
 
 
-def our_step(update, depth, codebook_size, num_samples=10):
+def our_step(update, depth, codebook_size, num_samples=10, temperature=1.0):
   from vqkeras.layers import VectorQuantizer
-  layer = VectorQuantizer(codebook_size, update=update, num_samples=num_samples, seed=0)
+  layer = VectorQuantizer(codebook_size, update=update, num_samples=num_samples,
+                          temperature=temperature, seed=0)
   layer.build((None, depth))
 
   @tf.function(jit_compile=False)
@@ -41,7 +44,15 @@ def our_step(update, depth, codebook_size, num_samples=10):
       tape.watch(x)
       loss = tf.reduce_sum(layer(x, training=True) * w) + tf.add_n(layer.losses)
     return tape.gradient(loss, x)
+  step.layer = layer
   return step
+
+
+def non_nearest_fraction(layer, x):
+  """The share of soft-EM draws that are not the nearest code: the sampler's slow path."""
+  out = layer(x, training=True, return_codes=True)
+  return float(tf.reduce_mean(tf.cast(
+      tf.not_equal(out["samples"], out["codes"][..., None]), tf.float32)))
 
 
 def sonnet_step(depth, codebook_size):
@@ -86,23 +97,33 @@ def speed(rounds):
   rng = np.random.default_rng(0)
   print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores; median of {rounds} rounds\n")
   header = (f"{'size':6s} {'N':>6s} {'D':>4s} {'K':>5s} | {'matmul ms':>9s} {'sonnet ms':>9s} "
-            f"{'ema ms':>8s} {'soft_em ms':>10s} | {'sonnet/ema':>10s} {'ema/matmul':>10s} "
-            f"{'soft/ema':>8s}")
+            f"{'ema ms':>8s} {'soft_em ms':>10s} {'flat ms':>8s} | {'sonnet/ema':>10s} "
+            f"{'ema/matmul':>10s} {'soft/ema':>8s} {'flat/ema':>8s}")
   print(header)
   print("-" * len(header))
+  fractions = []
   for name, (n, depth, codebook_size) in SIZES.items():
     x = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
     w = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
     codebook = tf.constant(rng.normal(size=(codebook_size, depth)).astype(np.float32))
     steps = {"matmul": matmul_step(codebook), "sonnet": sonnet_step(depth, codebook_size),
              "ema": our_step("ema", depth, codebook_size),
-             "soft_em": our_step("soft_em", depth, codebook_size)}
+             "soft_em": our_step("soft_em", depth, codebook_size),
+             # A temperature that makes the posterior flat: the sampler's worst case.
+             "flat": our_step("soft_em", depth, codebook_size, temperature=1e4)}
     repeats = 5 if name == "small" else 1
     t = time_interleaved(steps, x, w, rounds, repeats)
+    fractions.append((name, non_nearest_fraction(steps["soft_em"].layer, x),
+                      non_nearest_fraction(steps["flat"].layer, x)))
     print(f"{name:6s} {n:6d} {depth:4d} {codebook_size:5d} | {t['matmul'] * 1e3:9.2f} "
-          f"{t['sonnet'] * 1e3:9.2f} {t['ema'] * 1e3:8.2f} {t['soft_em'] * 1e3:10.2f} | "
-          f"{t['sonnet'] / t['ema']:9.2f}x {t['ema'] / t['matmul']:9.2f}x "
-          f"{t['soft_em'] / t['ema']:7.2f}x", flush=True)
+          f"{t['sonnet'] * 1e3:9.2f} {t['ema'] * 1e3:8.2f} {t['soft_em'] * 1e3:10.2f} "
+          f"{t['flat'] * 1e3:8.2f} | {t['sonnet'] / t['ema']:9.2f}x "
+          f"{t['ema'] / t['matmul']:9.2f}x {t['soft_em'] / t['ema']:7.2f}x "
+          f"{t['flat'] / t['ema']:7.2f}x", flush=True)
+  print("\nsoft_em: m = 10 draws per position; share of draws that are not the nearest code "
+        "(the exact sampler's slow path) after the timed steps:")
+  for name, default, flat in fractions:
+    print(f"  {name:6s} temperature 1: {default:6.1%}   flat (temperature 1e4): {flat:6.1%}")
 
 
 def memory_child(update, n, depth, codebook_size):

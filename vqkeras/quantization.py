@@ -109,7 +109,8 @@ def sample_codes(x, codebook, num_samples, temperature, seed, max_rows):
   Exact, and fast for the peaked posteriors of trained quantizers: each draw
   takes the nearest code k with probability P(k | x); otherwise it comes from P
   without k, renormalized (the mixture of the two is P). Only rows with such a
-  draw pay for a full categorical draw. No `[N, m, K]` tensor is formed.
+  draw pay for a full categorical draw; when they are most rows (a flat
+  posterior), every row is drawn from P directly. No `[N, m, K]` tensor is formed.
 
   Args:
     x: `[blocks, N, d]` float32.
@@ -135,16 +136,24 @@ def sample_codes(x, codebook, num_samples, temperature, seed, max_rows):
     uniform = tf.random.stateless_uniform([blocks * rows, num_samples], seeds[0])
     take_nearest = uniform < p_nearest[:, None]
     others = tf.where(tf.reduce_any(~take_nearest, axis=-1))[:, 0]
-    other_logits = tf.tensor_scatter_nd_update(
-        tf.gather(logits, others),
-        tf.stack([tf.range(tf.size(others, tf.int64)), tf.cast(tf.gather(nearest, others),
-                                                              tf.int64)], axis=1),
-        tf.fill(tf.shape(others), float("-inf")))
-    other_samples = tf.random.stateless_categorical(other_logits, num_samples, seeds[1],
-                                                    dtype=tf.int32)
-    other_samples = tf.scatter_nd(others[:, None], other_samples,
-                                  tf.shape(take_nearest, tf.int64))
-    samples = tf.where(take_nearest, nearest[:, None], other_samples)
+
+    def mixture():
+      other_logits = tf.tensor_scatter_nd_update(
+          tf.gather(logits, others),
+          tf.stack([tf.range(tf.size(others, tf.int64)),
+                    tf.cast(tf.gather(nearest, others), tf.int64)], axis=1),
+          tf.fill(tf.shape(others), float("-inf")))
+      other_samples = tf.random.stateless_categorical(other_logits, num_samples, seeds[1],
+                                                      dtype=tf.int32)
+      other_samples = tf.scatter_nd(others[:, None], other_samples,
+                                    tf.shape(take_nearest, tf.int64))
+      return tf.where(take_nearest, nearest[:, None], other_samples)
+
+    def direct():
+      # A flat posterior: most rows need a full draw anyway, so draw every row from P.
+      return tf.random.stateless_categorical(logits, num_samples, seeds[1], dtype=tf.int32)
+
+    samples = tf.cond(tf.size(others) * 2 > blocks * rows, direct, mixture)
     codes = tf.concat([samples, nearest[:, None]], axis=-1)
     return tf.reshape(codes, [blocks, rows, num_samples + 1])
   codes = map_row_chunks(assign, x, max_rows)
@@ -153,7 +162,7 @@ def sample_codes(x, codebook, num_samples, temperature, seed, max_rows):
 
 class Assignments(collections.namedtuple(
     "Assignments", ["nearest", "nearest_weight", "other_positions", "other_codes",
-                    "other_weight"])):
+                    "other_weight", "samples"])):
   """Which code vectors make up each position's quantized vector, and with what weight.
 
   A sparse form of the (soft) assignment matrix W [blocks * N, blocks * K]:
@@ -168,12 +177,13 @@ class Assignments(collections.namedtuple(
     other_positions: `[R]` int32 flat positions, or None.
     other_codes: `[R]` int32 flat codes, or None.
     other_weight: python float, 1/m.
+    samples: `[blocks, N, m]` int32 soft-EM draws, or None.
   """
 
 
 def hard_assignments(codes):
   """Each position takes its one code with weight 1. codes: `[blocks, N]` int32."""
-  return Assignments(codes, None, None, None, 0.0)
+  return Assignments(codes, None, None, None, 0.0, None)
 
 
 def soft_assignments(samples, nearest, codebook_size):
@@ -196,7 +206,7 @@ def soft_assignments(samples, nearest, codebook_size):
   other_codes = (tf.gather(tf.reshape(samples, [-1]), others) +
                  other_positions // rows * codebook_size)
   return Assignments(nearest, nearest_weight, other_positions, other_codes,
-                     1.0 / num_samples)
+                     1.0 / num_samples, samples)
 
 
 def _block_offsets(codes, codebook_size):
@@ -221,11 +231,21 @@ def lookup(codebook, assignments):
   vectors = tf.gather(flat_codebook, _block_offsets(assignments.nearest, codebook_size))
   if assignments.nearest_weight is None:
     return vectors
-  vectors *= assignments.nearest_weight[..., None]
-  others = tf.gather(flat_codebook, assignments.other_codes) * assignments.other_weight
-  flat = tf.tensor_scatter_nd_add(tf.reshape(vectors, [-1, depth]),
-                                  assignments.other_positions[:, None], others)
-  return tf.reshape(flat, tf.shape(vectors))
+
+  def nearest_plus_others():
+    weighted = vectors * assignments.nearest_weight[..., None]
+    others = tf.gather(flat_codebook, assignments.other_codes) * assignments.other_weight
+    flat = tf.tensor_scatter_nd_add(tf.reshape(weighted, [-1, depth]),
+                                    assignments.other_positions[:, None], others)
+    return tf.reshape(flat, tf.shape(vectors))
+
+  def mean_of_samples():
+    ids = _block_offsets(assignments.samples, codebook_size)
+    return tf.reduce_mean(tf.gather(flat_codebook, ids), axis=2)
+
+  # Scattering the other draws beats gathering all m draws only while they are few.
+  return tf.cond(tf.size(assignments.other_codes) > tf.size(assignments.nearest),
+                 mean_of_samples, nearest_plus_others)
 
 
 def assignment_statistics(x, assignments, valid, codebook_size, with_sums=True):
@@ -361,7 +381,9 @@ def sample_cross_entropy(logits, samples):
   Returns:
     `[...]` float32.
   """
+  logits = tf.cast(logits, tf.float32)
+  samples = tf.convert_to_tensor(samples)
   num_samples = samples.shape[-1]
-  log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+  log_probs = tf.nn.log_softmax(logits, axis=-1)
   picked = tf.gather(log_probs, samples, batch_dims=logits.shape.rank - 1)
   return -tf.reduce_sum(picked, axis=-1) / num_samples
