@@ -1,0 +1,110 @@
+"""Hyper-parameters of the CIFAR-10 VQ-VAE with a Transformer prior over its codes.
+
+Full sizes from van den Oord et al. 2017 (PAPERS.md section 1): 256 channels,
+8 x 8 latents with 10 codebooks per position, Adam 2e-4, batch 128, 250k steps.
+"""
+
+import dataclasses
+
+from vqkeras import registry
+from vqkeras.hparams_lib import HParams, check
+
+BOTTLENECKS = ("gradient", "ema", "soft_em")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageVQVAEHParams(HParams):
+  """Autoencoder, bottleneck, pixel likelihood, latent prior and optimization."""
+  # Autoencoder.
+  channels: int = 256                # width of the encoder and decoder convolutions
+  latent_depth: int = 320            # D, depth of a latent position before slicing
+  # Bottleneck (vqkeras.layers.VectorQuantizer).
+  bottleneck: str = "soft_em"        # "gradient", "ema" (hard EM) or "soft_em"
+  codebook_size: int = 512           # K codes per block
+  num_blocks: int = 10               # codebooks per position: the paper's 8 x 8 x 10
+  num_samples: int = 10              # m, soft-EM samples per position
+  decay: float = 0.99                # EMA decay lambda
+  epsilon: float = 1e-5              # Laplace smoothing of the counts
+  beta: float = 0.25                 # commitment loss weight
+  temperature: float = 1.0           # soft EM samples from softmax(-||z - e||^2 / T)
+  restart_dead_codes: bool = False
+  # Latent prior: a causal Transformer over the code grid in raster order.
+  prior_hidden_size: int = 512
+  prior_filter_size: int = 2048
+  prior_num_layers: int = 6
+  prior_num_heads: int = 8
+  prior_dropout: float = 0.1
+  prior_start_step: int = 0          # 0 trains the prior jointly; > 0 from that step on
+  # Optimization.
+  batch_size: int = 128              # images per step, global over all replicas
+  learning_rate: float = 2e-4
+  train_steps: int = 250000
+  # Sampling.
+  sample_temperature: float = 1.0
+
+  def validate(self):
+    check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
+          " or ".join(BOTTLENECKS))
+    check(self.latent_depth % self.num_blocks == 0, "num_blocks", self.num_blocks,
+          f"a divisor of latent_depth={self.latent_depth}")
+    check(self.prior_hidden_size % self.prior_num_heads == 0, "prior_num_heads",
+          self.prior_num_heads, f"a divisor of prior_hidden_size={self.prior_hidden_size}")
+    for name in ("channels", "codebook_size", "num_samples", "batch_size", "train_steps"):
+      check(getattr(self, name) >= 1, name, getattr(self, name), "a positive integer")
+
+
+# CPU sizes: the same changes serve every bottleneck.
+SMALL = dict(channels=64, latent_depth=64, num_blocks=2, codebook_size=128,
+             prior_hidden_size=128, prior_filter_size=512, prior_num_layers=2,
+             prior_num_heads=4, batch_size=32, learning_rate=1e-3, train_steps=3000)
+TINY = dict(channels=16, latent_depth=16, num_blocks=2, codebook_size=32, num_samples=4,
+            prior_hidden_size=32, prior_filter_size=64, prior_num_layers=1,
+            prior_num_heads=2, batch_size=16, learning_rate=2e-3, train_steps=100)
+
+
+@registry.register_hparams
+def vq_em_cifar():
+  """Soft EM with m = 10 (Roy et al. 2018)."""
+  return ImageVQVAEHParams()
+
+
+@registry.register_hparams
+def vq_ema_cifar():
+  """Hard EM: the EMA codebook of VQ-VAE."""
+  return vq_em_cifar().derive(bottleneck="ema")
+
+
+@registry.register_hparams
+def vq_gradient_cifar():
+  """The VQ-VAE codebook loss."""
+  return vq_em_cifar().derive(bottleneck="gradient")
+
+
+@registry.register_hparams
+def vq_em_cifar_small():
+  return vq_em_cifar().derive(**SMALL)
+
+
+@registry.register_hparams
+def vq_ema_cifar_small():
+  return vq_ema_cifar().derive(**SMALL)
+
+
+@registry.register_hparams
+def vq_gradient_cifar_small():
+  return vq_gradient_cifar().derive(**SMALL)
+
+
+@registry.register_hparams
+def vq_em_cifar_tiny():
+  return vq_em_cifar().derive(**TINY)
+
+
+@registry.register_hparams
+def vq_ema_cifar_tiny():
+  return vq_ema_cifar().derive(**TINY)
+
+
+@registry.register_hparams
+def vq_gradient_cifar_tiny():
+  return vq_gradient_cifar().derive(**TINY)

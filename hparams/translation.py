@@ -1,0 +1,148 @@
+"""Hyper-parameters of the English-German translation models.
+
+The autoregressive Transformer (baseline and distillation teacher) and the
+non-autoregressive latent Transformer with a discrete bottleneck of Roy et al.
+2018 (PAPERS.md section 2): hidden 512, filter 4096, 6 layers, 8 heads, target
+compressed 2^3 times into 12-bit codes, Adam(0.9, 0.997, 1e-9) with warm-up.
+"""
+
+import dataclasses
+
+from vqkeras import registry
+from vqkeras.hparams_lib import HParams, check
+
+BOTTLENECKS = ("gradient", "ema", "soft_em")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerHParams(HParams):
+  """Vocabulary, batching, Transformer sizes, optimization and decoding."""
+  # Data.
+  vocab_size: int = 32000            # shared SentencePiece vocabulary of source and target
+  max_length: int = 256              # longer training pairs (in tokens) are dropped
+  batch_size: int = 4096             # tokens per step, global over all replicas (T2T)
+  # Transformer.
+  hidden_size: int = 512
+  filter_size: int = 2048
+  num_layers: int = 6
+  num_heads: int = 8
+  dropout: float = 0.1
+  label_smoothing: float = 0.1
+  # Optimization: Adam with linear warm-up, then inverse square-root decay.
+  learning_rate: float = 2.0         # scaled by hidden_size^-0.5 (the Transformer schedule)
+  warmup_steps: int = 8000
+  adam_beta1: float = 0.9
+  adam_beta2: float = 0.997
+  adam_epsilon: float = 1e-9
+  train_steps: int = 250000
+  # Decoding.
+  beam_size: int = 4
+  length_penalty: float = 0.6        # alpha of ((5 + length) / 6)^alpha
+
+  def validate(self):
+    check(self.hidden_size % self.num_heads == 0, "num_heads", self.num_heads,
+          f"a divisor of hidden_size={self.hidden_size}")
+    for name in ("vocab_size", "max_length", "batch_size", "num_layers", "train_steps",
+                 "beam_size"):
+      check(getattr(self, name) >= 1, name, getattr(self, name), "a positive integer")
+    check(self.batch_size >= self.max_length, "batch_size", self.batch_size,
+          f"at least max_length={self.max_length} tokens, so that every pair fits a batch")
+    check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentTransformerHParams(TransformerHParams):
+  """The non-autoregressive model: compression, bottleneck, latent predictor, schedule."""
+  filter_size: int = 4096
+  compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
+  bottleneck: str = "soft_em"        # "gradient", "ema" (hard EM) or "soft_em"
+  bottleneck_bits: int = 12          # K = 2^bits codes
+  num_samples: int = 10              # m = n_s, soft-EM samples per position
+  decay: float = 0.999               # EMA decay lambda of Roy et al.
+  epsilon: float = 1e-5
+  beta: float = 0.25
+  temperature: float = 1.0
+  mask_startup_steps: int = 50000    # the decoder moves from gold targets to latents
+  latent_beam_size: int = 1          # 1: greedy decoding of the codes
+
+  def validate(self):
+    super().validate()
+    check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
+          " or ".join(BOTTLENECKS))
+    check(1 <= self.bottleneck_bits <= 20, "bottleneck_bits", self.bottleneck_bits,
+          "an integer in [1, 20]")
+    check(self.compression_steps >= 1, "compression_steps", self.compression_steps,
+          "a positive integer")
+
+
+# CPU sizes for Multi30k: the same changes serve every model of the family.
+SMALL = dict(vocab_size=8000, max_length=64, batch_size=4096, hidden_size=256,
+             filter_size=1024, num_layers=3, num_heads=4, warmup_steps=1000,
+             train_steps=20000)
+TINY = dict(vocab_size=1000, max_length=32, batch_size=512, hidden_size=64, filter_size=128,
+            num_layers=1, num_heads=2, dropout=0.0, warmup_steps=50, train_steps=200)
+LATENT_SMALL = dict(SMALL, bottleneck_bits=10, mask_startup_steps=4000)
+LATENT_TINY = dict(TINY, bottleneck_bits=6, num_samples=4, mask_startup_steps=50)
+
+
+@registry.register_hparams
+def transformer_base():
+  return TransformerHParams()
+
+
+@registry.register_hparams
+def transformer_small():
+  return transformer_base().derive(**SMALL)
+
+
+@registry.register_hparams
+def transformer_tiny():
+  return transformer_base().derive(**TINY)
+
+
+@registry.register_hparams
+def vq_em():
+  """Soft EM with n_s = 10: the paper's best non-autoregressive model."""
+  return LatentTransformerHParams()
+
+
+@registry.register_hparams
+def vq_ema():
+  """Hard EM (the EMA codebook)."""
+  return vq_em().derive(bottleneck="ema")
+
+
+@registry.register_hparams
+def vq_gradient():
+  """The VQ-VAE codebook loss."""
+  return vq_em().derive(bottleneck="gradient")
+
+
+@registry.register_hparams
+def vq_em_small():
+  return vq_em().derive(**LATENT_SMALL)
+
+
+@registry.register_hparams
+def vq_ema_small():
+  return vq_ema().derive(**LATENT_SMALL)
+
+
+@registry.register_hparams
+def vq_gradient_small():
+  return vq_gradient().derive(**LATENT_SMALL)
+
+
+@registry.register_hparams
+def vq_em_tiny():
+  return vq_em().derive(**LATENT_TINY)
+
+
+@registry.register_hparams
+def vq_ema_tiny():
+  return vq_ema().derive(**LATENT_TINY)
+
+
+@registry.register_hparams
+def vq_gradient_tiny():
+  return vq_gradient().derive(**LATENT_TINY)

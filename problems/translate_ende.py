@@ -1,0 +1,66 @@
+"""WMT'14 English-German: the translation task of Roy et al. 2018.
+
+Train on WMT'14, validate on newstest2013, test on newstest2014. Sources, tried
+in this order:
+1. line-aligned parallel text files in --raw_dir, plain or gzip:
+   train.en/train.de, newstest2013.en/.de, newstest2014.en/.de;
+2. tensorflow-datasets' `wmt14_translate/de-en`, prepared in --data_dir or
+   downloaded there.
+"""
+
+import pathlib
+
+from vqkeras import problem
+from vqkeras import registry
+
+TFDS_NAME = "wmt14_translate/de-en"
+TFDS_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+
+
+@registry.register_problem
+class TranslateEnde(problem.TranslationProblem):
+  """English to German on WMT'14."""
+
+  name = "translate_ende"
+  split_stems = {"train": "train", "validation": "newstest2013", "test": "newstest2014"}
+
+  def text_pairs(self, split, data_dir, raw_dir, log):
+    local = self.local_files(split, raw_dir)
+    if local.paths() is not None:
+      return local.dataset()
+    dataset = self.tfds_builder(split, data_dir, raw_dir, log).as_dataset(
+        split=TFDS_SPLITS[split])
+    return dataset.map(lambda example: (example[self.source_language],
+                                        example[self.target_language]))
+
+  def training_text(self, data_dir, raw_dir, log):
+    local = self.local_files("train", raw_dir)
+    if local.paths() is not None:
+      return local.lines()
+    sources, targets = [], []
+    for source, target in self.text_pairs("train", data_dir, raw_dir, log).as_numpy_iterator():
+      sources.append(source.decode("utf-8"))
+      targets.append(target.decode("utf-8"))
+      if len(sources) % 500000 == 0:
+        log(f"translate_ende: read {len(sources)} training pairs")
+    return sources, targets
+
+  def tfds_builder(self, split, data_dir, raw_dir, log):
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
+    if not builder.is_prepared():
+      log(f"translate_ende: no parallel text files in --raw_dir={raw_dir}; preparing "
+          f"tensorflow-datasets' {TFDS_NAME} in {data_dir} (a long download)")
+      try:
+        builder.download_and_prepare(
+            download_dir=None if raw_dir is None else str(pathlib.Path(raw_dir) / "downloads"))
+      except Exception as error:  # tfds raises many kinds when it cannot download.
+        local = self.local_files(split, raw_dir)
+        raise problem.DataError(
+            f"WMT'14 English-German {split} data not found and not downloadable "
+            f"({type(error).__name__}: {error}).\nPut line-aligned files "
+            f"{' and '.join(local.expected())} in --raw_dir={raw_dir}, or, with internet, "
+            f"prepare tensorflow-datasets' copy in --data_dir:\n"
+            f"  python -m tensorflow_datasets.scripts.download_and_prepare "
+            f"--datasets={TFDS_NAME} --data_dir={data_dir}") from error
+    return builder

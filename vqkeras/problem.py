@@ -1,0 +1,268 @@
+"""Problems: a dataset, how to prepare it and how to feed it, as in Tensor2Tensor.
+
+Two folders, as in T2T: `raw_dir` holds a dataset's raw files, downloaded or
+placed there by hand (T2T's tmp_dir); `data_dir` holds what is prepared from
+them (vocabulary, caches, tensorflow-datasets builds). `prepare` (bin/datagen)
+makes everything; `dataset` prepares what is missing, then builds the pipeline.
+"""
+
+import gzip
+import json
+import pathlib
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import sentencepiece
+import tensorflow as tf
+
+from vqkeras import input_pipeline
+from vqkeras.tokenizer import Tokenizer, train_sentencepiece
+
+SPLITS = ("train", "validation", "test")
+
+
+class DataError(ValueError):
+  """Data that is missing, truncated or inconsistent, with what to do about it."""
+
+
+def check_split(split):
+  if split not in SPLITS:
+    raise DataError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
+
+
+def log_progress(message):
+  print(message, flush=True)
+
+
+def download(url, path, log=log_progress):
+  """Downloads `url` to `path` (atomically). Raises DataError when offline."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  partial = path.with_name(path.name + ".partial")
+  log(f"Downloading {url} to {path}")
+  try:
+    with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+      while chunk := response.read(1 << 20):
+        out.write(chunk)
+  except (urllib.error.URLError, OSError) as error:
+    partial.unlink(missing_ok=True)
+    raise DataError(f"Could not download {url}: {error}") from error
+  partial.replace(path)
+  return path
+
+
+class Problem:
+  """A named dataset. Subclasses set `name` and implement `prepare` and `dataset`."""
+
+  name = None
+
+  def prepare(self, data_dir, raw_dir, hparams, log=log_progress):
+    """Prepares and caches everything the pipelines need in `data_dir`."""
+    raise NotImplementedError
+
+  def dataset(self, split, data_dir, raw_dir, hparams, training, seed=None,
+              input_context=None):
+    """The batched tf.data pipeline of `split`."""
+    raise NotImplementedError
+
+
+class ImageProblem(Problem):
+  """Images held in memory as uint8 arrays, cached in `data_dir` as one .npz per problem.
+
+  Subclasses implement `read_raw(data_dir, raw_dir, log)`, returning
+  {split: (images, labels)} for the splits they have.
+  """
+
+  def cache_path(self, data_dir):
+    return pathlib.Path(data_dir) / f"{self.name}.npz"
+
+  def read_raw(self, data_dir, raw_dir, log):
+    raise NotImplementedError
+
+  def prepare(self, data_dir, raw_dir, hparams=None, log=log_progress):
+    splits = self.read_raw(data_dir, raw_dir, log)
+    path = self.cache_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, (images, labels) in splits.items():
+      arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+      log(f"{self.name}: {split}: {len(images)} images")
+    partial = path.with_name(path.name + ".partial.npz")
+    np.savez(partial, **arrays)
+    partial.replace(path)
+    log(f"{self.name}: wrote {path}")
+
+  def arrays(self, split, data_dir, raw_dir, log=log_progress):
+    """uint8 images `[n, H, W, C]` and int64 labels `[n]` of `split`."""
+    check_split(split)
+    path = self.cache_path(data_dir)
+    if not path.is_file():
+      self.prepare(data_dir, raw_dir, log=log)
+    with np.load(path) as cache:
+      if f"{split}_images" not in cache:
+        have = sorted(key[:-len("_images")] for key in cache if key.endswith("_images"))
+        raise DataError(f"{self.name} has no {split!r} split in {path} (it has "
+                        f"{', '.join(have)}): the raw data had none.")
+      return cache[f"{split}_images"], cache[f"{split}_labels"]
+
+  def dataset(self, split, data_dir, raw_dir, hparams, training, seed=None,
+              input_context=None):
+    images, labels = self.arrays(split, data_dir, raw_dir)
+    return input_pipeline.image_batches(images, labels, hparams.batch_size, training, seed,
+                                        input_context)
+
+
+def read_lines(path):
+  """The lines of a text file, plain or gzip, without their line ends."""
+  path = pathlib.Path(path)
+  opener = gzip.open if path.suffix == ".gz" else open
+  with opener(path, "rt", encoding="utf-8") as f:
+    return f.read().splitlines()
+
+
+def line_count(path):
+  """Lines in a plain or gzip text file, counted without holding the file."""
+  path = pathlib.Path(path)
+  opener = gzip.open if path.suffix == ".gz" else open
+  with opener(path, "rb") as f:
+    return sum(1 for _ in f)
+
+
+def text_line_dataset(path):
+  path = str(path)
+  return tf.data.TextLineDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+
+
+class TranslationProblem(Problem):
+  """Sentence pairs, a shared SentencePiece vocabulary and token-budget batches.
+
+  Subclasses implement `text_pairs(split, data_dir, raw_dir, log)`, returning a
+  dataset of (source, target) strings, and `training_text(data_dir, raw_dir,
+  log)`, returning the training (source, target) lines for the vocabulary and
+  the statistics.
+  """
+
+  source_language = "en"
+  target_language = "de"
+  # Split name -> file stem of the local parallel files, e.g. "train" -> train.en, train.de.
+  split_stems = {}
+
+  def local_files(self, split, raw_dir):
+    """The split's `ParallelTextFiles` in raw_dir (their `paths()` is None when absent)."""
+    check_split(split)
+    return ParallelTextFiles(raw_dir or ".", self.split_stems[split],
+                             (self.source_language, self.target_language))
+
+  def text_pairs(self, split, data_dir, raw_dir, log):
+    raise NotImplementedError
+
+  def training_text(self, data_dir, raw_dir, log):
+    raise NotImplementedError
+
+  def vocab_path(self, data_dir, hparams):
+    return pathlib.Path(data_dir) / f"{self.name}.sentencepiece{hparams.vocab_size}.model"
+
+  def prepare(self, data_dir, raw_dir, hparams, log=log_progress):
+    """Trains the vocabulary and reports what the pipeline will drop."""
+    start = time.time()
+    sources, targets = self.training_text(data_dir, raw_dir, log)
+    path = self.vocab_path(data_dir, hparams)
+    if not path.is_file():
+      log(f"{self.name}: training a {hparams.vocab_size}-piece SentencePiece vocabulary "
+          f"on {len(sources)} sentence pairs")
+      train_sentencepiece(
+          (line for pair in zip(sources, targets) for line in pair if line.strip()),
+          hparams.vocab_size, path)
+      log(f"{self.name}: wrote {path}")
+    stats = self.statistics(sources, targets, path, hparams.max_length)
+    stats_path = path.with_suffix(".stats.json")
+    stats_path.write_text(json.dumps(stats, indent=2))
+    log(f"{self.name}: training pairs {stats['pairs']}, kept {stats['kept']}; dropped "
+        f"{stats['empty']} with an empty side and {stats['too_long']} longer than "
+        f"max_length={hparams.max_length} tokens ({time.time() - start:.0f}s)")
+    return stats
+
+  @staticmethod
+  def statistics(sources, targets, vocab_path, max_length):
+    """Counts the pairs the pipeline keeps and drops (empty, over-long), as it does."""
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(vocab_path))
+    empty = too_long = 0
+    for start in range(0, len(sources), 10000):
+      source, target = sources[start:start + 10000], targets[start:start + 10000]
+      nonempty = [(s, t) for s, t in zip(source, target) if s.strip() and t.strip()]
+      empty += len(source) - len(nonempty)
+      if nonempty:
+        lengths = [[len(ids) + 1 for ids in processor.encode(list(side))]   # + EOS
+                   for side in zip(*nonempty)]
+        too_long += sum(max(a, b) > max_length for a, b in zip(*lengths))
+    pairs = len(sources)
+    return {"pairs": pairs, "empty": empty, "too_long": too_long,
+            "kept": pairs - empty - too_long}
+
+  def tokenizer(self, data_dir, raw_dir, hparams, log=log_progress):
+    """The shared tokenizer, training the vocabulary first if it is not in `data_dir`."""
+    path = self.vocab_path(data_dir, hparams)
+    if not path.is_file():
+      self.prepare(data_dir, raw_dir, hparams, log)
+    return Tokenizer(path)
+
+  def dataset(self, split, data_dir, raw_dir, hparams, training, seed=None,
+              input_context=None):
+    check_split(split)
+    tokenizer = self.tokenizer(data_dir, raw_dir, hparams)
+    pairs = self.text_pairs(split, data_dir, raw_dir, log_progress)
+    return input_pipeline.translation_batches(
+        pairs, tokenizer, hparams.batch_size, hparams.max_length, training, seed,
+        input_context)
+
+
+class ParallelTextFiles:
+  """Line-aligned source and target files of one split in a folder, plain or gzip.
+
+  Args:
+    folder: the folder.
+    stem: the file name before the language suffix, e.g. "train" for train.en(.gz).
+    languages: (source, target) suffixes.
+  """
+
+  def __init__(self, folder, stem, languages):
+    self.folder, self.stem, self.languages = pathlib.Path(folder), stem, languages
+
+  def expected(self):
+    return [f"{self.stem}.{language}[.gz]" for language in self.languages]
+
+  def path(self, language):
+    """The file of one language, plain or gzip, or None."""
+    for ending in ("", ".gz"):
+      path = self.folder / f"{self.stem}.{language}{ending}"
+      if path.is_file():
+        return path
+    return None
+
+  def paths(self):
+    """The two files, or None when either is missing."""
+    found = [self.path(language) for language in self.languages]
+    return None if None in found else found
+
+  def lines(self):
+    """(source lines, target lines); refuses files of different line counts."""
+    source_path, target_path = self.paths()
+    source, target = read_lines(source_path), read_lines(target_path)
+    if len(source) != len(target):
+      raise DataError(f"Parallel files of different lengths: {source_path} has {len(source)} "
+                      f"lines, {target_path} has {len(target)}; line i of one must translate "
+                      f"line i of the other.")
+    return source, target
+
+  def dataset(self):
+    """(source, target) string pairs, read lazily; line counts are checked first."""
+    source_path, target_path = self.paths()
+    counts = [line_count(source_path), line_count(target_path)]
+    if counts[0] != counts[1]:
+      raise DataError(f"Parallel files of different lengths: {source_path} has {counts[0]} "
+                      f"lines, {target_path} has {counts[1]}; line i of one must translate "
+                      f"line i of the other.")
+    return tf.data.Dataset.zip((text_line_dataset(source_path),
+                                text_line_dataset(target_path)))
