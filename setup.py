@@ -8,6 +8,7 @@ INSTALL_REQUIRES = [
     "tensorflow==2.21.0",
     "keras==3.15.1",
     "tensorflow-datasets==4.9.10",
+    "importlib_resources==7.1.0",   # tensorflow-datasets needs it to download, undeclared
     "tensorflow-probability==0.25.0",
     "tf-keras==2.21.0",
     "tensorflow-text==2.21.1",
@@ -31,9 +32,12 @@ setuptools.setup(
     python_requires=">=3.10,<3.14",
     # problems/ and hparams/ live at the top of the repository but install under
     # the vqkeras namespace, so no generic top-level module reaches site-packages.
-    packages=["vqkeras", "vqkeras.layers", "vqkeras.models", "vqkeras.problems",
-              "vqkeras.hparams"],
+    packages=["vqkeras", "vqkeras.cli", "vqkeras.layers", "vqkeras.models",
+              "vqkeras.problems", "vqkeras.hparams"],
     package_dir={"vqkeras.problems": "problems", "vqkeras.hparams": "hparams"},
+    entry_points={"console_scripts": [
+        "vqkeras-datagen = vqkeras.cli.datagen:run",
+    ]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

@@ -79,7 +79,7 @@ class LatentTransformerHParams(TransformerHParams):
 SMALL = dict(vocab_size=8000, max_length=64, batch_size=4096, hidden_size=256,
              filter_size=1024, num_layers=3, num_heads=4, warmup_steps=1000,
              train_steps=20000)
-TINY = dict(vocab_size=1000, max_length=32, batch_size=512, hidden_size=64, filter_size=128,
+TINY = dict(vocab_size=1000, max_length=64, batch_size=1024, hidden_size=64, filter_size=128,
             num_layers=1, num_heads=2, dropout=0.0, warmup_steps=50, train_steps=200)
 LATENT_SMALL = dict(SMALL, bottleneck_bits=10, mask_startup_steps=4000)
 LATENT_TINY = dict(TINY, bottleneck_bits=6, num_samples=4, mask_startup_steps=50)

@@ -21,6 +21,7 @@ from vqkeras import problem
 from vqkeras import registry
 
 RECORD_BYTES = 1 + 32 * 32 * 3
+ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 VALIDATION_FRACTION = 0.1
 BINARY = ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)],
           "test_batch.bin", "cifar-10-binary.tar.gz")
@@ -128,15 +129,10 @@ class ImageCifar10(problem.ImageProblem):
 
   def read_tfds(self, data_dir, raw_dir, log):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    builder = tfds.builder("cifar10", data_dir=data_dir)
-    if not builder.is_prepared():
-      log(f"image_cifar10: no raw files in --raw_dir={raw_dir}; preparing tensorflow-datasets' "
-          f"cifar10 in {data_dir}")
-      try:
-        builder.download_and_prepare(
-            download_dir=None if raw_dir is None else str(pathlib.Path(raw_dir) / "downloads"))
-      except Exception as error:  # tfds raises many kinds when it cannot download.
-        raise problem.DataError(self.missing_message(data_dir, raw_dir, error)) from error
+    log(f"image_cifar10: no raw files in --raw_dir={raw_dir}; trying tensorflow-datasets")
+    builder = problem.prepare_tfds(
+        tfds.builder("cifar10", data_dir=data_dir), ARCHIVE_URL, raw_dir,
+        lambda error: self.missing_message(data_dir, raw_dir, error), log)
     splits = {}
     for split in ("train", "test"):
       arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))

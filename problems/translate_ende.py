@@ -8,13 +8,12 @@ in this order:
    downloaded there.
 """
 
-import pathlib
-
 from vqkeras import problem
 from vqkeras import registry
 
 TFDS_NAME = "wmt14_translate/de-en"
 TFDS_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+PROBE_URL = "https://www.statmt.org/wmt14/"   # where tensorflow-datasets downloads WMT'14 from
 
 
 @registry.register_problem
@@ -47,20 +46,16 @@ class TranslateEnde(problem.TranslationProblem):
 
   def tfds_builder(self, split, data_dir, raw_dir, log):
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    builder = tfds.builder(TFDS_NAME, data_dir=data_dir)
-    if not builder.is_prepared():
-      log(f"translate_ende: no parallel text files in --raw_dir={raw_dir}; preparing "
-          f"tensorflow-datasets' {TFDS_NAME} in {data_dir} (a long download)")
-      try:
-        builder.download_and_prepare(
-            download_dir=None if raw_dir is None else str(pathlib.Path(raw_dir) / "downloads"))
-      except Exception as error:  # tfds raises many kinds when it cannot download.
-        local = self.local_files(split, raw_dir)
-        raise problem.DataError(
-            f"WMT'14 English-German {split} data not found and not downloadable "
-            f"({type(error).__name__}: {error}).\nPut line-aligned files "
-            f"{' and '.join(local.expected())} in --raw_dir={raw_dir}, or, with internet, "
-            f"prepare tensorflow-datasets' copy in --data_dir:\n"
-            f"  python -m tensorflow_datasets.scripts.download_and_prepare "
-            f"--datasets={TFDS_NAME} --data_dir={data_dir}") from error
-    return builder
+    local = self.local_files(split, raw_dir)
+
+    def missing_message(error):
+      return (f"WMT'14 English-German {split} data not found and not downloadable "
+              f"({type(error).__name__}: {error}).\nPut line-aligned files "
+              f"{' and '.join(local.expected())} in --raw_dir={raw_dir}, or, with internet, "
+              f"prepare tensorflow-datasets' copy in --data_dir:\n"
+              f"  python -m tensorflow_datasets.scripts.download_and_prepare "
+              f"--datasets={TFDS_NAME} --data_dir={data_dir}")
+    log(f"translate_ende: no parallel text files in --raw_dir={raw_dir}; trying "
+        f"tensorflow-datasets' {TFDS_NAME} (a long download the first time)")
+    return problem.prepare_tfds(tfds.builder(TFDS_NAME, data_dir=data_dir), PROBE_URL,
+                                raw_dir, missing_message, log)

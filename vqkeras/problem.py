@@ -53,6 +53,40 @@ def download(url, path, log=log_progress):
   return path
 
 
+def reachable(url, timeout=10):
+  """Whether `url`'s server answers at all: a quick check before a download with long retries."""
+  try:
+    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+      return True
+  except urllib.error.HTTPError:
+    return True   # the server answered, if only with an error page
+  except (urllib.error.URLError, OSError):
+    return False
+
+
+def prepare_tfds(builder, url, raw_dir, missing_message, log=log_progress):
+  """Prepares a tensorflow-datasets builder, failing at once with `missing_message` offline.
+
+  Args:
+    builder: a `tfds.core.DatasetBuilder` whose data_dir is our --data_dir.
+    url: one of the dataset's download addresses, probed first: tfds itself
+      retries for minutes before it gives up.
+    raw_dir: downloads go to raw_dir/downloads.
+    missing_message: function of the error, the message for the user.
+  """
+  if builder.is_prepared():
+    return builder
+  log(f"Preparing tensorflow-datasets' {builder.name} in {builder.data_dir}")
+  try:
+    if not reachable(url):
+      raise DataError(f"{url} cannot be reached (offline?)")
+    builder.download_and_prepare(
+        download_dir=None if raw_dir is None else str(pathlib.Path(raw_dir) / "downloads"))
+  except Exception as error:  # tfds raises many kinds when it cannot download.
+    raise DataError(missing_message(error)) from error
+  return builder
+
+
 class Problem:
   """A named dataset. Subclasses set `name` and implement `prepare` and `dataset`."""
 

@@ -1,0 +1,1 @@
+"""The command-line tools behind bin/: flags shared by all tools and one module per tool."""

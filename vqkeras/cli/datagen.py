@@ -1,0 +1,36 @@
+"""Prepares and caches a problem's data: vocabulary, caches, statistics.
+
+  bin/datagen --problem=translate_ende_multi30k --hparams=transformer_small \
+      --data_dir=~/vqkeras_data --raw_dir=~/vqkeras_data/raw
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app
+
+from vqkeras import registry
+from vqkeras.cli import flags
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  problem = registry.problem(FLAGS.problem)
+  hparams = registry.hparams(FLAGS.hparams, FLAGS.hparams_overrides) if FLAGS.hparams else None
+  if hparams is None and hasattr(problem, "vocab_path"):
+    raise ValueError(f"--hparams is required for {FLAGS.problem}: its vocabulary size comes "
+                     f"from the hyper-parameters (e.g. --hparams=transformer_small).")
+  problem.prepare(FLAGS.data_dir, flags.raw_dir(), hparams)
+  print(f"{FLAGS.problem}: prepared in {FLAGS.data_dir}")
+
+
+def run():
+  flags.define_data_flags()
+  app.run(flags.run_reporting_errors(main))
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,35 @@
+"""Flags shared by the command-line tools, and their user-facing error handling."""
+
+import os
+import sys
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_data_flags():
+  flags.DEFINE_string("problem", None, "Registered problem, e.g. translate_ende or image_cifar10.")
+  flags.DEFINE_string("hparams", None, "Registered hyper-parameter set, e.g. vq_em or "
+                      "vq_em_cifar_small.")
+  flags.DEFINE_string("hparams_overrides", "", "Changes to the set: 'name=value,...'.")
+  flags.DEFINE_string("data_dir", None, "Where prepared data is cached: vocabulary, image "
+                      "caches, tensorflow-datasets builds.")
+  flags.DEFINE_string("raw_dir", None, "Where the datasets' raw files are, downloaded or put "
+                      "by hand (Tensor2Tensor's tmp_dir). Default: DATA_DIR/raw.")
+  flags.mark_flags_as_required(["problem", "data_dir"])
+
+
+def raw_dir():
+  return FLAGS.raw_dir or os.path.join(FLAGS.data_dir, "raw")
+
+
+def run_reporting_errors(main):
+  """Runs main(); a user's mistake (ValueError, FileNotFoundError) exits 2 with its message."""
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except (ValueError, FileNotFoundError) as error:
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(2)
+  return wrapped
