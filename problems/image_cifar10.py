@@ -135,9 +135,9 @@ class ImageCifar10(problem.ImageProblem):
         lambda error: self.missing_message(data_dir, raw_dir, error), log)
     splits = {}
     for split in ("train", "test"):
-      arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-      splits[split] = (np.asarray(arrays["image"], np.uint8),
-                       np.asarray(arrays["label"], np.int64))
+      batches = list(tfds.as_numpy(builder.as_dataset(split=split).batch(4096)))
+      splits[split] = (np.concatenate([b["image"] for b in batches]).astype(np.uint8),
+                       np.concatenate([b["label"] for b in batches]).astype(np.int64))
     return {**_split_validation(*splits["train"]), "test": splits["test"]}
 
   @staticmethod

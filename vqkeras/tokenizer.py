@@ -36,6 +36,9 @@ def train_sentencepiece(sentences, vocab_size, path, max_sentences=1_000_000):
   sentencepiece.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
       model_type="unigram", character_coverage=1.0, byte_fallback=True,
+      # No NFKC: it rewrites characters such as the no-break space of real corpora, and
+      # detokenization must give back the text. Runs of spaces are still collapsed.
+      normalization_rule_name="identity",
       pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
       input_sentence_size=max_sentences, shuffle_input_sentence=True,
       hard_vocab_limit=False, num_threads=os.cpu_count() or 1, minloglevel=2)
