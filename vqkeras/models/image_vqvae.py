@@ -1,6 +1,7 @@
 """The VQ-VAE image autoencoder of van den Oord et al. 2017 (PAPERS.md section 1)."""
 
 import keras
+import tensorflow as tf
 
 from vqkeras.layers import VectorQuantizer
 
@@ -73,6 +74,12 @@ class ImageVQVAE(keras.Model):
 
   def call(self, images, training=False):
     return self.decoder(self.quantizer(self.encoder(images), training=training))
+
+  def loss_and_weight(self, features, training=False):
+    """(sum of squared reconstruction errors, number of sub-pixels) of features["inputs"]."""
+    x = features["inputs"]
+    error = tf.square(tf.cast(self(x, training=training), tf.float32) - x)
+    return tf.reduce_sum(error), tf.cast(tf.size(error), tf.float32)
 
   def encode(self, images):
     return self.quantizer.encode(self.encoder(images))
