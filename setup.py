@@ -37,6 +37,8 @@ setuptools.setup(
     package_dir={"vqkeras.problems": "problems", "vqkeras.hparams": "hparams"},
     entry_points={"console_scripts": [
         "vqkeras-datagen = vqkeras.cli.datagen:run",
+        "vqkeras-train = vqkeras.cli.train:run",
+        "vqkeras-eval = vqkeras.cli.eval:run",
     ]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -21,38 +21,45 @@ def replica_loss(model, features, training):
   """This replica's share of the global loss, and its parts for logging.
 
   Returns:
-    (loss to differentiate, {"loss": main loss, "auxiliary": sum of add_loss terms}),
-    the logged parts as global-batch means.
+    (loss to differentiate, parts): parts are global-batch values, the same on
+    every replica: "loss" (main loss, mean over the global batch), "auxiliary"
+    (the bottleneck's add_loss terms), "weight" (elements the loss averages
+    over, e.g. target tokens) and "examples".
   """
   total, weight = model.loss_and_weight(features, training=training)
-  replicas = tf.distribute.get_replica_context().num_replicas_in_sync \
-      if tf.distribute.get_replica_context() else 1
-  main = total / tf.maximum(_global_sum(weight), 1.0)
+  context = tf.distribute.get_replica_context()
+  replicas = context.num_replicas_in_sync if context else 1
+  global_weight = _global_sum(weight)
+  main = total / tf.maximum(global_weight, 1.0)
   auxiliary = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
   loss = main + auxiliary / replicas
-  return loss, {"loss": _global_sum(main), "auxiliary": _global_sum(auxiliary) / replicas}
+  examples = tf.cast(tf.shape(tf.nest.flatten(features)[0])[0], tf.float32)
+  return loss, {"loss": _global_sum(main), "auxiliary": _global_sum(auxiliary) / replicas,
+                "weight": global_weight, "examples": _global_sum(examples)}
+
+
+def train_step_fn(model, optimizer):
+  """The per-replica training step, a plain function: features -> parts (see replica_loss)."""
+  def step(features):
+    with tf.GradientTape() as tape:
+      loss, parts = replica_loss(model, features, training=True)
+      scaled = optimizer.scale_loss(loss)   # loss scaling under mixed_float16, else as is
+    gradients = tape.gradient(scaled, model.trainable_variables)
+    optimizer.apply(gradients, model.trainable_variables)
+    return parts
+  return step
 
 
 def make_train_step(model, optimizer, input_signature=None):
-  """A tf.function running one optimizer step on one batch per replica.
+  """One optimizer step on one batch on one device, as a tf.function.
 
   Args:
     model: a Keras model with `loss_and_weight(features, training)`.
     optimizer: a Keras optimizer.
     input_signature: the features' TensorSpecs; with None dimensions the step
-      is traced once for every batch shape (token batches vary in shape).
-
-  Returns:
-    step(features) -> {"loss", "auxiliary"} scalars (under a strategy, call it
-    inside strategy.run).
+      is traced once, not for every batch shape (token batches vary in shape).
   """
-  def step(features):
-    with tf.GradientTape() as tape:
-      loss, parts = replica_loss(model, features, training=True)
-    gradients = tape.gradient(loss, model.trainable_variables)
-    optimizer.apply(gradients, model.trainable_variables)
-    return parts
-
+  step = train_step_fn(model, optimizer)
   if input_signature is None:
     return tf.function(step)
   return tf.function(step, input_signature=[input_signature])

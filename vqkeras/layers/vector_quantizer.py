@@ -194,6 +194,9 @@ class VectorQuantizer(keras.layers.Layer):
     self.batch_perplexity = self.add_weight(
         name="batch_perplexity", shape=(), dtype="float32", autocast=False,
         initializer="zeros", trainable=False)
+    self.batch_counts = self.add_weight(
+        name="batch_counts", shape=shape[:2], dtype="float32", autocast=False,
+        initializer="zeros", trainable=False)
 
   # Public views of the state.
 
@@ -212,7 +215,10 @@ class VectorQuantizer(keras.layers.Layer):
     return self.num_blocks * self.codebook_size - self.codes_used()
 
   def health(self):
-    """Codebook health: last training batch perplexity, codes used and dead codes."""
+    """Codebook health: last training batch perplexity, codes used and dead codes.
+
+    The last training batch's count of each code is `batch_counts` `[B, K]`.
+    """
     return {"perplexity": tf.convert_to_tensor(self.batch_perplexity),
             "codes_used": self.codes_used(), "dead_codes": self.dead_codes()}
 
@@ -319,6 +325,7 @@ class VectorQuantizer(keras.layers.Layer):
     self.num_updates.assign(step)
     self.last_used.assign(tf.where(counts > 0.0, step, self.last_used))
     self.batch_perplexity.assign(batch_perplexity)
+    self.batch_counts.assign(counts)
     if self.uses_ema:
       new_count, new_sum, new_codebook, updated = quantization.ema_codebook_update(
           self.ema_count, self.ema_sum, counts, sums, self.decay, self.epsilon)

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from vqkeras import registry
 from vqkeras.layers import VectorQuantizer
 
 
@@ -48,6 +49,7 @@ def image_decoder(channels, output_channels, name="decoder"):
   ], name=name)
 
 
+@registry.register_model("ImageVQVAEHParams")
 class ImageVQVAE(keras.Model):
   """Encoder, vector-quantization bottleneck, decoder.
 
@@ -71,6 +73,17 @@ class ImageVQVAE(keras.Model):
     self.quantizer = VectorQuantizer(codebook_size, num_blocks=num_blocks,
                                      name="quantizer", **quantizer_kwargs)
     self.decoder = image_decoder(channels, output_channels)
+
+  @classmethod
+  def from_hparams(cls, hparams):
+    return cls(hparams.channels, hparams.latent_depth, hparams.codebook_size,
+               hparams.num_blocks, update=hparams.bottleneck, num_samples=hparams.num_samples,
+               decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
+               temperature=hparams.temperature, restart_dead_codes=hparams.restart_dead_codes)
+
+  @staticmethod
+  def make_optimizer(hparams):
+    return keras.optimizers.Adam(hparams.learning_rate)
 
   def call(self, images, training=False):
     return self.decoder(self.quantizer(self.encoder(images), training=training))

@@ -9,6 +9,7 @@ import math
 import keras
 import tensorflow as tf
 
+from vqkeras import registry
 from vqkeras.tokenizer import PAD_ID
 
 
@@ -121,6 +122,24 @@ def shift_right(targets):
   return tf.pad(targets, [[0, 0], [1, 0]], constant_values=PAD_ID)[:, :-1]
 
 
+class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
+  """lr * hidden^-0.5 * min(step^-0.5, step * warmup^-1.5): linear warm-up, then 1/sqrt decay."""
+
+  def __init__(self, learning_rate, hidden_size, warmup_steps):
+    self.learning_rate, self.hidden_size, self.warmup_steps = (learning_rate, hidden_size,
+                                                               warmup_steps)
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32) + 1.0
+    return (self.learning_rate * self.hidden_size ** -0.5 *
+            tf.minimum(tf.math.rsqrt(step), step * self.warmup_steps ** -1.5))
+
+  def get_config(self):
+    return {"learning_rate": self.learning_rate, "hidden_size": self.hidden_size,
+            "warmup_steps": self.warmup_steps}
+
+
+@registry.register_model("TransformerHParams")
 class Transformer(keras.Model):
   """Encoder-decoder Transformer with shared embeddings.
 
@@ -136,6 +155,17 @@ class Transformer(keras.Model):
     self.encoder = TransformerStack(hparams, name="encoder")
     self.decoder = TransformerStack(hparams, causal=True, cross_attention=True, name="decoder")
     self.input_dropout = keras.layers.Dropout(hparams.dropout)
+
+  @classmethod
+  def from_hparams(cls, hparams):
+    return cls(hparams)
+
+  @staticmethod
+  def make_optimizer(hparams):
+    schedule = TransformerSchedule(hparams.learning_rate, hparams.hidden_size,
+                                   hparams.warmup_steps)
+    return keras.optimizers.Adam(schedule, beta_1=hparams.adam_beta1, beta_2=hparams.adam_beta2,
+                                 epsilon=hparams.adam_epsilon)
 
   def encode(self, inputs, training=False):
     padding = tf.not_equal(inputs, PAD_ID)

@@ -1,0 +1,71 @@
+"""Trains a model on a problem, on one device, all local GPUs or many machines.
+
+  bin/train --problem=translate_ende_multi30k --hparams=transformer_small \
+      --data_dir=~/vqkeras_data --model_dir=~/runs/ende
+
+Re-running the same command resumes from the latest checkpoint in --model_dir.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app
+
+from vqkeras.cli import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.define_data_flags()
+  define = flags.flags
+  define.DEFINE_string("model_dir", None, "Checkpoints, TensorBoard events and the run's config.")
+  define.DEFINE_integer("train_steps", None, "Global steps to train to (default: the hparams').")
+  define.DEFINE_integer("eval_every", 0, "Evaluate on the validation split every N steps.")
+  define.DEFINE_integer("checkpoint_every", 500, "Save a checkpoint every N steps.")
+  define.DEFINE_integer("log_every", 50, "Report progress every N steps.")
+  define.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker"],
+                     "auto: MirroredStrategy when several GPUs (or --cpu_devices) are there.")
+  define.DEFINE_integer("seed", 1, "Seed of initialization, data order and sampling.")
+  define.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
+                     "Keras mixed-precision policy; the codebook stays float32.")
+  define.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices, to try and "
+                        "test multi-device training without GPUs.")
+  define.mark_flag_as_required("model_dir")
+
+
+def make_trainer():
+  """The Trainer the flags describe (shared by bin/train and bin/eval)."""
+  from vqkeras import distribute  # pylint: disable=import-outside-toplevel
+  from vqkeras import trainer  # pylint: disable=import-outside-toplevel
+  distribute.split_cpu(FLAGS.cpu_devices)
+  config = trainer.TrainConfig(
+      problem=FLAGS.problem, hparams=FLAGS.hparams, hparams_overrides=FLAGS.hparams_overrides,
+      data_dir=FLAGS.data_dir, raw_dir=flags.raw_dir(), model_dir=FLAGS.model_dir,
+      seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision)
+  return trainer.Trainer(config, distribute.make_strategy(FLAGS.strategy))
+
+
+def main(argv):
+  del argv
+  from vqkeras import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
+  if not FLAGS.hparams:
+    raise ValueError("--hparams is required, e.g. --hparams=vq_em_cifar_small.")
+  trainer = make_trainer()
+  try:
+    trainer.train(FLAGS.train_steps or trainer.hparams.train_steps, eval_every=FLAGS.eval_every,
+                  checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every)
+  except trainer_lib.TrainingError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run():
+  define_flags()
+  app.run(flags.run_reporting_errors(main))
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,62 @@
+"""Choosing a tf.distribute strategy: one device, all local GPUs, or many machines."""
+
+import json
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+
+def split_cpu(num_devices):
+  """Splits the CPU into `num_devices` logical devices (before TensorFlow first uses it).
+
+  Lets multi-device training run and be tested without GPUs.
+  """
+  if num_devices <= 1:
+    return
+  cpus = tf.config.list_physical_devices("CPU")
+  try:
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_devices)
+  except RuntimeError as error:
+    raise ValueError(f"--cpu_devices={num_devices} must be set before TensorFlow starts; "
+                     f"{error}") from error
+
+
+def make_strategy(name="auto"):
+  """The strategy called `name`.
+
+  auto: MirroredStrategy over the local GPUs when there are several, else over
+  the logical CPUs when --cpu_devices split them, else the default strategy.
+  multi_worker: MultiWorkerMirroredStrategy configured by the TF_CONFIG variable.
+  """
+  if name not in STRATEGIES:
+    raise ValueError(f"Unknown --strategy={name!r}; expected one of {', '.join(STRATEGIES)}.")
+  gpus = tf.config.list_logical_devices("GPU")
+  cpus = tf.config.list_logical_devices("CPU")
+  if name == "multi_worker":
+    if "TF_CONFIG" not in os.environ:
+      raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                       "(the cluster's workers and this worker's index).")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == "mirrored" or (name == "auto" and (len(gpus) > 1 or len(cpus) > 1)):
+    devices = [d.name for d in gpus] if len(gpus) > 1 else [d.name for d in cpus]
+    return tf.distribute.MirroredStrategy(devices)
+  device = gpus[0].name if gpus else cpus[0].name
+  return tf.distribute.OneDeviceStrategy(device)
+
+
+def is_chief():
+  """True on the worker that writes checkpoints and summaries (the only one without TF_CONFIG)."""
+  config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+  task = config.get("task", {})
+  if not task:
+    return True
+  return task.get("type") == "chief" or (task.get("type") == "worker" and
+                                        task.get("index") == 0 and
+                                        "chief" not in config.get("cluster", {}))
+
+
+def worker_index():
+  return json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)

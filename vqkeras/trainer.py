@@ -1,0 +1,282 @@
+"""The training loop behind bin/train and bin/eval: one loop for one device, many, many machines.
+
+A custom loop (Keras' fit does not run MultiWorkerMirroredStrategy) around
+`vqkeras.training`'s step. It keeps in --model_dir:
+  config.json      the problem and hyper-parameters; a different run is refused there
+  checkpoints/     tf.train.CheckpointManager: model (codebook EMA state and the
+                   layers' random state included), optimizer, step
+  train/, eval/    TensorBoard events
+Re-running the same command resumes from the latest checkpoint. SIGTERM
+(preemption) checkpoints and exits; a NaN or Inf loss stops training and keeps
+the last good checkpoint.
+"""
+
+import dataclasses
+import json
+import math
+import pathlib
+import signal
+import time
+
+import keras
+import tensorflow as tf
+
+from vqkeras import distribute
+from vqkeras import registry
+from vqkeras import training
+from vqkeras.layers import VectorQuantizer
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (diverged, or a model_dir that belongs to another run)."""
+
+
+class ModelDirMismatch(ValueError):
+  """--model_dir holds a run of another problem or other hyper-parameters."""
+
+
+def _first_replica(value):
+  return value.values[0] if hasattr(value, "values") else value
+
+
+def format_seconds(seconds):
+  seconds = int(seconds)
+  hours, rest = divmod(seconds, 3600)
+  return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """What a run of bin/train is, besides the hyper-parameters."""
+  problem: str
+  hparams: str
+  hparams_overrides: str = ""
+  data_dir: str = ""
+  raw_dir: str = ""
+  model_dir: str = ""
+  seed: int = 1
+  mixed_precision: str = "none"     # none, mixed_float16 or mixed_bfloat16
+
+
+class Trainer:
+  """Builds the model of a problem and hyper-parameter set under a strategy, and trains it.
+
+  Args:
+    config: a TrainConfig.
+    strategy: a tf.distribute strategy (vqkeras.distribute.make_strategy).
+    log: function of a line of progress.
+  """
+
+  def __init__(self, config, strategy, log=print):
+    self.config, self.strategy, self.log = config, strategy, log
+    self.problem = registry.problem(config.problem)
+    self.hparams = registry.hparams(config.hparams, config.hparams_overrides)
+    self.model_dir = pathlib.Path(config.model_dir)
+    self.chief = distribute.is_chief()
+    self._check_model_dir()
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision != "none":
+      keras.mixed_precision.set_global_policy(config.mixed_precision)
+    model_class = registry.model_class(self.hparams)
+    with strategy.scope():
+      self.model = model_class.from_hparams(self.hparams)
+      optimizer = model_class.make_optimizer(self.hparams)
+      if config.mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+      self.optimizer = optimizer
+      self._build()
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+    # Every worker saves (collectives may be involved); the others' copies stay out of
+    # the chief's way in .worker<i>/.
+    directory = (self.model_dir / "checkpoints" if self.chief else
+                 self.model_dir / f".worker{distribute.worker_index()}" / "checkpoints")
+    self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=5)
+    self.quantizers = [layer for layer in self.model._flatten_layers()
+                       if isinstance(layer, VectorQuantizer)]
+    self._stop_signal = None
+
+  # Setup.
+
+  def _check_model_dir(self):
+    """Refuses a model_dir of another run; records this run's config in a new one."""
+    path = self.model_dir / "config.json"
+    mine = {"problem": self.config.problem, "hparams": self.config.hparams,
+            "hparams_values": dataclasses.asdict(self.hparams)}
+    if path.is_file():
+      theirs = json.loads(path.read_text())
+      differences = [f"problem: {theirs.get('problem')} here, {mine['problem']} asked"] \
+          if theirs.get("problem") != mine["problem"] else []
+      theirs_values = theirs.get("hparams_values", {})
+      for name in sorted(set(theirs_values) | set(mine["hparams_values"])):
+        if theirs_values.get(name) != mine["hparams_values"].get(name):
+          differences.append(f"{name}: {theirs_values.get(name)!r} here, "
+                             f"{mine['hparams_values'].get(name)!r} asked")
+      if differences:
+        raise ModelDirMismatch(
+            f"--model_dir={self.model_dir} holds a run of --problem={theirs.get('problem')} "
+            f"--hparams={theirs.get('hparams')} that differs from this one in:\n  " +
+            "\n  ".join(differences) + "\nNothing was changed there; use another --model_dir.")
+    elif self.chief:
+      self.model_dir.mkdir(parents=True, exist_ok=True)
+      partial = path.with_name("config.json.partial")
+      partial.write_text(json.dumps(mine, indent=2, sort_keys=True))
+      partial.replace(path)
+
+  def _dataset(self, split, training, input_context=None):
+    return self.problem.dataset(split, self.config.data_dir, self.config.raw_dir or None,
+                                self.hparams, training=training, seed=self.config.seed,
+                                input_context=input_context)
+
+  def _build(self):
+    """Creates every variable (in cross-replica context) by running one batch through."""
+    batch = next(iter(self._dataset("train", training=True).take(1)))
+    self.model.loss_and_weight(batch, training=False)
+    self.optimizer.build(self.model.trainable_variables)
+    for quantizer in [layer for layer in self.model._flatten_layers()
+                      if isinstance(layer, VectorQuantizer)]:
+      for metric in quantizer.metrics:
+        metric.reset_state()
+
+  @property
+  def step(self):
+    return int(self.optimizer.iterations.numpy())
+
+  def restore(self):
+    """Restores the latest checkpoint, if any; returns its step."""
+    latest = self.manager.latest_checkpoint
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      self.log(f"Resuming from step {self.step} ({latest}).")
+    return self.step
+
+  def save(self):
+    return self.manager.save(checkpoint_number=self.step)
+
+  # Training.
+
+  def _distributed_step(self, iterator):
+    step_fn = training.train_step_fn(self.model, self.optimizer)
+
+    @tf.function(input_signature=[iterator.element_spec])
+    def step(features):
+      parts = self.strategy.run(step_fn, args=(features,))
+      return {name: _first_replica(value) for name, value in parts.items()}
+    return step
+
+  def _on_signal(self, signum, frame):
+    del frame
+    self._stop_signal = signum
+
+  def train(self, train_steps, eval_every=0, checkpoint_every=500, log_every=50):
+    """Trains up to `train_steps` (global) steps, resuming from the latest checkpoint."""
+    start_step = self.restore()
+    if start_step >= train_steps:
+      self.log(f"Already trained to step {start_step} >= --train_steps={train_steps}.")
+      return
+    dataset = self.strategy.distribute_datasets_from_function(
+        lambda context: self._dataset("train", True, context).repeat())
+    iterator = iter(dataset)
+    step_fn = self._distributed_step(iterator)
+    writer = tf.summary.create_file_writer(str(self.model_dir / "train")) if self.chief \
+        else tf.summary.create_noop_writer()
+    previous = signal.signal(signal.SIGTERM, self._on_signal)
+    last_good = self.manager.latest_checkpoint
+    clock, clock_step, totals = time.perf_counter(), start_step, {}
+    try:
+      while self.step < train_steps:
+        parts = {name: value.numpy() for name, value in step_fn(next(iterator)).items()}
+        step = self.step
+        if not (math.isfinite(parts["loss"]) and math.isfinite(parts["auxiliary"])):
+          raise TrainingError(
+              f"The loss became {parts['loss']} (auxiliary {parts['auxiliary']}) at step "
+              f"{step}; training stopped without saving it. The last good checkpoint is "
+              f"{last_good or 'none (no checkpoint was written yet)'}; rerunning resumes from "
+              f"it. A lower learning_rate (--hparams_overrides) usually helps.")
+        for name in ("examples", "weight"):
+          totals[name] = totals.get(name, 0.0) + float(parts[name])
+        if step % log_every == 0 or step == train_steps:
+          elapsed = time.perf_counter() - clock
+          rates = {"steps_per_second": (step - clock_step) / elapsed,
+                   "examples_per_second": totals["examples"] / elapsed,
+                   "weight_per_second": totals["weight"] / elapsed}
+          self._report(writer, step, train_steps, parts, rates)
+          clock, clock_step, totals = time.perf_counter(), step, {}
+        if checkpoint_every and step % checkpoint_every == 0:
+          last_good = self.save()
+        if eval_every and step % eval_every == 0 and step < train_steps:
+          self.evaluate("validation")
+        if self._stop_signal is not None:
+          path = self.save()
+          self.log(f"Received signal {self._stop_signal}: saved {path} at step {step}; "
+                   f"rerun the same command to resume.")
+          return
+      path = self.save()
+      self.log(f"Trained to step {self.step}; saved {path}.")
+      if eval_every:
+        self.evaluate("validation")
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+      writer.flush()
+
+  def _report(self, writer, step, train_steps, parts, rates):
+    schedule = self.optimizer.learning_rate
+    learning_rate = float(tf.convert_to_tensor(schedule(step) if callable(schedule)
+                                               else schedule))
+    health = {quantizer.name: {k: float(v) for k, v in quantizer.health().items()}
+              for quantizer in self.quantizers}
+    remaining = (train_steps - step) / max(rates["steps_per_second"], 1e-9)
+    codebook = "  ".join(f"perplexity {h['perplexity']:.1f} codes {h['codes_used']:.0f}"
+                         for h in health.values())
+    self.log(f"step {step}/{train_steps}  loss {parts['loss']:.4f}  aux {parts['auxiliary']:.4f}"
+             f"  {codebook}  {rates['steps_per_second']:.2f} steps/s  ETA "
+             f"{format_seconds(remaining)}")
+    with writer.as_default(step=step):
+      tf.summary.scalar("loss", parts["loss"])
+      tf.summary.scalar("auxiliary_loss", parts["auxiliary"])
+      tf.summary.scalar("learning_rate", learning_rate)
+      for name, value in rates.items():
+        tf.summary.scalar(name, value)
+      for quantizer in self.quantizers:
+        for name, value in health[quantizer.name].items():
+          tf.summary.scalar(f"codebook/{quantizer.name}/{name}", value)
+        tf.summary.histogram(f"codebook/{quantizer.name}/code_usage",
+                             quantizer.batch_counts.numpy().ravel())
+
+  # Evaluation.
+
+  def evaluate(self, split="validation"):
+    """The mean loss and codebook health on `split`; written to TensorBoard on the chief."""
+    dataset = self.strategy.distribute_datasets_from_function(
+        lambda context: self._dataset(split, False, context))
+
+    def replica_eval(features):
+      total, weight = self.model.loss_and_weight(features, training=False)
+      return total, weight
+
+    @tf.function(input_signature=[dataset.element_spec])
+    def eval_step(features):
+      total, weight = self.strategy.run(replica_eval, args=(features,))
+      return (self.strategy.reduce("sum", total, axis=None),
+              self.strategy.reduce("sum", weight, axis=None))
+
+    for quantizer in self.quantizers:
+      quantizer.perplexity_metric.reset_state()
+    loss_sum = weight_sum = 0.0
+    for features in dataset:
+      total, weight = eval_step(features)
+      loss_sum += float(total)
+      weight_sum += float(weight)
+    metrics = {"step": self.step, "split": split, "loss": loss_sum / max(weight_sum, 1.0)}
+    for quantizer in self.quantizers:
+      metrics[f"{quantizer.name}/perplexity"] = float(quantizer.perplexity_metric.result())
+      metrics[f"{quantizer.name}/codes_used"] = int(quantizer.codes_used())
+    if self.chief:
+      with tf.summary.create_file_writer(str(self.model_dir / "eval")).as_default(
+          step=self.step):
+        for name, value in metrics.items():
+          if isinstance(value, (int, float)) and name != "step":
+            tf.summary.scalar(name, value)
+    self.log(f"eval {split} at step {self.step}: " +
+             "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                       for k, v in metrics.items() if k not in ("step", "split")))
+    return metrics
