@@ -33,13 +33,14 @@ def make_strategy(name="auto"):
   """
   if name not in STRATEGIES:
     raise ValueError(f"Unknown --strategy={name!r}; expected one of {', '.join(STRATEGIES)}.")
-  gpus = tf.config.list_logical_devices("GPU")
-  cpus = tf.config.list_logical_devices("CPU")
   if name == "multi_worker":
     if "TF_CONFIG" not in os.environ:
       raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
                        "(the cluster's workers and this worker's index).")
+    # Before anything lists devices: collectives must be set up as TensorFlow starts.
     return tf.distribute.MultiWorkerMirroredStrategy()
+  gpus = tf.config.list_logical_devices("GPU")
+  cpus = tf.config.list_logical_devices("CPU")
   if name == "mirrored" or (name == "auto" and (len(gpus) > 1 or len(cpus) > 1)):
     devices = [d.name for d in gpus] if len(gpus) > 1 else [d.name for d in cpus]
     return tf.distribute.MirroredStrategy(devices)

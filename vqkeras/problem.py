@@ -17,6 +17,7 @@ import numpy as np
 import sentencepiece
 import tensorflow as tf
 
+from vqkeras import files
 from vqkeras import input_pipeline
 from vqkeras.tokenizer import Tokenizer, train_sentencepiece
 
@@ -38,19 +39,15 @@ def log_progress(message):
 
 def download(url, path, log=log_progress):
   """Downloads `url` to `path` (atomically). Raises DataError when offline."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  partial = path.with_name(path.name + ".partial")
   log(f"Downloading {url} to {path}")
   try:
-    with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+    with files.atomic_write(path) as partial, \
+        urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
       while chunk := response.read(1 << 20):
         out.write(chunk)
   except (urllib.error.URLError, OSError) as error:
-    partial.unlink(missing_ok=True)
     raise DataError(f"Could not download {url}: {error}") from error
-  partial.replace(path)
-  return path
+  return pathlib.Path(path)
 
 
 def reachable(url, timeout=10):
@@ -118,14 +115,12 @@ class ImageProblem(Problem):
   def prepare(self, data_dir, raw_dir, hparams=None, log=log_progress):
     splits = self.read_raw(data_dir, raw_dir, log)
     path = self.cache_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for split, (images, labels) in splits.items():
       arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
       log(f"{self.name}: {split}: {len(images)} images")
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, **arrays)
-    partial.replace(path)
+    with files.atomic_write(path) as partial, open(partial, "wb") as f:
+      np.savez(f, **arrays)
     log(f"{self.name}: wrote {path}")
 
   def arrays(self, split, data_dir, raw_dir, log=log_progress):

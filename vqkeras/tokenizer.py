@@ -17,6 +17,8 @@ import sentencepiece
 import tensorflow as tf
 import tensorflow_text
 
+from vqkeras import files
+
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
@@ -42,11 +44,8 @@ def train_sentencepiece(sentences, vocab_size, path, max_sentences=1_000_000):
       pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
       input_sentence_size=max_sentences, shuffle_input_sentence=True,
       hard_vocab_limit=False, num_threads=os.cpu_count() or 1, minloglevel=2)
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  partial = path.with_suffix(path.suffix + ".partial")
-  partial.write_bytes(model.getvalue())
-  partial.replace(path)
+  with files.atomic_write(path) as partial:
+    partial.write_bytes(model.getvalue())
 
 
 class Tokenizer(tf.Module):

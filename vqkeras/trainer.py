@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from vqkeras import distribute
+from vqkeras import files
 from vqkeras import registry
 from vqkeras import training
 from vqkeras.layers import VectorQuantizer
@@ -117,10 +118,8 @@ class Trainer:
             f"--hparams={theirs.get('hparams')} that differs from this one in:\n  " +
             "\n  ".join(differences) + "\nNothing was changed there; use another --model_dir.")
     elif self.chief:
-      self.model_dir.mkdir(parents=True, exist_ok=True)
-      partial = path.with_name("config.json.partial")
-      partial.write_text(json.dumps(mine, indent=2, sort_keys=True))
-      partial.replace(path)
+      with files.atomic_write(path) as partial:
+        partial.write_text(json.dumps(mine, indent=2, sort_keys=True))
 
   def _dataset(self, split, training, input_context=None):
     return self.problem.dataset(split, self.config.data_dir, self.config.raw_dir or None,
@@ -150,6 +149,14 @@ class Trainer:
     return self.step
 
   def save(self):
+    """Writes a checkpoint of the current step; refuses weights that are not finite."""
+    bad = [v.path for v in self.model.trainable_variables
+           if not bool(tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v))))]
+    if bad:
+      raise TrainingError(f"Weights became NaN or Inf at step {self.step} ({', '.join(bad[:3])}"
+                          f"{' ...' if len(bad) > 3 else ''}); not saved. The last good "
+                          f"checkpoint is {self.manager.latest_checkpoint or 'none'}; rerunning "
+                          f"resumes from it. A lower learning_rate usually helps.")
     return self.manager.save(checkpoint_number=self.step)
 
   # Training.

@@ -1,0 +1,154 @@
+"""The training loop: distribution, resuming, signals, the NaN guard and the model_dir check."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, shared_data_dir
+from vqkeras import trainer as trainer_lib
+
+CIFAR_FLAGS = ["--problem=image_cifar10", f"--raw_dir={shared_data_dir() / 'cifar10'}"]
+
+
+def config(tmp_path, name, hparams="vq_ema_cifar_tiny", overrides=""):
+  return trainer_lib.TrainConfig(
+      problem="image_cifar10", hparams=hparams, hparams_overrides=overrides,
+      data_dir=str(tmp_path / "data"), raw_dir=str(shared_data_dir() / "cifar10"),
+      model_dir=str(tmp_path / name), seed=3)
+
+
+def quiet(_):
+  pass
+
+
+def test_mirrored_training_reproduces_one_device_on_the_global_batch(tmp_path,
+                                                                     mirrored_strategy):
+  single = trainer_lib.Trainer(config(tmp_path, "single"),
+                               tf.distribute.OneDeviceStrategy("/cpu:0"), log=quiet)
+  single.train(6, checkpoint_every=0, log_every=3)
+  mirrored = trainer_lib.Trainer(config(tmp_path, "mirrored"), mirrored_strategy, log=quiet)
+  mirrored.train(6, checkpoint_every=0, log_every=3)
+  assert single.step == mirrored.step == 6
+  for a, b in zip(single.model.weights, mirrored.model.weights):
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=2e-4, atol=2e-5, err_msg=a.path)
+  codebook = mirrored.quantizers[0].embeddings
+  copies = [v.numpy() for v in codebook.value.values]
+  np.testing.assert_array_equal(copies[0], copies[1])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  trainer = trainer_lib.Trainer(config(tmp_path, "run"), tf.distribute.get_strategy(),
+                                log=quiet)
+  original = trainer.model.loss_and_weight
+
+  def poisoned(features, training=False):
+    total, weight = original(features, training)
+    # NaN from the 6th step on (the one that starts after 5 updates).
+    return tf.where(trainer.optimizer.iterations >= 5, np.nan, total), weight
+
+  trainer.model.loss_and_weight = poisoned
+  with pytest.raises(trainer_lib.TrainingError, match=r"became nan .* at step 6.* "
+                                                      r"last good checkpoint is .*ckpt-4"):
+    trainer.train(20, checkpoint_every=2, log_every=100)
+  assert trainer.manager.latest_checkpoint.endswith("ckpt-4")
+
+
+def test_a_model_dir_of_another_run_is_refused_untouched(tmp_path):
+  trainer_lib.Trainer(config(tmp_path, "run"), tf.distribute.get_strategy(),
+                      log=quiet).train(2, checkpoint_every=1, log_every=100)
+  before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
+  with pytest.raises(trainer_lib.ModelDirMismatch,
+                     match=r"hparams=vq_ema_cifar_tiny that differs .*\n  codebook_size: 32 "
+                           r"here, 64 asked"):
+    trainer_lib.Trainer(config(tmp_path, "run", overrides="codebook_size=64"),
+                        tf.distribute.get_strategy(), log=quiet)
+  assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+
+
+def start_training(model_dir, *extra, env=None):
+  return subprocess.Popen(
+      [sys.executable, str(REPO / "bin" / "train"), *CIFAR_FLAGS, "--hparams=vq_em_cifar_tiny",
+       f"--data_dir={model_dir.parent / 'data'}", f"--model_dir={model_dir}", *extra],
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def wait_for_checkpoint(model_dir, process, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if tf.train.latest_checkpoint(str(model_dir / "checkpoints")):
+      return
+    assert process.poll() is None, process.stdout.read()
+    time.sleep(0.2)
+  raise AssertionError("no checkpoint appeared")
+
+
+def test_killed_training_resumes_from_its_latest_checkpoint(tmp_path):
+  model_dir = tmp_path / "run"
+  process = start_training(model_dir, "--train_steps=100000", "--checkpoint_every=5")
+  wait_for_checkpoint(model_dir, process)
+  time.sleep(1.0)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+  step = int(latest.rsplit("-", 1)[1])
+  result = subprocess.run(
+      [sys.executable, str(REPO / "bin" / "train"), *CIFAR_FLAGS, "--hparams=vq_em_cifar_tiny",
+       f"--data_dir={tmp_path / 'data'}", f"--model_dir={model_dir}",
+       f"--train_steps={step + 5}"], capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert f"Resuming from step {step} " in result.stdout
+  assert f"Trained to step {step + 5}" in result.stdout
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+  model_dir = tmp_path / "run"
+  process = start_training(model_dir, "--train_steps=100000", "--checkpoint_every=100000")
+  deadline = time.time() + 120
+  while "step 50/" not in (line := process.stdout.readline()):
+    assert process.poll() is None and time.time() < deadline, line
+  process.send_signal(signal.SIGTERM)
+  output = process.communicate(timeout=120)[0]
+  assert process.returncode == 0, output
+  assert "Received signal 15: saved" in output
+  latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+  assert int(latest.rsplit("-", 1)[1]) >= 50
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
+  ports = [free_port(), free_port()]
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+  processes = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": index}}))
+    processes.append(subprocess.Popen(
+        [sys.executable, str(REPO / "bin" / "train"), *CIFAR_FLAGS,
+         "--hparams=vq_ema_cifar_tiny", f"--data_dir={tmp_path / 'data'}",
+         f"--model_dir={tmp_path / 'run'}", "--strategy=multi_worker", "--train_steps=6",
+         "--log_every=3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env))
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  for process, output in zip(processes, outputs):
+    assert process.returncode == 0, output
+  chief = tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoints"))
+  worker = tf.train.load_checkpoint(str(tmp_path / "run" / ".worker1" / "checkpoints"))
+  names = [name for name in chief.get_variable_to_shape_map() if "model" in name]
+  assert {"model/quantizer/embeddings/.ATTRIBUTES/VARIABLE_VALUE",
+          "model/quantizer/ema_sum/.ATTRIBUTES/VARIABLE_VALUE"} <= set(names)
+  for name in names:
+    np.testing.assert_array_equal(chief.get_tensor(name), worker.get_tensor(name), err_msg=name)
+  assert chief.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
