@@ -152,3 +152,34 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
   for name in names:
     np.testing.assert_array_equal(chief.get_tensor(name), worker.get_tensor(name), err_msg=name)
   assert chief.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
+
+
+def test_tensorboard_shows_losses_codebook_health_and_reconstructions(tmp_path):
+  trainer = trainer_lib.Trainer(config(tmp_path, "run"), tf.distribute.get_strategy(),
+                                log=quiet)
+  trainer.train(4, eval_every=4, checkpoint_every=0, log_every=2)
+  tags = {}
+  for folder in ("train", "eval"):
+    for path in (tmp_path / "run" / folder).glob("events.out.tfevents.*"):
+      for event in tf.compat.v1.train.summary_iterator(str(path)):
+        for value in event.summary.value:
+          tags.setdefault(folder, set()).add(value.tag)
+  assert {"loss", "auxiliary_loss", "learning_rate", "steps_per_second", "examples_per_second",
+          "subpixels_per_second", "codebook/quantizer/perplexity",
+          "codebook/quantizer/codes_used", "codebook/quantizer/dead_codes",
+          "codebook/quantizer/code_usage"} <= tags["train"]
+  assert {"loss", "quantizer/perplexity", "validation/reconstructions"} <= tags["eval"]
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16"])
+def test_mixed_precision_training_runs_and_keeps_the_codebook_float32(tmp_path, policy):
+  result = subprocess.run(
+      [sys.executable, str(REPO / "bin" / "train"), *CIFAR_FLAGS, "--hparams=vq_em_cifar_tiny",
+       f"--data_dir={tmp_path / 'data'}", f"--model_dir={tmp_path / 'run'}", "--train_steps=6",
+       "--log_every=3", f"--mixed_precision={policy}"], capture_output=True, text=True,
+      timeout=300)
+  assert result.returncode == 0, result.stderr
+  reader = tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoints"))
+  codebook = reader.get_tensor("model/quantizer/embeddings/.ATTRIBUTES/VARIABLE_VALUE")
+  assert codebook.dtype == np.float32 and np.isfinite(codebook).all()
+  assert "step 6/6" in result.stdout

@@ -205,7 +205,7 @@ class Trainer:
           elapsed = time.perf_counter() - clock
           rates = {"steps_per_second": (step - clock_step) / elapsed,
                    "examples_per_second": totals["examples"] / elapsed,
-                   "weight_per_second": totals["weight"] / elapsed}
+                   f"{self.model.loss_unit}_per_second": totals["weight"] / elapsed}
           self._report(writer, step, train_steps, parts, rates)
           clock, clock_step, totals = time.perf_counter(), step, {}
         if checkpoint_every and step % checkpoint_every == 0:
@@ -283,7 +283,22 @@ class Trainer:
         for name, value in metrics.items():
           if isinstance(value, (int, float)) and name != "step":
             tf.summary.scalar(name, value)
+    if self.chief and hasattr(self.model, "summaries"):
+      self._write_summaries(split, next(iter(self._dataset(split, training=False))))
     self.log(f"eval {split} at step {self.step}: " +
              "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                        for k, v in metrics.items() if k not in ("step", "split")))
     return metrics
+
+  def _write_summaries(self, split, features):
+    """The model's pictures and texts of a batch (reconstructions, samples, translations).
+
+    A model opts in with `summaries(features)` returning {"images": {name: uint8
+    [n, H, W, C]}, "text": {name: [n] strings}}.
+    """
+    summaries = self.model.summaries(features)
+    with tf.summary.create_file_writer(str(self.model_dir / "eval")).as_default(step=self.step):
+      for name, value in summaries.get("images", {}).items():
+        tf.summary.image(f"{split}/{name}", value, max_outputs=8)
+      for name, value in summaries.get("text", {}).items():
+        tf.summary.text(f"{split}/{name}", value)

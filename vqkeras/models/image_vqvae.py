@@ -88,11 +88,21 @@ class ImageVQVAE(keras.Model):
   def call(self, images, training=False):
     return self.decoder(self.quantizer(self.encoder(images), training=training))
 
+  loss_unit = "subpixels"   # what loss_and_weight's weight counts
+
   def loss_and_weight(self, features, training=False):
     """(sum of squared reconstruction errors, number of sub-pixels) of features["inputs"]."""
     x = features["inputs"]
     error = tf.square(tf.cast(self(x, training=training), tf.float32) - x)
     return tf.reduce_sum(error), tf.cast(tf.size(error), tf.float32)
+
+  def summaries(self, features):
+    """For TensorBoard: images beside their reconstructions, side by side."""
+    images = features["image"][:8]
+    reconstructions = self(features["inputs"][:8], training=False)
+    reconstructions = tf.cast(tf.clip_by_value(tf.round((reconstructions + 1.0) * 127.5), 0, 255),
+                              tf.uint8)
+    return {"images": {"reconstructions": tf.concat([images, reconstructions], axis=2)}}
 
   def encode(self, images):
     return self.quantizer.encode(self.encoder(images))

@@ -182,6 +182,8 @@ class Transformer(keras.Model):
     memory, memory_padding = self.encode(features["inputs"], training)
     return self.decode(shift_right(features["targets"]), memory, memory_padding, training)
 
+  loss_unit = "target_tokens"   # what loss_and_weight's weight counts
+
   def loss_and_weight(self, features, training=False):
     """(sum of the label-smoothed cross-entropy over target tokens, number of target tokens)."""
     logits = self(features, training=training)
