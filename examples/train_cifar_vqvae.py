@@ -19,7 +19,6 @@ import tensorflow as tf
 
 from vqkeras import images
 from vqkeras import trainer as trainer_lib
-from vqkeras.input_pipeline import scale_images
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -34,10 +33,6 @@ def parse_args():
   return parser.parse_args()
 
 
-def to_uint8(x):
-  return np.clip(np.round((np.asarray(x) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
 def main():
   args = parse_args()
   config = trainer_lib.TrainConfig(problem="image_cifar10", hparams=args.hparams,
@@ -47,9 +42,9 @@ def main():
   trainer.train(args.steps, eval_every=args.steps, checkpoint_every=args.steps, log_every=100)
 
   held_out, _ = trainer.problem.arrays("validation", args.data_dir, args.raw_dir)
-  reconstructions = trainer.model(scale_images(held_out[:8]), training=False)
+  reconstructions = trainer.model.reconstruct(held_out[:8]).numpy()
   path = pathlib.Path(args.model_dir) / "reconstructions.png"
-  images.write_png(path, images.image_grid(np.stack([held_out[:8], to_uint8(reconstructions)])))
+  images.write_png(path, images.image_grid(np.stack([held_out[:8], reconstructions])))
   print(f"wrote {path} (top: held-out images, bottom: their reconstructions)")
 
 

@@ -104,7 +104,8 @@ def translation_batches(pairs, tokenizer, batch_tokens, max_length, training, se
 
 
 def scale_images(images):
-  """uint8 pixels to float32 in [-1, 1]."""
+  """uint8 pixels to float32 in [-1, 1]: the image models' input, applied inside the model
+  so that training and the exported signatures (uint8 in) share it."""
   return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
@@ -120,8 +121,8 @@ def image_batches(images, labels, batch_size, training, seed=None, input_context
     input_context: a `tf.distribute.InputContext`.
 
   Returns:
-    a dataset of {"image": uint8 [batch, H, W, C], "inputs": float32 in [-1, 1]
-    of the same shape, "label": int64 [batch]}.
+    a dataset of {"image": uint8 [batch, H, W, C], "label": int64 [batch]}; the
+    models scale the pixels themselves (`scale_images`).
   """
   dataset = _shard(tf.data.Dataset.from_tensor_slices((images, labels)), input_context)
   if training:
@@ -129,7 +130,6 @@ def image_batches(images, labels, batch_size, training, seed=None, input_context
                               reshuffle_each_iteration=True).repeat()
   dataset = dataset.batch(_per_replica(batch_size, input_context), drop_remainder=training)
   dataset = dataset.map(
-      lambda image, label: {"image": image, "inputs": scale_images(image),
-                            "label": tf.cast(label, tf.int64)},
+      lambda image, label: {"image": image, "label": tf.cast(label, tf.int64)},
       num_parallel_calls=tf.data.AUTOTUNE)
   return dataset.prefetch(tf.data.AUTOTUNE)

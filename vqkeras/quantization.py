@@ -383,7 +383,6 @@ def sample_cross_entropy(logits, samples):
   """
   logits = tf.cast(logits, tf.float32)
   samples = tf.convert_to_tensor(samples)
-  num_samples = samples.shape[-1]
   log_probs = tf.nn.log_softmax(logits, axis=-1)
   picked = tf.gather(log_probs, samples, batch_dims=logits.shape.rank - 1)
-  return -tf.reduce_sum(picked, axis=-1) / num_samples
+  return -tf.reduce_mean(picked, axis=-1)

@@ -252,28 +252,33 @@ class Trainer:
   # Evaluation.
 
   def evaluate(self, split="validation"):
-    """The mean loss and codebook health on `split`; written to TensorBoard on the chief."""
+    """Metrics over all of `split`, and codebook health; written to TensorBoard on the chief.
+
+    The metrics are the model's `metric_sums(features)` ({name: (sum, weight)},
+    each reported as sum / weight over the split), or else its loss.
+    """
     dataset = self.strategy.distribute_datasets_from_function(
         lambda context: self._dataset(split, False, context))
 
     def replica_eval(features):
-      total, weight = self.model.loss_and_weight(features, training=False)
-      return total, weight
+      if hasattr(self.model, "metric_sums"):
+        return self.model.metric_sums(features)
+      return {"loss": self.model.loss_and_weight(features, training=False)}
 
     @tf.function(input_signature=[dataset.element_spec])
     def eval_step(features):
-      total, weight = self.strategy.run(replica_eval, args=(features,))
-      return (self.strategy.reduce("sum", total, axis=None),
-              self.strategy.reduce("sum", weight, axis=None))
+      sums = self.strategy.run(replica_eval, args=(features,))
+      return tf.nest.map_structure(lambda v: self.strategy.reduce("sum", v, axis=None), sums)
 
     for quantizer in self.quantizers:
       quantizer.perplexity_metric.reset_state()
-    loss_sum = weight_sum = 0.0
+    totals = {}
     for features in dataset:
-      total, weight = eval_step(features)
-      loss_sum += float(total)
-      weight_sum += float(weight)
-    metrics = {"step": self.step, "split": split, "loss": loss_sum / max(weight_sum, 1.0)}
+      for name, (total, weight) in eval_step(features).items():
+        previous = totals.get(name, (0.0, 0.0))
+        totals[name] = (previous[0] + float(total), previous[1] + float(weight))
+    metrics = {"step": self.step, "split": split}
+    metrics.update({name: total / max(weight, 1.0) for name, (total, weight) in totals.items()})
     for quantizer in self.quantizers:
       metrics[f"{quantizer.name}/perplexity"] = float(quantizer.perplexity_metric.result())
       metrics[f"{quantizer.name}/codes_used"] = int(quantizer.codes_used())

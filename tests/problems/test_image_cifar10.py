@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from conftest import shared_data_dir
 from vqkeras import problem as problem_lib
 from vqkeras import registry
+from vqkeras.input_pipeline import scale_images
 
 BATCHES = [f"data_batch_{i}.bin" for i in range(1, 6)]
 
@@ -134,8 +135,8 @@ def test_image_batches(tmp_path):
   batches = list(dataset)
   assert sum(len(b["label"]) for b in batches) == 508
   first = batches[0]
-  assert first["image"].shape == (16, 32, 32, 3)
-  np.testing.assert_allclose(first["inputs"].numpy(),
+  assert first["image"].shape == (16, 32, 32, 3) and first["image"].dtype == np.uint8
+  np.testing.assert_allclose(scale_images(first["image"]).numpy(),
                              first["image"].numpy().astype(np.float64) / 127.5 - 1, atol=1e-6)
   training = next(iter(cifar.dataset("train", tmp_path, None, hparams, training=True, seed=0)))
   assert training["image"].shape == (16, 32, 32, 3)

@@ -433,7 +433,8 @@ class VectorQuantizer(keras.layers.Layer):
     """`[B, N, k]` to `outer + [B * k]` (vectors) with k = d, or `outer + [B, k]` for codes."""
     if blocks.dtype.is_integer:
       per_position = tf.transpose(blocks, [1, 0, 2])
-      return tf.reshape(per_position, tf.concat([outer, [self.num_blocks, -1]], 0))
+      return tf.reshape(per_position,
+                        tf.concat([outer, [self.num_blocks, blocks.shape[-1] or -1]], 0))
     if self.num_blocks == 1:
       per_position = blocks[0]
     else:

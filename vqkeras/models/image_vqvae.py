@@ -1,10 +1,14 @@
 """The VQ-VAE image autoencoder of van den Oord et al. 2017 (PAPERS.md section 1)."""
 
+import math
+
 import keras
 import tensorflow as tf
 
 from vqkeras import registry
+from vqkeras.input_pipeline import scale_images
 from vqkeras.layers import VectorQuantizer
+from vqkeras.models.latent_prior import LatentPrior
 
 
 class ResidualBlock(keras.layers.Layer):
@@ -49,63 +53,129 @@ def image_decoder(channels, output_channels, name="decoder"):
   ], name=name)
 
 
+PIXEL_VALUES = 256
+LN2 = math.log(2.0)
+
+
 @registry.register_model("ImageVQVAEHParams")
 class ImageVQVAE(keras.Model):
-  """Encoder, vector-quantization bottleneck, decoder.
+  """VQ-VAE over images with a categorical pixel likelihood and a Transformer prior over codes.
+
+  The decoder gives a 256-way categorical per sub-pixel, so the negative
+  log-likelihood is in bits per dimension; the prior (vqkeras.models.latent_prior)
+  models the codes, trained jointly on them (on the soft-EM draws under soft EM).
+  bits/dim of the bound = reconstruction NLL + prior NLL of the codes, over
+  H * W * 3 dimensions.
 
   Args:
     channels: width of the convolutions (256 in the paper).
     latent_depth: D, the depth of a latent position before quantization.
     codebook_size: K codes per block.
     num_blocks: codebooks per latent position (the paper's "8 x 8 x 10").
-    output_channels: channels the decoder predicts per pixel (3 for a mean image;
-      more for a likelihood's parameters).
+    prior: dict of LatentPrior sizes (num_layers, hidden_size, filter_size,
+      num_heads, dropout), or None for an autoencoder without a prior.
     **quantizer_kwargs: further `VectorQuantizer` arguments (update, decay, ...).
 
-  Call: images scaled to [-1, 1], `[batch, H, W, 3]`, to decoder outputs
-  `[batch, H, W, output_channels]`. `encode` gives the codes `[batch, H/4, W/4, B]`.
+  Call: uint8 images `[batch, H, W, 3]` to pixel logits `[batch, H, W, 3, 256]`.
   """
 
+  loss_unit = "subpixels"   # what loss_and_weight's weight counts
+
   def __init__(self, channels=256, latent_depth=64, codebook_size=512, num_blocks=1,
-               output_channels=3, **quantizer_kwargs):
+               prior=None, **quantizer_kwargs):
     super().__init__()
     self.encoder = image_encoder(channels, latent_depth)
     self.quantizer = VectorQuantizer(codebook_size, num_blocks=num_blocks,
                                      name="quantizer", **quantizer_kwargs)
-    self.decoder = image_decoder(channels, output_channels)
+    self.decoder = image_decoder(channels, 3 * PIXEL_VALUES)
+    self.prior = (LatentPrior(codebook_size, num_blocks, name="prior", **prior)
+                  if prior else None)
 
   @classmethod
   def from_hparams(cls, hparams):
+    prior = dict(num_layers=hparams.prior_num_layers, hidden_size=hparams.prior_hidden_size,
+                 filter_size=hparams.prior_filter_size, num_heads=hparams.prior_num_heads,
+                 dropout=hparams.prior_dropout)
     return cls(hparams.channels, hparams.latent_depth, hparams.codebook_size,
-               hparams.num_blocks, update=hparams.bottleneck, num_samples=hparams.num_samples,
-               decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
-               temperature=hparams.temperature, restart_dead_codes=hparams.restart_dead_codes)
+               hparams.num_blocks, prior=prior, update=hparams.bottleneck,
+               num_samples=hparams.num_samples, decay=hparams.decay, epsilon=hparams.epsilon,
+               beta=hparams.beta, temperature=hparams.temperature,
+               restart_dead_codes=hparams.restart_dead_codes)
 
   @staticmethod
   def make_optimizer(hparams):
     return keras.optimizers.Adam(hparams.learning_rate)
 
-  def call(self, images, training=False):
-    return self.decoder(self.quantizer(self.encoder(images), training=training))
+  def pixel_logits(self, quantized):
+    """Decoder output as `[batch, H, W, 3, 256]` logits."""
+    logits = self.decoder(quantized)
+    return tf.reshape(logits, tf.concat([tf.shape(logits)[:-1], [3, PIXEL_VALUES]], 0))
 
-  loss_unit = "subpixels"   # what loss_and_weight's weight counts
+  def call(self, images, training=False):
+    quantized = self.quantizer(self.encoder(scale_images(images)), training=training)
+    return self.pixel_logits(quantized)
+
+  def negative_log_likelihoods(self, images, training=False):
+    """Per image, in bits: reconstruction -log p(x | z_q(x)) and prior -log p(z); `[batch]` each.
+
+    Also the squared error of the decoder's mean image, summed per image.
+    """
+    out = self.quantizer(self.encoder(scale_images(images)), training=training,
+                         return_codes=True)
+    logits = tf.cast(self.pixel_logits(out["quantized"]), tf.float32)
+    targets = tf.cast(images, tf.int32)
+    reconstruction = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+    result = {"reconstruction": tf.reduce_sum(reconstruction, axis=[1, 2, 3]) / LN2}
+    if self.prior is not None:
+      result["prior"] = self.prior.negative_log_likelihood(
+          out["codes"], out["samples"], training=training) / LN2
+    mean = tf.reduce_sum(tf.nn.softmax(logits) * tf.range(PIXEL_VALUES, dtype=tf.float32), -1)
+    result["squared_error"] = tf.reduce_sum(
+        tf.square(scale_images(mean) - scale_images(images)), axis=[1, 2, 3])
+    return result
 
   def loss_and_weight(self, features, training=False):
-    """(sum of squared reconstruction errors, number of sub-pixels) of features["inputs"]."""
-    x = features["inputs"]
-    error = tf.square(tf.cast(self(x, training=training), tf.float32) - x)
-    return tf.reduce_sum(error), tf.cast(tf.size(error), tf.float32)
+    """(summed bits of reconstruction and prior, number of sub-pixels): the bits/dim bound."""
+    images = features["image"]
+    nll = self.negative_log_likelihoods(images, training)
+    total = tf.reduce_sum(nll["reconstruction"]) + tf.reduce_sum(nll.get("prior", 0.0))
+    return total, tf.cast(tf.size(images), tf.float32)
+
+  def metric_sums(self, features):
+    """Evaluation metrics as (sum, weight) pairs, to aggregate over a split."""
+    images = features["image"]
+    nll = self.negative_log_likelihoods(images, training=False)
+    dims = tf.cast(tf.size(images), tf.float32)
+    sums = {"bits_per_dim_reconstruction": (tf.reduce_sum(nll["reconstruction"]), dims),
+            "mse": (tf.reduce_sum(nll["squared_error"]), dims)}
+    if "prior" in nll:
+      sums["bits_per_dim_prior"] = (tf.reduce_sum(nll["prior"]), dims)
+      sums["bits_per_dim_total"] = (tf.reduce_sum(nll["reconstruction"] + nll["prior"]), dims)
+    return sums
+
+  def decode_codes(self, codes):
+    """uint8 images `[batch, H, W, 3]` (each sub-pixel's most likely value) from codes."""
+    logits = self.pixel_logits(self.quantizer.decode(codes))
+    return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
+
+  def encode_images(self, images):
+    """Codes `[batch, H/4, W/4, B]` of uint8 images."""
+    return self.quantizer.encode(self.encoder(scale_images(images)))
+
+  def reconstruct(self, images):
+    return self.decode_codes(self.encode_images(images))
+
+  def sample(self, num_samples, temperature=1.0, seed=(0, 0)):
+    """New uint8 images: codes drawn from the prior, decoded."""
+    if self.prior is None:
+      raise ValueError("This model has no prior to sample from.")
+    return self.decode_codes(self.prior.sample(num_samples, temperature, seed))
 
   def summaries(self, features):
-    """For TensorBoard: images beside their reconstructions, side by side."""
+    """For TensorBoard: images beside their reconstructions, and samples from the prior."""
     images = features["image"][:8]
-    reconstructions = self(features["inputs"][:8], training=False)
-    reconstructions = tf.cast(tf.clip_by_value(tf.round((reconstructions + 1.0) * 127.5), 0, 255),
-                              tf.uint8)
-    return {"images": {"reconstructions": tf.concat([images, reconstructions], axis=2)}}
-
-  def encode(self, images):
-    return self.quantizer.encode(self.encoder(images))
-
-  def decode(self, codes):
-    return self.decoder(self.quantizer.decode(codes))
+    summaries = {"images": {"reconstructions": tf.concat([images, self.reconstruct(images)],
+                                                         axis=2)}}
+    if self.prior is not None:
+      summaries["images"]["samples"] = self.sample(8, seed=(1, 2))
+    return summaries

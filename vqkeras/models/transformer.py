@@ -81,13 +81,13 @@ class TransformerLayer(keras.layers.Layer):
 class TransformerStack(keras.layers.Layer):
   """`num_layers` TransformerLayers and a final layer norm."""
 
-  def __init__(self, hparams, causal=False, cross_attention=False, **kwargs):
+  def __init__(self, num_layers, hidden_size, filter_size, num_heads, dropout, causal=False,
+               cross_attention=False, **kwargs):
     super().__init__(**kwargs)
     self.layers_ = [
-        TransformerLayer(hparams.hidden_size, hparams.filter_size, hparams.num_heads,
-                         hparams.dropout, causal=causal, cross_attention=cross_attention,
-                         name=f"layer_{i}")
-        for i in range(hparams.num_layers)]
+        TransformerLayer(hidden_size, filter_size, num_heads, dropout, causal=causal,
+                         cross_attention=cross_attention, name=f"layer_{i}")
+        for i in range(num_layers)]
     self.output_norm = keras.layers.LayerNormalization(epsilon=1e-6)
 
   def call(self, x, padding_mask, memory=None, memory_padding_mask=None, training=False):
@@ -152,8 +152,10 @@ class Transformer(keras.Model):
     super().__init__(**kwargs)
     self.hparams = hparams
     self.embedding = SharedEmbedding(hparams.vocab_size, hparams.hidden_size, name="embedding")
-    self.encoder = TransformerStack(hparams, name="encoder")
-    self.decoder = TransformerStack(hparams, causal=True, cross_attention=True, name="decoder")
+    sizes = (hparams.num_layers, hparams.hidden_size, hparams.filter_size, hparams.num_heads,
+             hparams.dropout)
+    self.encoder = TransformerStack(*sizes, name="encoder")
+    self.decoder = TransformerStack(*sizes, causal=True, cross_attention=True, name="decoder")
     self.input_dropout = keras.layers.Dropout(hparams.dropout)
 
   @classmethod
