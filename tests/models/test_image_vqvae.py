@@ -1,0 +1,84 @@
+"""The CIFAR VQ-VAE: bits/dim by hand, the prior's likelihood step by step, sampling, learning."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import shared_data_dir
+from vqkeras import registry
+from vqkeras import training
+from vqkeras.models import ImageVQVAE
+from vqkeras.problems.image_cifar10 import read_cifar10_binary
+
+
+@pytest.fixture(scope="module")
+def images():
+  return read_cifar10_binary([shared_data_dir() / "cifar10" / "cifar-10-batches-bin" /
+                              "data_batch_1.bin"])[0]
+
+
+@pytest.fixture
+def model(images):
+  keras.utils.set_random_seed(0)
+  model = ImageVQVAE.from_hparams(registry.hparams("vq_em_cifar_tiny"))
+  model.loss_and_weight({"image": images[:2]})
+  return model
+
+
+def test_shapes(model, images):
+  assert model(images[:3]).shape == (3, 32, 32, 3, 256)
+  codes = model.encode_images(images[:3])
+  assert codes.shape == (3, 8, 8, 2) and codes.dtype == tf.int32
+  assert model.decode_codes(codes).shape == (3, 32, 32, 3)
+
+
+def test_bits_per_dim_of_uniform_distributions_by_hand(model, images):
+  """Zero output layers give uniform pixels (8 bits) and uniform codes (log2 K bits each)."""
+  for layer in (model.decoder.layers[-1], model.prior.head):
+    for weight in layer.weights:
+      weight.assign(tf.zeros_like(weight))
+  sums = model.metric_sums({"image": images[:4]})
+  dims = 4 * 32 * 32 * 3
+  codes_per_image = 8 * 8 * 2
+  expected_prior = codes_per_image * math.log2(32) / (32 * 32 * 3)   # 0.1042 bits/dim
+  got = {name: float(total) / float(weight) for name, (total, weight) in sums.items()}
+  assert float(sums["bits_per_dim_total"][1]) == dims
+  np.testing.assert_allclose(got["bits_per_dim_reconstruction"], 8.0, rtol=1e-6)
+  np.testing.assert_allclose(got["bits_per_dim_prior"], expected_prior, rtol=1e-6)
+  np.testing.assert_allclose(got["bits_per_dim_total"], 8.0 + expected_prior, rtol=1e-6)
+  # The mean of a uniform pixel is 127.5: 0 on the model's [-1, 1] scale.
+  scaled = images[:4].astype(np.float64) / 127.5 - 1
+  np.testing.assert_allclose(got["mse"], (scaled ** 2).mean(), rtol=1e-5)
+
+
+def test_prior_likelihood_equals_a_token_by_token_evaluation(model, images):
+  prior = model.prior
+  codes = model.encode_images(images[:2]).numpy()
+  full = prior.negative_log_likelihood(codes).numpy()
+  tokens = codes.reshape(2, -1)
+  rng = np.random.default_rng(0)
+  step_by_step = np.zeros(2)
+  for t in range(tokens.shape[1]):
+    # Everything from t on is replaced: the logits at t must depend on tokens < t only.
+    scrambled = tokens.copy()
+    scrambled[:, t:] = rng.integers(0, 32, size=scrambled[:, t:].shape)
+    logits = prior(scrambled.reshape(codes.shape)).numpy().reshape(2, -1, 32)[:, t]
+    log_probs = logits - np.log(np.exp(logits.astype(np.float64)).sum(-1, keepdims=True))
+    step_by_step -= log_probs[np.arange(2), tokens[:, t]]
+  np.testing.assert_allclose(full, step_by_step, rtol=1e-4)
+
+
+def test_samples_are_valid_images(model):
+  samples = model.sample(3, temperature=1.0, seed=(4, 5))
+  assert samples.shape == (3, 32, 32, 3) and samples.dtype == tf.uint8
+  codes = model.prior.sample(3, seed=(4, 5)).numpy()
+  assert codes.shape == (3, 8, 8, 2) and codes.min() >= 0 and codes.max() < 32
+
+
+def test_a_few_steps_on_real_records_lower_the_loss(model, images):
+  step = training.make_train_step(model, keras.optimizers.Adam(3e-3))
+  losses = [float(step({"image": images[16 * i:16 * (i + 1)]})["loss"]) for i in range(60)]
+  assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
