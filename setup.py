@@ -39,6 +39,7 @@ setuptools.setup(
         "vqkeras-datagen = vqkeras.cli.datagen:run",
         "vqkeras-train = vqkeras.cli.train:run",
         "vqkeras-eval = vqkeras.cli.eval:run",
+        "vqkeras-decode = vqkeras.cli.decode:run",
     ]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -1,9 +1,10 @@
-"""Trains a small VQ-VAE on real CIFAR-10 records and writes reconstructions.
+"""Trains a small VQ-VAE on real CIFAR-10 records, reconstructs and samples.
 
 The short end-to-end job of the README: the trainer of bin/train runs
 `vq_em_cifar_small` (the paper's autoencoder, narrower, with a soft-EM
-bottleneck) on the CIFAR-10 records in ../shared/data; then held-out images and
-their reconstructions go to a PNG.
+bottleneck and a Transformer prior over the codes) on the CIFAR-10 records in
+../shared/data; then held-out images beside their reconstructions, and images
+sampled from the prior, go to PNGs.
 
   python examples/train_cifar_vqvae.py --steps=600 --model_dir=runs/example
 """
@@ -46,6 +47,10 @@ def main():
   path = pathlib.Path(args.model_dir) / "reconstructions.png"
   images.write_png(path, images.image_grid(np.stack([held_out[:8], reconstructions])))
   print(f"wrote {path} (top: held-out images, bottom: their reconstructions)")
+  samples = trainer.model.sample(16, seed=(1, 0)).numpy()
+  path = pathlib.Path(args.model_dir) / "samples.png"
+  images.write_png(path, images.image_grid(samples.reshape((2, 8) + samples.shape[1:])))
+  print(f"wrote {path} (16 images sampled from the Transformer prior over the codes)")
 
 
 if __name__ == "__main__":
