@@ -33,8 +33,7 @@ class ImageVQVAEHParams(HParams):
   prior_filter_size: int = 2048
   prior_num_layers: int = 6
   prior_num_heads: int = 8
-  prior_dropout: float = 0.1
-  prior_start_step: int = 0          # 0 trains the prior jointly; > 0 from that step on
+  prior_dropout: float = 0.1         # the prior trains jointly with the autoencoder
   # Optimization.
   batch_size: int = 128              # images per step, global over all replicas
   learning_rate: float = 2e-4
