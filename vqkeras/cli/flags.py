@@ -25,11 +25,16 @@ def raw_dir():
 
 
 def run_reporting_errors(main):
-  """Runs main(); a user's mistake (ValueError, FileNotFoundError) exits 2 with its message."""
+  """Runs main(); a user's mistake (ValueError, FileNotFoundError) exits 2 with its message.
+
+  VQKERAS_DEBUG=1 in the environment shows the traceback as well.
+  """
   def wrapped(argv):
     try:
       return main(argv)
     except (ValueError, FileNotFoundError) as error:
-      print(f"error: {error}", file=sys.stderr)
+      if os.environ.get("VQKERAS_DEBUG"):
+        raise
+      print(f"error: {error}\n(set VQKERAS_DEBUG=1 to see where it was raised)", file=sys.stderr)
       sys.exit(2)
   return wrapped
