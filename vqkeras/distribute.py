@@ -24,6 +24,35 @@ def split_cpu(num_devices):
                      f"{error}") from error
 
 
+def _replica_context():
+  """The replica context of a multi-replica step, or None (one replica, or cross-replica
+  context, where the whole batch is at hand)."""
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return None
+  return context
+
+
+def num_replicas():
+  """Replicas in the step that runs this code (1 outside a multi-replica step)."""
+  context = _replica_context()
+  return 1 if context is None else context.num_replicas_in_sync
+
+
+def replica_id():
+  """This replica's index in the step (0 outside a multi-replica step)."""
+  context = _replica_context()
+  return 0 if context is None else context.replica_id_in_sync_group
+
+
+def sum_over_replicas(values):
+  """Sums a tensor or a nest of tensors over the replicas of the step, in one all-reduce."""
+  context = _replica_context()
+  if context is None:
+    return values
+  return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
 def make_strategy(name="auto"):
   """The strategy called `name`.
 

@@ -9,12 +9,7 @@ mean, and weights the auxiliary losses (per-replica means) by 1/replicas.
 
 import tensorflow as tf
 
-
-def _global_sum(value):
-  context = tf.distribute.get_replica_context()
-  if context is None or context.num_replicas_in_sync == 1:
-    return value
-  return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+from vqkeras.distribute import num_replicas, sum_over_replicas
 
 
 def replica_loss(model, features, training):
@@ -27,15 +22,12 @@ def replica_loss(model, features, training):
     over, e.g. target tokens) and "examples".
   """
   total, weight = model.loss_and_weight(features, training=training)
-  context = tf.distribute.get_replica_context()
-  replicas = context.num_replicas_in_sync if context else 1
-  global_weight = _global_sum(weight)
+  global_weight = sum_over_replicas(weight)
   main = total / tf.maximum(global_weight, 1.0)
-  auxiliary = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
-  loss = main + auxiliary / replicas
+  auxiliary = tf.add_n(model.losses) / num_replicas() if model.losses else tf.constant(0.0)
   examples = tf.cast(tf.shape(tf.nest.flatten(features)[0])[0], tf.float32)
-  return loss, {"loss": _global_sum(main), "auxiliary": _global_sum(auxiliary) / replicas,
-                "weight": global_weight, "examples": _global_sum(examples)}
+  logged = sum_over_replicas({"loss": main, "auxiliary": auxiliary, "examples": examples})
+  return main + auxiliary, {**logged, "weight": global_weight}
 
 
 def train_step_fn(model, optimizer):

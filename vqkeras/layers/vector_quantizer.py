@@ -18,29 +18,9 @@ import keras
 import tensorflow as tf
 
 from vqkeras import quantization
+from vqkeras.distribute import num_replicas, replica_id, sum_over_replicas
 
 UPDATES = ("gradient", "ema", "hard_em", "soft_em")
-
-
-def _replica_context():
-  """The replica context, or None in cross-replica context (the whole batch is here)."""
-  context = tf.distribute.get_replica_context()
-  if context is None or context.num_replicas_in_sync == 1:
-    return None
-  return context
-
-
-def _sum_over_replicas(tensors):
-  """Sums a list of per-replica batch statistics over all replicas of the step."""
-  context = _replica_context()
-  if context is None:
-    return tensors
-  return context.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
-
-
-def _replica_id():
-  context = _replica_context()
-  return 0 if context is None else context.replica_id_in_sync_group
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
@@ -284,9 +264,9 @@ class VectorQuantizer(keras.layers.Layer):
         x_blocks, assignments, valid, self.codebook_size,
         with_sums=training and self.uses_ema)
     if sums is None:
-      counts = _sum_over_replicas([counts])[0]
+      counts = sum_over_replicas(counts)
     else:
-      counts, sums = _sum_over_replicas([counts, sums])
+      counts, sums = sum_over_replicas((counts, sums))
     batch_perplexity = quantization.perplexity(counts)
     if training:
       self._apply_updates(x_blocks, counts, sums, valid, batch_perplexity)
@@ -348,11 +328,9 @@ class VectorQuantizer(keras.layers.Layer):
     if valid is not None:
       rows = tf.boolean_mask(rows, valid)
     num_local = tf.shape(rows)[0]
-    context = _replica_context()
-    replicas = 1 if context is None else context.num_replicas_in_sync
-    sizes = tf.one_hot(_replica_id(), replicas) * tf.cast(num_local, tf.float32)
-    sizes = tf.cast(_sum_over_replicas([sizes])[0], tf.int32)
-    offset = tf.reduce_sum(sizes[:_replica_id()])
+    sizes = tf.one_hot(replica_id(), num_replicas()) * tf.cast(num_local, tf.float32)
+    sizes = tf.cast(sum_over_replicas(sizes), tf.int32)
+    offset = tf.reduce_sum(sizes[:replica_id()])
     num_global = tf.reduce_sum(sizes)
     picks = tf.random.stateless_uniform(
         [self.num_blocks, self.codebook_size], self._step_seed(salt=1, per_replica=False),
@@ -361,7 +339,7 @@ class VectorQuantizer(keras.layers.Layer):
     local_rows = tf.gather(rows, tf.clip_by_value(picks, 0, tf.maximum(num_local - 1, 0)))
     candidates = tf.gather(x_blocks, local_rows, batch_dims=1)
     candidates = tf.where(held[..., None], candidates, 0.0)
-    candidates = _sum_over_replicas([candidates])[0]
+    candidates = sum_over_replicas(candidates)
     dead = dead & (num_global > 0)
     self.embeddings.assign(tf.where(dead[..., None], candidates, self.embeddings))
     self.last_used.assign(tf.where(dead, step, self.last_used))
@@ -447,7 +425,7 @@ class VectorQuantizer(keras.layers.Layer):
     seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), salt)
     if not per_replica:
       return seed
-    return tf.random.experimental.stateless_fold_in(seed, _replica_id())
+    return tf.random.experimental.stateless_fold_in(seed, replica_id())
 
   def compute_output_spec(self, inputs, training=None, mask=None, return_codes=False):
     quantized = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
