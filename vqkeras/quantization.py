@@ -14,7 +14,19 @@ import collections
 import tensorflow as tf
 
 
-def code_scores(x, codebook):
+def score_terms(codebook):
+  """What the scores need of the codebook, computed once per call, not once per chunk.
+
+  Args:
+    codebook: `[blocks, K, d]` float32.
+
+  Returns:
+    (2 e_k `[blocks, K, d]`, -||e_k||^2 `[blocks, K]`).
+  """
+  return codebook + codebook, -tf.reduce_sum(tf.square(codebook), axis=-1)
+
+
+def code_scores(x, terms):
   """Negative squared distances, up to a constant per row: 2 x.e_k - ||e_k||^2.
 
   ||x||^2 is the same for every code, so neither the argmin nor the softmax over
@@ -23,18 +35,16 @@ def code_scores(x, codebook):
 
   Args:
     x: `[blocks, N, d]` float32.
-    codebook: `[blocks, K, d]` float32.
+    terms: `score_terms(codebook)`.
 
   Returns:
     `[blocks, N, K]` float32; larger means closer.
   """
-  codebook_sq = tf.reduce_sum(tf.square(codebook), axis=-1)
-  if codebook.shape[0] == 1:
+  doubled, bias = terms
+  if doubled.shape[0] == 1:
     # A plain MatMul + BiasAdd is much faster on CPU than BatchMatMul with batch 1.
-    scores = tf.matmul(x[0], codebook[0] + codebook[0], transpose_b=True)
-    return tf.nn.bias_add(scores, -codebook_sq[0])[None]
-  scores = tf.matmul(x, codebook + codebook, transpose_b=True)
-  return scores - codebook_sq[:, None, :]
+    return tf.nn.bias_add(tf.matmul(x[0], doubled[0], transpose_b=True), bias[0])[None]
+  return tf.matmul(x, doubled, transpose_b=True) + bias[:, None, :]
 
 
 # Rows per chunk of the E-step when the batch size is known: the [rows, K] scores
@@ -98,8 +108,10 @@ def nearest_codes(x, codebook, max_rows):
   Returns:
     `[blocks, N]` int32 codes.
   """
+  terms = score_terms(codebook)
+
   def assign(chunk, unused_index):
-    return tf.argmax(code_scores(chunk, codebook), axis=-1, output_type=tf.int32)
+    return tf.argmax(code_scores(chunk, terms), axis=-1, output_type=tf.int32)
   return map_row_chunks(assign, x, max_rows)
 
 
@@ -123,8 +135,10 @@ def sample_codes(x, codebook, num_samples, temperature, seed, max_rows):
   Returns:
     samples `[blocks, N, m]` int32 and the nearest codes `[blocks, N]` int32.
   """
+  terms = score_terms(codebook)
+
   def assign(chunk, index):
-    scores = code_scores(chunk, codebook)
+    scores = code_scores(chunk, terms)
     blocks, rows, size = tf.shape(scores)[0], tf.shape(scores)[1], tf.shape(scores)[2]
     logits = tf.reshape(scores, [blocks * rows, size])
     if temperature != 1.0:

@@ -85,6 +85,8 @@ class Trainer:
       if config.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
       self.optimizer = optimizer
+      self.quantizers = [layer for layer in self.model._flatten_layers()
+                         if isinstance(layer, VectorQuantizer)]
       self._build()
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     # Every worker saves (collectives may be involved); the others' copies stay out of
@@ -92,8 +94,6 @@ class Trainer:
     directory = (self.model_dir / "checkpoints" if self.chief else
                  self.model_dir / f".worker{distribute.worker_index()}" / "checkpoints")
     self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=5)
-    self.quantizers = [layer for layer in self.model._flatten_layers()
-                       if isinstance(layer, VectorQuantizer)]
     self._stop_signal = None
 
   # Setup.
@@ -131,8 +131,7 @@ class Trainer:
     batch = next(iter(self._dataset("train", training=True).take(1)))
     self.model.loss_and_weight(batch, training=False)
     self.optimizer.build(self.model.trainable_variables)
-    for quantizer in [layer for layer in self.model._flatten_layers()
-                      if isinstance(layer, VectorQuantizer)]:
+    for quantizer in self.quantizers:
       for metric in quantizer.metrics:
         metric.reset_state()
 
