@@ -13,7 +13,6 @@ checking.
 """
 
 import dataclasses
-import json
 
 from vqkeras import registry
 
@@ -59,15 +58,15 @@ class HParams:
       changes[name] = _parse(name, text, field_types[name])
     return self.derive(**changes)
 
-  def to_json(self):
-    return json.dumps({"family": type(self).__name__, **dataclasses.asdict(self)}, indent=2,
-                      sort_keys=True)
-
   def differences(self, other):
     """{name: (ours, theirs)} for every field whose values differ."""
-    ours, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
-    return {k: (ours.get(k), theirs.get(k)) for k in sorted(set(ours) | set(theirs))
-            if ours.get(k) != theirs.get(k)}
+    return value_differences(dataclasses.asdict(self), dataclasses.asdict(other))
+
+
+def value_differences(ours, theirs):
+  """{name: (ours, theirs)} for every name of either dict whose values differ."""
+  return {k: (ours.get(k), theirs.get(k)) for k in sorted(set(ours) | set(theirs))
+          if ours.get(k) != theirs.get(k)}
 
 
 def _parse(name, text, kind):

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from vqkeras import distribute
 from vqkeras import files
+from vqkeras import hparams_lib
 from vqkeras import registry
 from vqkeras import training
 from vqkeras.layers import VectorQuantizer
@@ -107,11 +108,9 @@ class Trainer:
       theirs = json.loads(path.read_text())
       differences = [f"problem: {theirs.get('problem')} here, {mine['problem']} asked"] \
           if theirs.get("problem") != mine["problem"] else []
-      theirs_values = theirs.get("hparams_values", {})
-      for name in sorted(set(theirs_values) | set(mine["hparams_values"])):
-        if theirs_values.get(name) != mine["hparams_values"].get(name):
-          differences.append(f"{name}: {theirs_values.get(name)!r} here, "
-                             f"{mine['hparams_values'].get(name)!r} asked")
+      differences += [f"{name}: {here!r} here, {asked!r} asked" for name, (here, asked) in
+                      hparams_lib.value_differences(theirs.get("hparams_values", {}),
+                                                    mine["hparams_values"]).items()]
       if differences:
         raise ModelDirMismatch(
             f"--model_dir={self.model_dir} holds a run of --problem={theirs.get('problem')} "
