@@ -20,8 +20,6 @@ import tensorflow as tf
 
 from vqkeras import registry
 from vqkeras import training
-from vqkeras.models import ImageVQVAE
-from vqkeras.models.transformer import Transformer
 from vqkeras.tokenizer import PAD_ID
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -66,22 +64,19 @@ def main():
   args = parser.parse_args()
 
   cases = [
-      ("translate_ende_multi30k", "transformer_small", SHARED / "multi30k", Transformer,
-       count_tokens, "target tokens/s"),
-      ("image_cifar10", "vq_em_cifar_small", SHARED / "cifar10",
-       lambda h: ImageVQVAE(h.channels, h.latent_depth, h.codebook_size, h.num_blocks,
-                            update=h.bottleneck, num_samples=h.num_samples, decay=h.decay,
-                            seed=0),
-       count_images, "images/s"),
+      ("translate_ende_multi30k", "transformer_small", SHARED / "multi30k", count_tokens,
+       "target tokens/s"),
+      ("image_cifar10", "vq_em_cifar_small", SHARED / "cifar10", count_images, "images/s"),
   ]
   print(f"{'problem':25s} {'hparams':20s} {'unit':16s} {'pipeline':>10s} {'training':>10s} "
         f"{'ratio':>7s}")
-  for problem_name, hparams_name, raw_dir, make_model, count, unit in cases:
+  for problem_name, hparams_name, raw_dir, count, unit in cases:
     problem, hparams = registry.problem(problem_name), registry.hparams(hparams_name)
     dataset = problem.dataset("train", args.data_dir, raw_dir, hparams, training=True, seed=0)
     dataset = dataset.repeat()
     delivered = pipeline_rate(dataset, count, batches=100)
-    consumed = training_rate(make_model(hparams), dataset, count, args.steps)
+    model = registry.model_class(hparams).from_hparams(hparams)
+    consumed = training_rate(model, dataset, count, args.steps)
     print(f"{problem_name:25s} {hparams_name:20s} {unit:16s} {delivered:10.0f} "
           f"{consumed:10.0f} {delivered / consumed:6.1f}x", flush=True)
 
