@@ -2,3 +2,4 @@
 
 from vqkeras.models.image_vqvae import ImageVQVAE
 from vqkeras.models.transformer import Transformer
+from vqkeras.models.latent_transformer import LatentTransformer

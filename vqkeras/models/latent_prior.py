@@ -64,8 +64,7 @@ class LatentPrior(keras.layers.Layer):
     start = tf.fill([tf.shape(tokens)[0], 1], self.num_blocks * self.codebook_size)
     inputs = tf.concat([start, tokens[:, :-1]], axis=1)
     x = self.token_embedding(inputs) + self._positions()[None]
-    padding = tf.ones(tf.shape(inputs), tf.bool)
-    return self.head(self.stack(x, padding, training=training))
+    return self.head(self.stack(x, training=training))
 
   def call(self, codes, training=False):
     codes = tf.cast(codes, tf.int32)

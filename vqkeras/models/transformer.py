@@ -1,7 +1,8 @@
 """The Transformer of Vaswani et al. 2017, pre-norm as in Tensor2Tensor.
 
 Shapes: ids `[batch, length]` int32 with 0 as padding; hidden states
-`[batch, length, hidden_size]`.
+`[batch, length, hidden_size]`. Attention keeps a key/value cache so that
+decoding one position costs one position's work (vqkeras.decoding).
 """
 
 import math
@@ -9,13 +10,16 @@ import math
 import keras
 import tensorflow as tf
 
+from vqkeras import decoding
 from vqkeras import registry
-from vqkeras.tokenizer import PAD_ID
+from vqkeras.tokenizer import EOS_ID, PAD_ID
+
+NEG_INF = -1e9
 
 
-def timing_signal(length, depth):
-  """Sinusoidal position encodings `[length, depth]` (T2T's add_timing_signal_1d)."""
-  positions = tf.cast(tf.range(length), tf.float32)
+def timing_signal(length, depth, start=0):
+  """Sinusoidal encodings `[length, depth]` of positions start.. (T2T's add_timing_signal_1d)."""
+  positions = tf.cast(tf.range(length) + start, tf.float32)
   num_timescales = depth // 2
   log_increment = math.log(1.0e4) / max(num_timescales - 1, 1)
   inv_timescales = tf.exp(tf.cast(tf.range(num_timescales), tf.float32) * -log_increment)
@@ -23,12 +27,102 @@ def timing_signal(length, depth):
   return tf.concat([tf.sin(scaled), tf.cos(scaled)], axis=1)
 
 
+def padding_bias(padding):
+  """`[batch, length]` bool, True at real positions, to an additive bias `[batch, 1, 1, length]`."""
+  return (1.0 - tf.cast(padding, tf.float32))[:, None, None, :] * NEG_INF
+
+
+def causal_bias(length):
+  """`[1, 1, length, length]`: position i attends to positions <= i."""
+  allowed = tf.linalg.band_part(tf.ones([length, length]), -1, 0)
+  return ((1.0 - allowed) * NEG_INF)[None, None]
+
+
+class Attention(keras.layers.Layer):
+  """Multi-head dot-product attention with fused projections.
+
+  Self-attention projects queries, keys and values with one matrix; attention
+  to a memory projects the memory's keys and values once (`memory_keys_values`),
+  which decoding computes once per sentence.
+
+  Args:
+    hidden_size: model width; num_heads divides it.
+    num_heads: attention heads.
+    dropout: on the attention weights.
+    self_attention: True: keys and values come from the queries' sequence.
+  """
+
+  def __init__(self, hidden_size, num_heads, dropout, self_attention=True, **kwargs):
+    super().__init__(**kwargs)
+    self.hidden_size, self.num_heads = hidden_size, num_heads
+    self.depth = hidden_size // num_heads
+    self.is_self_attention = self_attention
+    if self_attention:
+      self.query_key_value = keras.layers.Dense(3 * hidden_size, use_bias=False,
+                                                name="query_key_value")
+    else:
+      self.query = keras.layers.Dense(hidden_size, use_bias=False, name="query")
+      self.key_value = keras.layers.Dense(2 * hidden_size, use_bias=False, name="key_value")
+    self.output_transform = keras.layers.Dense(hidden_size, use_bias=False, name="output")
+    self.dropout = keras.layers.Dropout(dropout)
+
+  def split_heads(self, x):
+    """`[batch, length, hidden]` to `[batch, heads, length, depth]`."""
+    shape = tf.shape(x)
+    x = tf.reshape(x, [shape[0], shape[1], self.num_heads, self.depth])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+  def memory_keys_values(self, memory):
+    """Keys and values `[batch, heads, memory length, depth]` of a memory."""
+    keys, values = tf.split(self.key_value(memory), 2, axis=-1)
+    return self.split_heads(keys), self.split_heads(values)
+
+  def call(self, x, bias=None, memory=None, keys_values=None, cache=None, training=False):
+    """Attends from x `[batch, length, hidden]`; returns `[batch, length, hidden]`.
+
+    Args:
+      x: the queries' sequence.
+      bias: additive, broadcastable to `[batch, heads, length, keys]`, or None.
+      memory: `[batch, keys, hidden]` for attention to a memory.
+      keys_values: the memory's `memory_keys_values`, instead of `memory`.
+      cache: self-attention only: a dict with the "keys" and "values" of the
+        earlier positions `[batch, heads, t, depth]`.
+      training: dropout.
+
+    Returns:
+      the output, and with a cache also the cache extended by x's positions
+      (returned, not updated in place: Keras copies the arguments of a call).
+    """
+    if self.is_self_attention:
+      query, keys, values = [self.split_heads(y)
+                             for y in tf.split(self.query_key_value(x), 3, axis=-1)]
+      if cache is not None:
+        keys = tf.concat([cache["keys"], keys], axis=2)
+        values = tf.concat([cache["values"], values], axis=2)
+    else:
+      query = self.split_heads(self.query(x))
+      keys, values = keys_values if keys_values is not None else self.memory_keys_values(memory)
+    logits = tf.matmul(query * self.depth ** -0.5, keys, transpose_b=True)
+    if bias is not None:
+      logits += tf.cast(bias, logits.dtype)
+    weights = tf.cast(tf.nn.softmax(tf.cast(logits, tf.float32)), values.dtype)
+    heads = tf.matmul(self.dropout(weights, training=training), values)
+    shape = tf.shape(heads)
+    heads = tf.reshape(tf.transpose(heads, [0, 2, 1, 3]), [shape[0], shape[2], self.hidden_size])
+    output = self.output_transform(heads)
+    return output if cache is None else (output, {"keys": keys, "values": values})
+
+  def empty_cache(self, batch_size):
+    """The self-attention cache before the first position."""
+    empty = tf.zeros([batch_size, self.num_heads, 0, self.depth], self.compute_dtype)
+    return {"keys": empty, "values": empty}
+
+
 class FeedForward(keras.layers.Layer):
   """relu(x W1) W2 with dropout."""
 
   def __init__(self, hidden_size, filter_size, dropout, **kwargs):
     super().__init__(**kwargs)
-    self.hidden_size, self.filter_size, self.dropout = hidden_size, filter_size, dropout
     self.dense_filter = keras.layers.Dense(filter_size, activation="relu")
     self.dense_output = keras.layers.Dense(hidden_size)
     self.dropout_layer = keras.layers.Dropout(dropout)
@@ -42,58 +136,97 @@ class TransformerLayer(keras.layers.Layer):
 
   Args:
     hidden_size, filter_size, num_heads, dropout: sizes.
-    causal: self-attention sees only earlier positions (a decoder).
     cross_attention: attends to a memory (the encoder output).
   """
 
-  def __init__(self, hidden_size, filter_size, num_heads, dropout, causal=False,
-               cross_attention=False, **kwargs):
+  def __init__(self, hidden_size, filter_size, num_heads, dropout, cross_attention=False,
+               **kwargs):
     super().__init__(**kwargs)
-    self.causal = causal
-    self.self_attention = keras.layers.MultiHeadAttention(
-        num_heads, hidden_size // num_heads, dropout=dropout)
+    self.self_attention = Attention(hidden_size, num_heads, dropout, name="self_attention")
     self.self_attention_norm = keras.layers.LayerNormalization(epsilon=1e-6)
     self.cross_attention = None
     if cross_attention:
-      self.cross_attention = keras.layers.MultiHeadAttention(
-          num_heads, hidden_size // num_heads, dropout=dropout)
+      self.cross_attention = Attention(hidden_size, num_heads, dropout, self_attention=False,
+                                       name="cross_attention")
       self.cross_attention_norm = keras.layers.LayerNormalization(epsilon=1e-6)
     self.feed_forward = FeedForward(hidden_size, filter_size, dropout)
     self.feed_forward_norm = keras.layers.LayerNormalization(epsilon=1e-6)
     self.dropout = keras.layers.Dropout(dropout)
 
-  def call(self, x, padding_mask, memory=None, memory_padding_mask=None, training=False):
-    """x `[batch, length, hidden]`; masks `[batch, length]` bool, True at real tokens."""
-    y = self.self_attention_norm(x)
-    attention_mask = padding_mask[:, None, :]
-    y = self.self_attention(y, y, attention_mask=attention_mask, use_causal_mask=self.causal,
+  def call(self, x, self_bias, memory=None, memory_bias=None, keys_values=None, cache=None,
+           training=False):
+    """x `[batch, length, hidden]`; biases as in `Attention`.
+
+    cache: this layer's self-attention cache; with one the call returns
+    (output, extended cache).
+    """
+    y = self.self_attention(self.self_attention_norm(x), self_bias, cache=cache,
                             training=training)
+    if cache is not None:
+      y, cache = y
     x = x + self.dropout(y, training=training)
     if self.cross_attention is not None:
-      y = self.cross_attention_norm(x)
-      y = self.cross_attention(y, memory, attention_mask=memory_padding_mask[:, None, :],
-                               training=training)
+      y = self.cross_attention(self.cross_attention_norm(x), memory_bias, memory=memory,
+                               keys_values=keys_values, training=training)
       x = x + self.dropout(y, training=training)
     y = self.feed_forward(self.feed_forward_norm(x), training=training)
-    return x + self.dropout(y, training=training)
+    x = x + self.dropout(y, training=training)
+    return x if cache is None else (x, cache)
 
 
 class TransformerStack(keras.layers.Layer):
-  """`num_layers` TransformerLayers and a final layer norm."""
+  """`num_layers` TransformerLayers and a final layer norm.
+
+  Args:
+    num_layers, hidden_size, filter_size, num_heads, dropout: sizes.
+    causal: position i sees positions <= i only (a decoder).
+    cross_attention: every layer attends to a memory (the encoder output).
+  """
 
   def __init__(self, num_layers, hidden_size, filter_size, num_heads, dropout, causal=False,
                cross_attention=False, **kwargs):
     super().__init__(**kwargs)
+    self.causal = causal
     self.layers_ = [
-        TransformerLayer(hidden_size, filter_size, num_heads, dropout, causal=causal,
+        TransformerLayer(hidden_size, filter_size, num_heads, dropout,
                          cross_attention=cross_attention, name=f"layer_{i}")
         for i in range(num_layers)]
     self.output_norm = keras.layers.LayerNormalization(epsilon=1e-6)
 
-  def call(self, x, padding_mask, memory=None, memory_padding_mask=None, training=False):
-    for layer in self.layers_:
-      x = layer(x, padding_mask, memory, memory_padding_mask, training=training)
-    return self.output_norm(x)
+  def call(self, x, padding=None, memory=None, memory_padding=None, keys_values=None,
+           cache=None, training=False):
+    """x `[batch, length, hidden]` to `[batch, length, hidden]`.
+
+    Args:
+      padding: `[batch, length]` bool, True at real positions; None: all real.
+      memory, memory_padding: `[batch, keys, hidden]` and its `[batch, keys]` mask.
+      keys_values: the memory's keys and values per layer (`memory_keys_values`),
+        instead of `memory`.
+      cache: incremental decoding (`empty_cache`): x holds the next position
+        only, and the call returns (output, extended cache).
+    """
+    self_bias = None
+    if cache is None and self.causal:
+      self_bias = causal_bias(tf.shape(x)[1])
+    if padding is not None:
+      self_bias = padding_bias(padding) + (0.0 if self_bias is None else self_bias)
+    memory_bias = None if memory_padding is None else padding_bias(memory_padding)
+    new_cache = []
+    for i, layer in enumerate(self.layers_):
+      x = layer(x, self_bias, memory, memory_bias,
+                keys_values=None if keys_values is None else keys_values[i],
+                cache=None if cache is None else cache[i], training=training)
+      if cache is not None:
+        x, layer_cache = x
+        new_cache.append(layer_cache)
+    x = self.output_norm(x)
+    return x if cache is None else (x, new_cache)
+
+  def memory_keys_values(self, memory):
+    return [layer.cross_attention.memory_keys_values(memory) for layer in self.layers_]
+
+  def empty_cache(self, batch_size):
+    return [layer.self_attention.empty_cache(batch_size) for layer in self.layers_]
 
 
 class SharedEmbedding(keras.layers.Layer):
@@ -108,13 +241,16 @@ class SharedEmbedding(keras.layers.Layer):
         name="embeddings", shape=(self.vocab_size, self.hidden_size),
         initializer=keras.initializers.RandomNormal(stddev=self.hidden_size ** -0.5))
 
-  def call(self, ids):
-    """ids `[batch, length]` to `[batch, length, hidden]`, scaled by sqrt(hidden), plus positions."""
+  def call(self, ids, start=0):
+    """ids `[batch, length]` to `[batch, length, hidden]`, scaled by sqrt(hidden), plus positions.
+
+    start: the position of the first id (decoding one position at a time).
+    """
     x = tf.gather(self.embeddings, ids) * (self.hidden_size ** 0.5)
-    return x + timing_signal(tf.shape(ids)[1], self.hidden_size)[None]
+    return x + tf.cast(timing_signal(tf.shape(ids)[1], self.hidden_size, start)[None], x.dtype)
 
   def logits(self, x):
-    return tf.matmul(x, self.embeddings, transpose_b=True)
+    return tf.matmul(x, tf.cast(self.embeddings, x.dtype), transpose_b=True)
 
 
 def shift_right(targets):
@@ -139,23 +275,42 @@ class TransformerSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_steps": self.warmup_steps}
 
 
+def transformer_optimizer(hparams):
+  """Adam with the Transformer schedule and the hyper-parameters' betas and epsilon."""
+  schedule = TransformerSchedule(hparams.learning_rate, hparams.hidden_size, hparams.warmup_steps)
+  return keras.optimizers.Adam(schedule, beta_1=hparams.adam_beta1, beta_2=hparams.adam_beta2,
+                               epsilon=hparams.adam_epsilon)
+
+
+def source_encoder(hparams, name="encoder"):
+  return TransformerStack(hparams.num_layers, hparams.hidden_size, hparams.filter_size,
+                          hparams.num_heads, hparams.dropout, name=name)
+
+
+def decoder_stack(hparams, causal=True, name="decoder"):
+  """A Transformer decoder attending to the source encoder's output."""
+  return TransformerStack(hparams.num_layers, hparams.hidden_size, hparams.filter_size,
+                          hparams.num_heads, hparams.dropout, causal=causal,
+                          cross_attention=True, name=name)
+
+
 @registry.register_model("TransformerHParams")
 class Transformer(keras.Model):
   """Encoder-decoder Transformer with shared embeddings.
 
   Call: {"inputs": `[batch, source length]`, "targets": `[batch, target length]`}
   to logits `[batch, target length, vocab]` predicting each target from the
-  source and the earlier targets (teacher forcing).
+  source and the earlier targets (teacher forcing). `translate` decodes.
   """
+
+  loss_unit = "target_tokens"   # what loss_and_weight's weight counts
 
   def __init__(self, hparams, **kwargs):
     super().__init__(**kwargs)
     self.hparams = hparams
     self.embedding = SharedEmbedding(hparams.vocab_size, hparams.hidden_size, name="embedding")
-    sizes = (hparams.num_layers, hparams.hidden_size, hparams.filter_size, hparams.num_heads,
-             hparams.dropout)
-    self.encoder = TransformerStack(*sizes, name="encoder")
-    self.decoder = TransformerStack(*sizes, causal=True, cross_attention=True, name="decoder")
+    self.encoder = source_encoder(hparams)
+    self.decoder = decoder_stack(hparams)
     self.input_dropout = keras.layers.Dropout(hparams.dropout)
 
   @classmethod
@@ -164,32 +319,64 @@ class Transformer(keras.Model):
 
   @staticmethod
   def make_optimizer(hparams):
-    schedule = TransformerSchedule(hparams.learning_rate, hparams.hidden_size,
-                                   hparams.warmup_steps)
-    return keras.optimizers.Adam(schedule, beta_1=hparams.adam_beta1, beta_2=hparams.adam_beta2,
-                                 epsilon=hparams.adam_epsilon)
+    return transformer_optimizer(hparams)
 
   def encode(self, inputs, training=False):
+    """Source ids `[batch, length]` to (encoder output, its `[batch, length]` padding mask)."""
     padding = tf.not_equal(inputs, PAD_ID)
     x = self.input_dropout(self.embedding(inputs), training=training)
     return self.encoder(x, padding, training=training), padding
 
   def decode(self, decoder_inputs, memory, memory_padding, training=False):
-    padding = tf.ones_like(decoder_inputs, tf.bool)   # causal masking covers the rest
     y = self.input_dropout(self.embedding(decoder_inputs), training=training)
-    y = self.decoder(y, padding, memory, memory_padding, training=training)
+    y = self.decoder(y, memory=memory, memory_padding=memory_padding, training=training)
     return self.embedding.logits(y)
 
   def call(self, features, training=False):
     memory, memory_padding = self.encode(features["inputs"], training)
     return self.decode(shift_right(features["targets"]), memory, memory_padding, training)
 
-  loss_unit = "target_tokens"   # what loss_and_weight's weight counts
-
   def loss_and_weight(self, features, training=False):
     """(sum of the label-smoothed cross-entropy over target tokens, number of target tokens)."""
     logits = self(features, training=training)
     return smoothed_cross_entropy(logits, features["targets"], self.hparams.label_smoothing)
+
+  def log_likelihood(self, inputs, targets):
+    """log p(targets | inputs) `[batch]`, summed over the real target tokens (EOS included)."""
+    logits = tf.cast(self({"inputs": inputs, "targets": targets}), tf.float32)
+    log_probs = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+    return tf.reduce_sum(log_probs * tf.cast(tf.not_equal(targets, PAD_ID), tf.float32), -1)
+
+  def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None):
+    """Target ids `[batch, length]` of source ids `[batch, source length]`.
+
+    Each translation ends with EOS unless it reached max_decode_length
+    (default: the hyper-parameters' max_length); padding follows.
+
+    Args:
+      beam_size: 1 decodes greedily.
+      length_penalty: alpha of the beam score log p / ((5 + length) / 6)^alpha.
+    """
+    max_decode_length = max_decode_length or self.hparams.max_length
+    memory, memory_padding = self.encode(inputs)
+    batch_size = tf.shape(inputs)[0]
+    if beam_size > 1:
+      memory, memory_padding = decoding.tile_beams((memory, memory_padding), beam_size)
+    keys_values = self.decoder.memory_keys_values(memory)
+
+    def step(ids, position, cache):
+      """Logits `[batch, vocab]` of the next token after ids `[batch]` at position."""
+      x = self.embedding(ids[:, None], start=position)
+      y, cache = self.decoder(x, memory_padding=memory_padding, keys_values=keys_values,
+                              cache=cache)
+      logits = tf.cast(self.embedding.logits(y)[:, 0], tf.float32)
+      return decoding.forbid(logits, PAD_ID), cache
+
+    cache = self.decoder.empty_cache(batch_size * beam_size)
+    if beam_size == 1:
+      return decoding.greedy_search(step, cache, batch_size, max_decode_length, EOS_ID)
+    return decoding.beam_search(step, cache, batch_size, beam_size, max_decode_length, EOS_ID,
+                                length_penalty)[0]
 
 
 def smoothed_cross_entropy(logits, targets, label_smoothing):

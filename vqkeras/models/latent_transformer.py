@@ -1,0 +1,347 @@
+"""The non-autoregressive latent Transformer of Kaiser et al. 2018 with the discrete
+bottleneck of Roy et al. 2018 (PAPERS.md section 2).
+
+Training reads the source and the target:
+  1. a Transformer encoder reads the source;
+  2. the target embeddings, padded to a multiple of 2^n_c, are compressed 2^n_c
+     times by residual convolutions and n_c stride-2 convolutions;
+  3. the compressed latents pass the discrete bottleneck (`VectorQuantizer`:
+     hard EM, soft EM or the VQ-VAE codebook loss);
+  4. the latent predictor, an autoregressive Transformer decoder attending to
+     the source, learns the code sequence (soft targets under soft EM) and when
+     it ends;
+  5. the code embeddings are up-sampled 2^n_c times and a Transformer decoder
+     attending to the source gives every target token at once.
+Translation runs 1, 4 (the codes, one latent per 2^n_c tokens) and 5.
+
+The latent sequence of a target of T tokens (EOS included) has ceil(T / 2^n_c)
+positions; the latent predictor ends it with the STOP symbol, so translations
+are as long as the predicted codes need, up to max_length, never truncated to
+a length fixed in advance.
+"""
+
+import keras
+import tensorflow as tf
+
+from vqkeras import decoding
+from vqkeras import quantization
+from vqkeras import registry
+from vqkeras.layers import VectorQuantizer
+from vqkeras.models.transformer import (SharedEmbedding, TransformerStack, decoder_stack,
+                                        shift_right, smoothed_cross_entropy, source_encoder,
+                                        timing_signal, transformer_optimizer)
+from vqkeras.tokenizer import EOS_ID, PAD_ID
+
+
+class ResidualConv(keras.layers.Layer):
+  """x + dropout(convs(layer_norm(x))): three kernel-3 convolutions with ReLU (T2T's residual_conv)."""
+
+  def __init__(self, hidden_size, dropout, kernel_size=3, **kwargs):
+    super().__init__(**kwargs)
+    self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
+    self.convs = [keras.layers.Conv1D(hidden_size, kernel_size, padding="same",
+                                      activation="relu", name=f"conv_{i}") for i in range(3)]
+    self.dropout = keras.layers.Dropout(dropout)
+
+  def call(self, x, training=False):
+    y = self.norm(x)
+    for conv in self.convs:
+      y = conv(y)
+    return x + self.dropout(y, training=training)
+
+
+class Compress(keras.layers.Layer):
+  """`[batch, T, hidden]` to `[batch, T / 2^n_c, hidden]`: residual convolutions, then
+  n_c stride-2 convolutions, each halving the length.
+
+  T must be a multiple of 2^n_c (`pad_to_multiple`).
+  """
+
+  def __init__(self, hidden_size, compression_steps, dropout, **kwargs):
+    super().__init__(**kwargs)
+    self.residual = [ResidualConv(hidden_size, dropout, name=f"residual_{i}")
+                     for i in range(compression_steps)]
+    self.halvings = [keras.layers.Conv1D(hidden_size, 2, strides=2, activation="relu",
+                                         name=f"compress_{i}") for i in range(compression_steps)]
+
+  def call(self, x, training=False):
+    for layer in self.residual:
+      x = layer(x, training=training)
+    for halve in self.halvings:
+      x = halve(x)
+    return x
+
+
+class Decompress(keras.layers.Layer):
+  """`[batch, L, hidden]` to `[batch, L * 2^n_c, hidden]`: n_c times a residual
+  convolution, then a 1x1 convolution to twice the width read as twice the length.
+  """
+
+  def __init__(self, hidden_size, compression_steps, dropout, **kwargs):
+    super().__init__(**kwargs)
+    self.hidden_size = hidden_size
+    self.residual = [ResidualConv(hidden_size, dropout, name=f"residual_{i}")
+                     for i in range(compression_steps)]
+    self.doublings = [keras.layers.Dense(2 * hidden_size, activation="relu" if i else None,
+                                         name=f"decompress_{i}")
+                      for i in range(compression_steps)]
+
+  def call(self, x, training=False):
+    for residual, double in zip(self.residual, self.doublings):
+      x = double(residual(x, training=training))
+      x = tf.reshape(x, [tf.shape(x)[0], -1, self.hidden_size])
+    return x
+
+
+class LatentPredictor(keras.layers.Layer):
+  """p(codes | source) = prod_l p(c_l | c_<l, source), ended by a STOP symbol.
+
+  A causal Transformer decoder over the code sequence attending to the source
+  encoder's output. Symbols: codes 0..K-1, STOP = K (predicted only) and
+  START = K + 1 (the first input only).
+
+  Args:
+    codebook_size: K.
+    hparams: Transformer sizes (num_layers, hidden_size, filter_size, num_heads, dropout).
+  """
+
+  def __init__(self, codebook_size, hparams, **kwargs):
+    super().__init__(**kwargs)
+    self.codebook_size = codebook_size
+    self.stop, self.start = codebook_size, codebook_size + 1
+    self.hidden_size = hparams.hidden_size
+    self.symbol_embedding = keras.layers.Embedding(codebook_size + 2, hparams.hidden_size,
+                                                   name="symbol_embedding")
+    self.decoder = decoder_stack(hparams, name="decoder")
+    self.head = keras.layers.Dense(codebook_size + 1, name="head")
+
+  def embed(self, symbols, start=0):
+    """`[batch, length, m]` symbols to the mean of their embeddings plus positions.
+
+    Under soft EM the input of a position is the mean embedding of its m
+    sampled codes, as the decoder's input is their mean code vector.
+    """
+    x = tf.reduce_mean(self.symbol_embedding(symbols), axis=2)
+    return x + tf.cast(timing_signal(tf.shape(symbols)[1], self.hidden_size, start)[None], x.dtype)
+
+  def call(self, samples, memory, memory_padding, training=False):
+    """Logits `[batch, L + 1, K + 1]` of every code and of the STOP after the last.
+
+    samples: `[batch, L, m]` int codes (m = 1 for hard codes), teacher forcing.
+    """
+    start = tf.fill([tf.shape(samples)[0], 1, tf.shape(samples)[2]], self.start)
+    x = self.embed(tf.concat([start, samples], axis=1))
+    y = self.decoder(x, memory=memory, memory_padding=memory_padding, training=training)
+    return self.head(y)
+
+  def loss(self, samples, lengths, memory, memory_padding, training=False):
+    """Cross-entropy summed per example `[batch]` of the codes and their STOP.
+
+    samples: `[batch, L, m]`; lengths: `[batch]` latent positions in use (the rest padding).
+    Under soft EM the target of a position is the mean of its m one-hots.
+    """
+    logits = self(samples, memory, memory_padding, training=training)
+    length = tf.shape(samples)[1]
+    in_use = tf.sequence_mask(lengths, length + 1)
+    padded = tf.pad(samples, [[0, 0], [0, 1], [0, 0]], constant_values=self.stop)
+    targets = tf.where(in_use[:, :, None], padded, self.stop)   # STOP at position `lengths`
+    weights = tf.cast(tf.sequence_mask(lengths + 1, length + 1), tf.float32)
+    return tf.reduce_sum(quantization.sample_cross_entropy(logits, targets) * weights, axis=1)
+
+  def predict(self, memory, memory_padding, max_latents, beam_size=1):
+    """Codes `[batch, L]` (L <= max_latents) and their lengths `[batch]`; STOP fills the ends."""
+    batch_size = tf.shape(memory)[0]
+    if beam_size > 1:
+      memory, memory_padding = decoding.tile_beams((memory, memory_padding), beam_size)
+    keys_values = self.decoder.memory_keys_values(memory)
+
+    def step(symbols, position, cache):
+      x = self.embed(symbols[:, None, None], start=position)
+      y, cache = self.decoder(x, memory_padding=memory_padding, keys_values=keys_values,
+                              cache=cache)
+      return tf.cast(self.head(y)[:, 0], tf.float32), cache
+
+    # Every target has a token (EOS), hence at least one latent.
+    step = _with_start_forbidden(step, self.stop)
+    cache = self.decoder.empty_cache(batch_size * beam_size)
+    if beam_size == 1:
+      codes = decoding.greedy_search(step, cache, batch_size, max_latents, self.stop,
+                                     start_id=self.start, pad_id=self.stop)
+    else:
+      codes, _ = decoding.beam_search(step, cache, batch_size, beam_size, max_latents,
+                                      self.stop, start_id=self.start, pad_id=self.stop)
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(codes, self.stop), tf.int32), axis=1)
+    return codes, lengths
+
+
+def _with_start_forbidden(step, stop):
+  """The step with STOP ruled out at position 0 (position is a tensor inside the loop)."""
+  def wrapped(symbols, position, cache):
+    logits, cache = step(symbols, position, cache)
+    first = tf.cast(tf.equal(position, 0), logits.dtype)
+    return logits + first * (decoding.forbid(tf.zeros_like(logits), stop)), cache
+  return wrapped
+
+
+def pad_to_multiple(ids, multiple):
+  """Pads `[batch, T]` ids with PAD to a length that is a multiple of `multiple`."""
+  length = tf.shape(ids)[1]
+  return tf.pad(ids, [[0, 0], [0, -length % multiple]], constant_values=PAD_ID)
+
+
+def latent_lengths(targets, compression):
+  """ceil(T / 2^n_c) per example `[batch]`, T its real tokens (EOS included)."""
+  tokens = tf.reduce_sum(tf.cast(tf.not_equal(targets, PAD_ID), tf.int32), axis=1)
+  return -(-tokens // compression)
+
+
+@registry.register_model("LatentTransformerHParams")
+class LatentTransformer(keras.Model):
+  """Non-autoregressive translation through a discrete latent sequence (module docstring).
+
+  Call: {"inputs": `[batch, source length]`, "targets": `[batch, T]`} to token
+  logits `[batch, T, vocab]` decoded from the target's own codes.
+  """
+
+  loss_unit = "target_tokens"
+
+  def __init__(self, hparams, **kwargs):
+    super().__init__(**kwargs)
+    self.hparams = hparams
+    self.compression = 2 ** hparams.compression_steps
+    sizes = (hparams.hidden_size, hparams.compression_steps, hparams.dropout)
+    self.embedding = SharedEmbedding(hparams.vocab_size, hparams.hidden_size, name="embedding")
+    self.encoder = source_encoder(hparams)
+    self.compress = Compress(*sizes, name="compress")
+    self.quantizer = VectorQuantizer(
+        2 ** hparams.bottleneck_bits, update=hparams.bottleneck, num_samples=hparams.num_samples,
+        decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
+        temperature=hparams.temperature, name="quantizer")
+    self.latent_predictor = LatentPredictor(2 ** hparams.bottleneck_bits, hparams,
+                                            name="latent_predictor")
+    self.decompress = Decompress(*sizes, name="decompress")
+    # Self-attention stays causal, as in T2T: while the schedule feeds gold
+    # targets, a position must not see the token it predicts.
+    self.decoder = decoder_stack(hparams)
+    self.input_dropout = keras.layers.Dropout(hparams.dropout)
+
+  @classmethod
+  def from_hparams(cls, hparams):
+    return cls(hparams)
+
+  @staticmethod
+  def make_optimizer(hparams):
+    return transformer_optimizer(hparams)
+
+  def encode(self, inputs, training=False):
+    padding = tf.not_equal(inputs, PAD_ID)
+    x = self.input_dropout(self.embedding(inputs), training=training)
+    return self.encoder(x, padding, training=training), padding
+
+  def latents(self, targets, training=False):
+    """The compressed target `[batch, ceil(T / 2^n_c), hidden]` and its lengths `[batch]`."""
+    targets = pad_to_multiple(targets, self.compression)
+    real = tf.cast(tf.not_equal(targets, PAD_ID), self.compute_dtype)[:, :, None]
+    x = self.input_dropout(self.embedding(targets), training=training) * real
+    return self.compress(x, training=training), latent_lengths(targets, self.compression)
+
+  def decode_latents(self, quantized, memory, memory_padding, gold_targets=None,
+                     gold_fraction=0.0, training=False):
+    """Token logits `[batch, L * 2^n_c, vocab]` of all positions at once.
+
+    During the schedule's start a random `gold_fraction` of the positions reads
+    the previous gold token (teacher forcing) instead of the up-sampled latents.
+    """
+    d = self.decompress(quantized, training=training)
+    d += tf.cast(timing_signal(tf.shape(d)[1], self.hparams.hidden_size)[None], d.dtype)
+    if gold_targets is not None:
+      gold = self.embedding(shift_right(pad_to_multiple(gold_targets, self.compression)))
+      pick_gold = tf.random.uniform(tf.shape(d)[:2]) < gold_fraction
+      d = tf.where(pick_gold[:, :, None], gold, d)
+    y = self.decoder(self.input_dropout(d, training=training), memory=memory,
+                     memory_padding=memory_padding, training=training)
+    return self.embedding.logits(y)
+
+  def gold_fraction(self):
+    """The share of decoder inputs taken from the gold targets: 1 falling linearly to 0
+    over mask_startup_steps (counted by the bottleneck's training steps)."""
+    steps = tf.cast(self.quantizer.num_updates, tf.float32)
+    return tf.maximum(0.0, 1.0 - steps / max(self.hparams.mask_startup_steps, 1))
+
+  def forward(self, features, training=False):
+    """Token logits, the bottleneck's codes and the latent lengths of a training pair."""
+    memory, memory_padding = self.encode(features["inputs"], training)
+    latents, lengths = self.latents(features["targets"], training)
+    mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
+    bottleneck = self.quantizer(latents, training=training, mask=mask, return_codes=True)
+    gold_fraction = self.gold_fraction() if training else 0.0
+    logits = self.decode_latents(bottleneck["quantized"], memory, memory_padding,
+                                 features["targets"], gold_fraction, training)
+    logits = logits[:, :tf.shape(features["targets"])[1]]
+    return logits, bottleneck, lengths, memory, memory_padding
+
+  def call(self, features, training=False):
+    return self.forward(features, training)[0]
+
+  def loss_and_weight(self, features, training=False):
+    """(token cross-entropy + latent predictor cross-entropy, target tokens).
+
+    The latent predictor's loss is switched on after mask_startup_steps. It is
+    a sum over latents; times 2^n_c it weighs as a mean per latent would
+    beside the token mean (T2T adds the two means).
+    """
+    logits, bottleneck, lengths, memory, memory_padding = self.forward(features, training)
+    token_loss, tokens = smoothed_cross_entropy(logits, features["targets"],
+                                                self.hparams.label_smoothing)
+    latent_loss = self.latent_predictor.loss(bottleneck["samples"][:, :, 0], lengths, memory,
+                                             memory_padding, training)
+    switched_on = tf.cast(self.quantizer.num_updates > self.hparams.mask_startup_steps,
+                          tf.float32) if training else 1.0
+    return token_loss + switched_on * self.compression * tf.reduce_sum(latent_loss), tokens
+
+  def metric_sums(self, features):
+    """Evaluation metrics as (sum, weight): token NLL given the target's own codes
+    (the reconstruction) and the latent predictor's NLL per latent."""
+    logits, bottleneck, lengths, memory, memory_padding = self.forward(features)
+    targets = features["targets"]
+    weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
+    latent_nll = self.latent_predictor.loss(bottleneck["codes"], lengths, memory, memory_padding)
+    latents = tf.cast(tf.reduce_sum(lengths + 1), tf.float32)   # + the STOP of each
+    return {"reconstruction_nll_per_token": (tf.reduce_sum(nll * weights),
+                                             tf.reduce_sum(weights)),
+            "latent_nll_per_latent": (tf.reduce_sum(latent_nll), latents)}
+
+  def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None):
+    """Target ids `[batch, length]` of source ids: the codes one by one, the tokens at once.
+
+    Args:
+      beam_size: of the search over codes (latent_beam_size); 1 is greedy.
+      length_penalty: unused (the code sequence is searched by log-probability).
+      max_decode_length: at most this many tokens (default: max_length).
+
+    Returns:
+      ids ending with EOS (unless they reached max_decode_length), then padding.
+    """
+    del length_penalty
+    max_decode_length = max_decode_length or self.hparams.max_length
+    max_latents = -(-max_decode_length // self.compression)
+    memory, memory_padding = self.encode(inputs)
+    codes, lengths = self.latent_predictor.predict(memory, memory_padding, max_latents,
+                                                   beam_size)
+    in_use = tf.sequence_mask(lengths, tf.shape(codes)[1])
+    quantized = self.quantizer.decode(tf.where(in_use, codes, 0)[:, :, None])
+    logits = self.decode_latents(quantized, memory, memory_padding)
+    ids = tf.argmax(decoding.forbid(tf.cast(logits, tf.float32), PAD_ID), axis=-1,
+                    output_type=tf.int32)
+    return end_at_eos(ids, tf.minimum(lengths * self.compression, max_decode_length))
+
+
+def end_at_eos(ids, lengths):
+  """Keeps each row of `[batch, T]` ids up to its first EOS and at most `lengths` tokens;
+  padding after."""
+  positions = tf.range(tf.shape(ids)[1])[None]
+  is_eos = tf.equal(ids, EOS_ID)
+  first_eos = tf.reduce_min(tf.where(is_eos, positions, tf.shape(ids)[1]), axis=1)
+  keep = (positions <= first_eos[:, None]) & (positions < lengths[:, None])
+  return tf.where(keep, ids, PAD_ID)
