@@ -54,3 +54,21 @@ def mirrored_strategy():
   every test shares this one.
   """
   return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session")
+def multi30k_data_dir(tmp_path_factory):
+  """A data_dir with the tiny (1000-piece) vocabulary trained on the real Multi30k training text."""
+  from vqkeras import registry  # pylint: disable=import-outside-toplevel
+  data_dir = tmp_path_factory.mktemp("multi30k_data")
+  registry.problem("translate_ende_multi30k").prepare(
+      data_dir, shared_data_dir() / "multi30k", registry.hparams("transformer_tiny"),
+      lambda _: None)
+  return data_dir
+
+
+@pytest.fixture(scope="session")
+def multi30k_tokenizer(multi30k_data_dir):
+  from vqkeras import registry  # pylint: disable=import-outside-toplevel
+  return registry.problem("translate_ende_multi30k").tokenizer(
+      multi30k_data_dir, None, registry.hparams("transformer_tiny"))

@@ -7,11 +7,42 @@ and may grow along other dimensions from step to step. The first input is
 `start_id`: padding (id 0) for the Transformer, as in training (`shift_right`).
 """
 
+import dataclasses
+
+import numpy as np
 import tensorflow as tf
 
+from vqkeras import hparams_lib
 from vqkeras.tokenizer import PAD_ID
 
 NEG_INF = -1.0e9
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeHParams(hparams_lib.HParams):
+  """Decoding options (bin/decode and bin/eval --decode_hparams)."""
+  beam_size: int = 1            # tokens (Transformer) or codes (latent model); 1: greedy
+  length_penalty: float = 0.6   # alpha of ((5 + length) / 6)^alpha in the beam score
+  batch_size: int = 64          # sentences per batch
+  temperature: float = 1.0      # of the prior's softmax when sampling image codes
+  seed: int = 0                 # of image sampling
+
+  def validate(self):
+    hparams_lib.check(self.beam_size >= 1, "beam_size", self.beam_size, "a positive integer")
+    hparams_lib.check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
+    hparams_lib.check(self.length_penalty >= 0, "length_penalty", self.length_penalty,
+                      "a float >= 0")
+    hparams_lib.check(self.temperature > 0, "temperature", self.temperature, "a float > 0")
+
+
+def decode_hparams(model_hparams, overrides=""):
+  """Decoding options: the model's own (beam_size and length_penalty of its
+  hyper-parameters; latent_beam_size for the latent model), then `overrides`."""
+  defaults = {}
+  if hasattr(model_hparams, "beam_size"):
+    defaults = {"beam_size": getattr(model_hparams, "latent_beam_size", model_hparams.beam_size),
+                "length_penalty": model_hparams.length_penalty}
+  return DecodeHParams(**defaults).override(overrides)
 
 
 def _open_shape(tensor):
@@ -64,11 +95,12 @@ def beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.
                 start_id=PAD_ID, pad_id=PAD_ID):
   """Beam search with a length penalty (the search of Tensor2Tensor).
 
-  Every step extends the `beam_size` alive hypotheses by every token and keeps
-  the 2*beam_size best extensions: those ending in EOS compete for the finished
-  set by their score log p / length_penalty, the others for the alive set by
-  log p. The search stops when no alive hypothesis can beat the best finished
-  one, or at max_length.
+  Every step extends the `beam_size` alive hypotheses by every token and ranks
+  the extensions by log p. The best `beam_size` that do not end in EOS stay
+  alive; those that end in EOS and rank among the best `beam_size` overall
+  compete for the finished set by their score log p / length_penalty (as in
+  fairseq: so beam size 1 is greedy search). The search stops when no alive
+  hypothesis can beat the best finished one, or at max_length.
 
   Args:
     step: the step function (module docstring); its state is tiled: `[b*k, ...]`.
@@ -77,7 +109,8 @@ def beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.
 
   Returns:
     (ids `[batch, length]` of the best hypothesis, ending with EOS unless it
-    reached max_length, then pad_id; its score `[batch]`).
+    reached max_length, then pad_id; its score `[batch]`). A hypothesis cut at
+    max_length competes with the finished ones, scored at that length.
   """
   k = beam_size
   batch_beams = batch_size * k
@@ -93,13 +126,15 @@ def beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.
     ends = tf.equal(token, eos_id)
 
     # The alive set: the best k extensions that did not end.
-    alive_log_probs, picked = tf.math.top_k(tf.where(ends, NEG_INF, top_log_probs), k)
+    alive_log_probs, picked = tf.math.top_k(tf.where(ends, -np.inf, top_log_probs), k)
     alive = tf.gather(top_sequences, picked, batch_dims=1)
     source_beam = tf.gather(beam, picked, batch_dims=1) + tf.range(batch_size)[:, None] * k
     state = tf.nest.map_structure(lambda t: tf.gather(t, tf.reshape(source_beam, [-1])), state)
 
-    # The finished set: the best k of the old finished and the extensions that ended.
-    scores = tf.where(ends, top_log_probs / length_penalty(position + 1, alpha), NEG_INF)
+    # The finished set: the best k of the old finished and the extensions that ended
+    # among the best k.
+    ends &= tf.range(2 * k)[None] < k
+    scores = tf.where(ends, top_log_probs / length_penalty(position + 1, alpha), -np.inf)
     finished = tf.pad(finished, [[0, 0], [0, 0], [0, 1]], constant_values=pad_id)
     finished_scores, picked = tf.math.top_k(tf.concat([finished_scores, scores], axis=1), k)
     finished = tf.gather(tf.concat([finished, top_sequences], axis=1), picked, batch_dims=1)
@@ -114,16 +149,15 @@ def beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.
 
   # Hypotheses start with the first input; it is dropped at the end.
   empty = tf.fill([batch_size, k, 1], start_id)
-  first_alive = tf.tile(tf.constant([[0.0] + [NEG_INF] * (k - 1)]), [batch_size, 1])
-  start = (tf.constant(0), empty, first_alive, empty, tf.fill([batch_size, k], NEG_INF), state)
+  first_alive = tf.tile(tf.constant([[0.0] + [-np.inf] * (k - 1)]), [batch_size, 1])
+  start = (tf.constant(0), empty, first_alive, empty, tf.fill([batch_size, k], -np.inf), state)
   sequences = tf.TensorShape([None, k, None])
   invariants = (tf.TensorShape([]), sequences, tf.TensorShape([None, k]), sequences,
                 tf.TensorShape([None, k]), tf.nest.map_structure(_open_shape, state))
   position, alive, alive_log_probs, finished, finished_scores, _ = tf.while_loop(
       not_done, body, start, shape_invariants=invariants)
-  # An example with no finished hypothesis (it reached max_length) returns its best alive one.
-  none_finished = finished_scores[:, 0] <= NEG_INF / 2
-  ids = tf.where(none_finished[:, None], alive[:, 0, 1:], finished[:, 0, 1:])
-  scores = tf.where(none_finished, alive_log_probs[:, 0] / length_penalty(position, alpha),
-                    finished_scores[:, 0])
-  return ids, scores
+  # Hypotheses cut at max_length compete with the finished ones, scored at their length.
+  cut_scores = alive_log_probs[:, 0] / length_penalty(position, alpha)
+  take_cut = (position >= max_length) & (cut_scores > finished_scores[:, 0])
+  ids = tf.where(take_cut[:, None], alive[:, 0, 1:], finished[:, 0, 1:])
+  return ids, tf.where(take_cut, cut_scores, finished_scores[:, 0])

@@ -190,6 +190,14 @@ class TranslationProblem(Problem):
   def training_text(self, data_dir, raw_dir, log):
     raise NotImplementedError
 
+  def text_lines(self, split, data_dir, raw_dir, log=log_progress):
+    """(source lines, target lines) of a split, as str."""
+    sources, targets = [], []
+    for source, target in self.text_pairs(split, data_dir, raw_dir, log).as_numpy_iterator():
+      sources.append(source.decode("utf-8", errors="replace"))
+      targets.append(target.decode("utf-8", errors="replace"))
+    return sources, targets
+
   def vocab_path(self, data_dir, hparams):
     return pathlib.Path(data_dir) / f"{self.name}.sentencepiece{hparams.vocab_size}.model"
 

@@ -60,14 +60,22 @@ class Tokenizer(tf.Module):
     if not isinstance(model, bytes):
       model = pathlib.Path(model).read_bytes()
     self.model = model
-    self._sentencepiece = tensorflow_text.SentencepieceTokenizer(
-        model=model, out_type=tf.int32, add_eos=True)
-    self.vocab_size = int(self._sentencepiece.vocab_size())
+    self.vocab_size = sentencepiece.SentencePieceProcessor(model_proto=model).vocab_size()
 
+  def _sentencepiece(self):
+    # Made inside each traced function, never eagerly: an eager SentencePiece kernel
+    # owns its model resource, and anything that clears TensorFlow's eager caches
+    # (tf.random.set_seed, which Keras' set_random_seed calls) would delete it from
+    # under the next call.
+    return tensorflow_text.SentencepieceTokenizer(model=self.model, out_type=tf.int32,
+                                                  add_eos=True)
+
+  @tf.function(reduce_retracing=True)
   def tokenize(self, text):
     """`[batch]` strings to `[batch, (length)]` int32 ids ending in EOS (a RaggedTensor)."""
-    return self._sentencepiece.tokenize(text)
+    return self._sentencepiece().tokenize(text)
 
+  @tf.function(reduce_retracing=True)
   def detokenize(self, ids):
     """`[batch, length]` ids (padded or ragged) to `[batch]` strings.
 
@@ -81,4 +89,4 @@ class Tokenizer(tf.Module):
       ids = tf.ragged.boolean_mask(ids, keep)
     else:
       ids = tf.ragged.boolean_mask(ids, tf.not_equal(ids, EOS_ID) & tf.not_equal(ids, PAD_ID))
-    return self._sentencepiece.detokenize(ids)
+    return self._sentencepiece().detokenize(ids)

@@ -21,11 +21,13 @@ import time
 import keras
 import tensorflow as tf
 
+from vqkeras import decoding
 from vqkeras import distribute
 from vqkeras import files
 from vqkeras import hparams_lib
 from vqkeras import registry
 from vqkeras import training
+from vqkeras import translation
 from vqkeras.layers import VectorQuantizer
 
 
@@ -249,11 +251,16 @@ class Trainer:
 
   # Evaluation.
 
-  def evaluate(self, split="validation"):
+  def evaluate(self, split="validation", decode_options=None):
     """Metrics over all of `split`, and codebook health; written to TensorBoard on the chief.
 
     The metrics are the model's `metric_sums(features)` ({name: (sum, weight)},
-    each reported as sum / weight over the split), or else its loss.
+    each reported as sum / weight over the split), or else its loss. A model
+    that translates is also scored with BLEU on the split's text (chief only).
+
+    Args:
+      decode_options: `decoding.DecodeHParams` of the BLEU translations (default:
+        the model's hyper-parameters').
     """
     dataset = self.strategy.distribute_datasets_from_function(
         lambda context: self._dataset(split, False, context))
@@ -288,10 +295,33 @@ class Trainer:
             tf.summary.scalar(name, value)
     if self.chief and hasattr(self.model, "summaries"):
       self._write_summaries(split, next(iter(self._dataset(split, training=False))))
+    if self.chief and hasattr(self.model, "translate"):
+      metrics.update(self._bleu(split, decode_options))
     self.log(f"eval {split} at step {self.step}: " +
              "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                        for k, v in metrics.items() if k not in ("step", "split")))
     return metrics
+
+  def _bleu(self, split, decode_options=None):
+    """BLEU of the split's translations (sacrebleu, detokenized), in TensorBoard with examples."""
+    options = decode_options or decoding.decode_hparams(self.hparams)
+    sources, references = self.problem.text_lines(split, self.config.data_dir,
+                                                  self.config.raw_dir or None)
+    tokenizer = self.problem.tokenizer(self.config.data_dir, self.config.raw_dir or None,
+                                       self.hparams)
+    translator = translation.Translator(self.model, tokenizer, options.beam_size,
+                                        options.length_penalty, options.batch_size)
+    result = translation.evaluate_bleu(translator, sources, references)
+    with tf.summary.create_file_writer(str(self.model_dir / "eval")).as_default(step=self.step):
+      tf.summary.scalar(f"bleu_beam{options.beam_size}", result["bleu"])
+      shown = range(min(8, len(sources)))
+      tf.summary.text(f"{split}/translations", tf.constant(
+          [f"{sources[i]}  \n→ {result['translations'][i]}  \n(reference: {references[i]})"
+           for i in shown]))
+      tf.summary.text("bleu_signature", result["bleu_signature"])
+    return {"bleu": result["bleu"], "bleu_signature": result["bleu_signature"],
+            "beam_size": options.beam_size,
+            "decode_seconds_per_sentence": result["decode_seconds"] / max(len(sources), 1)}
 
   def _write_summaries(self, split, features):
     """The model's pictures and texts of a batch (reconstructions, samples, translations).

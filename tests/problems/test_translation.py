@@ -29,15 +29,6 @@ def tiny():
   return registry.hparams("transformer_tiny")
 
 
-@pytest.fixture(scope="module")
-def multi30k_data_dir(tmp_path_factory, tiny):
-  """A data_dir with the tiny vocabulary trained on the real Multi30k training text."""
-  data_dir = tmp_path_factory.mktemp("data")
-  registry.problem("translate_ende_multi30k").prepare(
-      data_dir, shared_data_dir() / "multi30k", tiny, QUIET)
-  return data_dir
-
-
 def test_pairs_are_the_aligned_lines(tmp_path):
   pairs = registry.problem("translate_ende_multi30k").text_pairs(
       "validation", tmp_path, shared_data_dir() / "multi30k", QUIET)

@@ -1,35 +1,32 @@
-"""Decodes with a trained model: samples or reconstructions of images, written as a PNG grid.
+"""Decodes with a trained model: translations of text, or images sampled or reconstructed.
 
+Translation, one output line per input line (stdin and stdout when the files are not given):
+  bin/decode --problem=translate_ende_multi30k --hparams=transformer_small --data_dir=D \
+      --model_dir=M --decode_from_file=source.en --decode_to_file=output.de \
+      --decode_hparams="beam_size=4,length_penalty=0.6"
+Images, written as a PNG grid:
   bin/decode --problem=image_cifar10 --hparams=vq_em_cifar_small --data_dir=D --model_dir=M \
       --num_samples=16 --decode_hparams="temperature=0.9" --decode_to_file=samples.png
   bin/decode ... --reconstructions --decode_to_file=reconstructions.png
 """
 
-import dataclasses
 import os
+import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 from absl import app
 
-from vqkeras import hparams_lib
+from vqkeras import decoding
+from vqkeras import files
 from vqkeras import images
 from vqkeras.cli import flags
 from vqkeras.cli import train
 
 FLAGS = flags.FLAGS
 COLUMNS = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeHParams(hparams_lib.HParams):
-  """Decoding options (--decode_hparams)."""
-  temperature: float = 1.0     # of the prior's softmax when sampling codes
-  seed: int = 0
-
-  def validate(self):
-    hparams_lib.check(self.temperature > 0, "temperature", self.temperature, "a float > 0")
 
 
 def image_grid_of(rows):
@@ -40,21 +37,56 @@ def image_grid_of(rows):
   return images.image_grid(rows.reshape((-1, COLUMNS) + rows.shape[1:]))
 
 
-def main(argv):
-  del argv
-  if not FLAGS.hparams:
-    raise ValueError("--hparams is required: the set the model in --model_dir was trained with.")
-  if not FLAGS.decode_to_file:
-    raise ValueError("--decode_to_file is required, e.g. --decode_to_file=samples.png.")
-  decode = DecodeHParams().override(FLAGS.decode_hparams)
-  trainer = train.make_trainer()
-  if not trainer.manager.latest_checkpoint:
-    raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
-  trainer.restore()
+def read_lines(path):
+  """The lines of a text file or of stdin ('-' or None), split on newlines only.
+
+  Bytes that are not UTF-8 become U+FFFD rather than failing the file.
+  """
+  if path in (None, "-"):
+    text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+  else:
+    with open(path, "rb") as f:
+      text = f.read().decode("utf-8", errors="replace")
+  lines = text.split("\n")
+  if lines and lines[-1] == "":
+    lines.pop()   # the newline that ends the last line
+  return [line.rstrip("\r") for line in lines]
+
+
+def write_lines(path, lines):
+  text = "".join(line.replace("\n", " ") + "\n" for line in lines)
+  if path in (None, "-"):
+    sys.stdout.write(text)
+    sys.stdout.flush()
+  else:
+    with files.atomic_write(path) as partial:
+      partial.write_text(text, encoding="utf-8")
+
+
+def decode_text(trainer, options):
+  """Translates --decode_from_file (or stdin) line by line to --decode_to_file (or stdout)."""
+  from vqkeras.translation import Translator  # pylint: disable=import-outside-toplevel
+  tokenizer = trainer.problem.tokenizer(FLAGS.data_dir, flags.raw_dir(), trainer.hparams)
+  translator = Translator(trainer.model, tokenizer, options.beam_size, options.length_penalty,
+                          options.batch_size)
+  lines = read_lines(FLAGS.decode_from_file)
+  start = time.perf_counter()
+  translations, truncations = translator.translate(lines)
+  write_lines(FLAGS.decode_to_file, translations)
+  for truncation in truncations:
+    print(f"warning: {truncation}", file=sys.stderr)
+  empty = sum(not line.strip() for line in lines)
+  print(f"translated {len(lines)} lines ({empty} empty, {len(truncations)} cut to max_length) "
+        f"in {time.perf_counter() - start:.1f}s with beam_size={options.beam_size}"
+        + (f" to {FLAGS.decode_to_file}" if FLAGS.decode_to_file not in (None, "-") else ""),
+        file=sys.stderr)
+
+
+def decode_images(trainer, options):
+  """Samples from the prior, or validation images beside their reconstructions, as a PNG."""
   model = trainer.model
-  if not hasattr(model, "sample"):
-    raise ValueError(f"The {type(model).__name__} model of --hparams={FLAGS.hparams} does not "
-                     f"decode to images.")
+  if not FLAGS.decode_to_file:
+    raise ValueError("--decode_to_file is required for images, e.g. --decode_to_file=samples.png.")
   if FLAGS.reconstructions:
     originals, _ = trainer.problem.arrays("validation", FLAGS.data_dir, flags.raw_dir())
     originals = originals[:FLAGS.num_samples]
@@ -62,19 +94,41 @@ def main(argv):
     grid = image_grid_of(pairs.reshape((-1,) + originals.shape[1:]))
     what = f"{len(originals)} validation images, each followed by its reconstruction"
   else:
-    samples = model.sample(FLAGS.num_samples, decode.temperature, (decode.seed, 0)).numpy()
+    samples = model.sample(FLAGS.num_samples, options.temperature, (options.seed, 0)).numpy()
     grid = image_grid_of(samples)
-    what = f"{FLAGS.num_samples} samples at temperature {decode.temperature}"
+    what = f"{FLAGS.num_samples} samples at temperature {options.temperature}"
   images.write_png(FLAGS.decode_to_file, grid)
   print(f"wrote {FLAGS.decode_to_file}: {what}")
+
+
+def main(argv):
+  del argv
+  if not FLAGS.hparams:
+    raise ValueError("--hparams is required: the set the model in --model_dir was trained with.")
+  trainer = train.make_trainer()
+  if not trainer.manager.latest_checkpoint:
+    raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
+  options = decoding.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
+  trainer.restore()
+  if hasattr(trainer.model, "translate"):
+    decode_text(trainer, options)
+  elif hasattr(trainer.model, "sample"):
+    decode_images(trainer, options)
+  else:
+    raise ValueError(f"The {type(trainer.model).__name__} model of --hparams={FLAGS.hparams} "
+                     f"does not decode.")
 
 
 def run():
   train.define_flags()
   define = flags.flags
   define.DEFINE_integer("num_samples", 16, "Images to sample or reconstruct.")
-  define.DEFINE_string("decode_hparams", "", "Decoding options: 'temperature=0.9,seed=3'.")
-  define.DEFINE_string("decode_to_file", None, "Where to write the PNG grid.")
+  define.DEFINE_string("decode_hparams", "", "Decoding options (vqkeras.decoding.DecodeHParams): "
+                       "'beam_size=4,length_penalty=0.6', 'temperature=0.9,seed=3'.")
+  define.DEFINE_string("decode_from_file", None, "Text to translate, a sentence per line "
+                       "(default or '-': stdin).")
+  define.DEFINE_string("decode_to_file", None, "Where to write the translations, a line per "
+                       "input line (default or '-': stdout), or the PNG grid of images.")
   define.DEFINE_bool("reconstructions", False, "Write validation images beside their "
                      "reconstructions instead of samples.")
   app.run(flags.run_reporting_errors(main))

@@ -1,6 +1,11 @@
 """Evaluates the latest checkpoint in --model_dir on a split; the last line is JSON.
 
   bin/eval --problem=image_cifar10 --hparams=vq_em_cifar_small --data_dir=D --model_dir=M
+  bin/eval --problem=translate_ende_multi30k --hparams=transformer_small --data_dir=D \
+      --model_dir=M --decode_hparams="beam_size=4"
+
+Translation models are scored with BLEU (sacrebleu, on detokenized text; the
+signature is printed with the score).
 """
 
 import json
@@ -10,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 
+from vqkeras import decoding
 from vqkeras.cli import flags
 from vqkeras.cli import train
 
@@ -23,13 +29,16 @@ def main(argv):
   trainer = train.make_trainer()
   if trainer.restore() == 0 and not trainer.manager.latest_checkpoint:
     raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
-  print(json.dumps(trainer.evaluate(FLAGS.split)))
+  options = decoding.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
+  print(json.dumps(trainer.evaluate(FLAGS.split, options)))
 
 
 def run():
   train.define_flags()
   flags.flags.DEFINE_enum("split", "validation", ["train", "validation", "test"],
                           "The split to evaluate.")
+  flags.flags.DEFINE_string("decode_hparams", "", "Decoding options of the BLEU translations: "
+                            "'beam_size=4,length_penalty=0.6'.")
   app.run(flags.run_reporting_errors(main))
 
 

@@ -109,6 +109,7 @@ class LatentPredictor(keras.layers.Layer):
     super().__init__(**kwargs)
     self.codebook_size = codebook_size
     self.stop, self.start = codebook_size, codebook_size + 1
+    self.supports_masking = True   # the bottleneck's codes carry its mask; nothing to do with it
     self.hidden_size = hparams.hidden_size
     self.symbol_embedding = keras.layers.Embedding(codebook_size + 2, hparams.hidden_size,
                                                    name="symbol_embedding")
@@ -233,6 +234,10 @@ class LatentTransformer(keras.Model):
   def make_optimizer(hparams):
     return transformer_optimizer(hparams)
 
+  def build(self, input_shape=None):
+    """Nothing to create here: the sublayers build on the first batch."""
+    self.built = True
+
   def encode(self, inputs, training=False):
     padding = tf.not_equal(inputs, PAD_ID)
     x = self.input_dropout(self.embedding(inputs), training=training)
@@ -334,7 +339,8 @@ class LatentTransformer(keras.Model):
     logits = self.decode_latents(quantized, memory, memory_padding)
     ids = tf.argmax(decoding.forbid(tf.cast(logits, tf.float32), PAD_ID), axis=-1,
                     output_type=tf.int32)
-    return end_at_eos(ids, tf.minimum(lengths * self.compression, max_decode_length))
+    ids = end_at_eos(ids, tf.minimum(lengths * self.compression, max_decode_length))
+    return ids[:, :max_decode_length]
 
 
 def end_at_eos(ids, lengths):

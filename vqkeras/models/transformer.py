@@ -358,8 +358,20 @@ class Transformer(keras.Model):
       length_penalty: alpha of the beam score log p / ((5 + length) / 6)^alpha.
     """
     max_decode_length = max_decode_length or self.hparams.max_length
-    memory, memory_padding = self.encode(inputs)
+    step, cache = self.decoding_step(inputs, beam_size)
     batch_size = tf.shape(inputs)[0]
+    if beam_size == 1:
+      return decoding.greedy_search(step, cache, batch_size, max_decode_length, EOS_ID)
+    return decoding.beam_search(step, cache, batch_size, beam_size, max_decode_length, EOS_ID,
+                                length_penalty)[0]
+
+  def decoding_step(self, inputs, beam_size=1):
+    """The step function of `vqkeras.decoding` for source ids, and its empty cache.
+
+    With beam_size > 1 the source is repeated for the beams: the step takes
+    `[batch * beam_size]` ids.
+    """
+    memory, memory_padding = self.encode(inputs)
     if beam_size > 1:
       memory, memory_padding = decoding.tile_beams((memory, memory_padding), beam_size)
     keys_values = self.decoder.memory_keys_values(memory)
@@ -372,11 +384,7 @@ class Transformer(keras.Model):
       logits = tf.cast(self.embedding.logits(y)[:, 0], tf.float32)
       return decoding.forbid(logits, PAD_ID), cache
 
-    cache = self.decoder.empty_cache(batch_size * beam_size)
-    if beam_size == 1:
-      return decoding.greedy_search(step, cache, batch_size, max_decode_length, EOS_ID)
-    return decoding.beam_search(step, cache, batch_size, beam_size, max_decode_length, EOS_ID,
-                                length_penalty)[0]
+    return step, self.decoder.empty_cache(tf.shape(memory)[0])
 
 
 def smoothed_cross_entropy(logits, targets, label_smoothing):

@@ -1,0 +1,182 @@
+"""The autoregressive Transformer and the latent Transformer on real Multi30k pairs.
+
+Each small model overfits 32 real sentence pairs through the training step of
+bin/train and then translates them; decoding is checked against teacher forcing,
+greedy against beam search, latent lengths against ceil(T / 2^n_c).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import shared_data_dir
+from vqkeras import decoding
+from vqkeras import registry
+from vqkeras import training
+from vqkeras.models.latent_transformer import latent_lengths
+from vqkeras.problem import read_lines
+from vqkeras.tokenizer import EOS_ID, PAD_ID
+
+NUM_PAIRS = 32
+SIZES = dict(hidden_size=128, filter_size=256, num_layers=2, num_heads=4, dropout=0.0,
+             label_smoothing=0.0)
+
+
+def first_short_pairs(split, count, max_words=10):
+  folder = shared_data_dir() / "multi30k"
+  pairs = zip(read_lines(folder / f"{split}.en.gz"), read_lines(folder / f"{split}.de.gz"))
+  return [(en, de) for en, de in pairs if len(en.split()) <= max_words][:count]
+
+
+def padded_ids(tokenizer, lines):
+  return tokenizer.tokenize(tf.constant(lines)).to_tensor(default_value=PAD_ID)
+
+
+def without_padding(row):
+  """A decoded row up to and including its EOS."""
+  row = list(np.asarray(row))
+  return row[:row.index(EOS_ID) + 1] if EOS_ID in row else [t for t in row if t != PAD_ID]
+
+
+@pytest.fixture(scope="module")
+def pairs(multi30k_tokenizer):
+  text = first_short_pairs("train", NUM_PAIRS)
+  return {"inputs": padded_ids(multi30k_tokenizer, [en for en, _ in text]),
+          "targets": padded_ids(multi30k_tokenizer, [de for _, de in text])}
+
+
+def overfit(hparams, features, steps):
+  """A model of hparams trained on one batch by the training step of bin/train."""
+  keras.utils.set_random_seed(0)
+  model = registry.model_class(hparams).from_hparams(hparams)
+  step = tf.function(training.train_step_fn(model, keras.optimizers.Adam(3e-3)))
+  for _ in range(steps):
+    parts = step(features)
+  assert np.isfinite(float(parts["loss"]))
+  return model
+
+
+def exact_matches(translations, targets):
+  return sum(without_padding(got) == without_padding(want)
+             for got, want in zip(translations.numpy(), targets.numpy()))
+
+
+@pytest.fixture(scope="module")
+def transformer(pairs):
+  return overfit(registry.hparams("transformer_tiny").derive(**SIZES), pairs, steps=120)
+
+
+@pytest.fixture(scope="module")
+def latent_transformer(pairs):
+  hparams = registry.hparams("vq_ema_tiny").derive(
+      **SIZES, bottleneck_bits=8, decay=0.9, mask_startup_steps=100)
+  return overfit(hparams, pairs, steps=300)
+
+
+def test_transformer_overfits_and_translates(transformer, pairs):
+  translations = tf.function(transformer.translate)(pairs["inputs"])
+  assert exact_matches(translations, pairs["targets"]) >= NUM_PAIRS - 1
+
+
+def test_latent_transformer_overfits_and_translates(latent_transformer, pairs):
+  """The codes come from the latent predictor, the tokens from one parallel pass."""
+  translations = tf.function(latent_transformer.translate)(pairs["inputs"])
+  assert exact_matches(translations, pairs["targets"]) >= NUM_PAIRS - 4
+
+
+def test_incremental_decoding_equals_teacher_forcing(multi30k_tokenizer):
+  """The key/value cache gives each position the logits of a full causal pass."""
+  text = first_short_pairs("val", 4)
+  inputs = padded_ids(multi30k_tokenizer, [en for en, _ in text])
+  targets = padded_ids(multi30k_tokenizer, [de for _, de in text])
+  hparams = registry.hparams("transformer_tiny").derive(num_layers=2)
+  model = registry.model_class(hparams).from_hparams(hparams)
+  full = model({"inputs": inputs, "targets": targets}).numpy()
+  step, cache = model.decoding_step(inputs)
+  previous = tf.fill([len(text)], PAD_ID)
+  for position in range(targets.shape[1]):
+    logits, cache = step(previous, position, cache)
+    expected = full[:, position].copy()
+    expected[:, PAD_ID] += decoding.NEG_INF
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    previous = targets[:, position]
+
+
+@pytest.fixture(scope="module")
+def held_out(multi30k_tokenizer):
+  """Unseen sources: the overfit model is unsure of them, so the searches can differ."""
+  text = first_short_pairs("val", 16)
+  return padded_ids(multi30k_tokenizer, [en for en, _ in text])
+
+
+def test_beam_search_of_width_one_is_greedy_search(transformer, held_out):
+  step, cache = transformer.decoding_step(held_out)
+  batch_size = held_out.shape[0]
+  beam, _ = decoding.beam_search(step, cache, batch_size, 1, 64, EOS_ID, alpha=0.0)
+  greedy = transformer.translate(held_out, beam_size=1, max_decode_length=64)
+  for a, b in zip(beam.numpy(), greedy.numpy()):
+    assert without_padding(a) == without_padding(b)
+
+
+def test_beam_search_finds_translations_at_least_as_likely_as_greedy(transformer, held_out):
+  greedy = transformer.translate(held_out, beam_size=1)
+  beam = transformer.translate(held_out, beam_size=4, length_penalty=0.0)
+  greedy_log_p = transformer.log_likelihood(held_out, greedy).numpy()
+  beam_log_p = transformer.log_likelihood(held_out, beam).numpy()
+  assert np.all(beam_log_p >= greedy_log_p - 1e-4)
+  assert np.any(beam_log_p > greedy_log_p + 1e-3)   # the beam does find better ones here
+
+
+@pytest.mark.parametrize("compression_steps", [2, 3])
+def test_latent_length_is_the_target_length_over_two_to_the_compression_steps(
+    multi30k_tokenizer, compression_steps):
+  text = first_short_pairs("val", 8, max_words=30)
+  inputs = padded_ids(multi30k_tokenizer, [en for en, _ in text])
+  targets = padded_ids(multi30k_tokenizer, [de for _, de in text])
+  hparams = registry.hparams("vq_em_tiny").derive(compression_steps=compression_steps)
+  model = registry.model_class(hparams).from_hparams(hparams)
+  latents, lengths = model.latents(targets)
+  tokens = (targets.numpy() != PAD_ID).sum(axis=1)          # EOS included
+  expected = np.ceil(tokens / 2 ** compression_steps).astype(int)
+  np.testing.assert_array_equal(lengths, expected)
+  assert latents.shape[1] == expected.max()
+  # The decoder sees 2^n_c positions per latent: every target token has one.
+  logits = model({"inputs": inputs, "targets": targets})
+  assert logits.shape[1] == targets.shape[1]
+  np.testing.assert_array_equal(latent_lengths(targets, 2 ** compression_steps), expected)
+
+
+def test_latent_predictor_loss_is_the_cross_entropy_of_the_codes_and_stop(multi30k_tokenizer):
+  """Against NumPy in float64: soft targets (mean of m one-hots), STOP after the last code."""
+  text = first_short_pairs("val", 3)
+  inputs = padded_ids(multi30k_tokenizer, [en for en, _ in text])
+  hparams = registry.hparams("vq_em_tiny")
+  model = registry.model_class(hparams).from_hparams(hparams)
+  memory, memory_padding = model.encode(inputs)
+  predictor = model.latent_predictor
+  codebook_size = 2 ** hparams.bottleneck_bits
+  rng = np.random.default_rng(0)
+  samples = rng.integers(0, codebook_size, size=(3, 4, hparams.num_samples)).astype(np.int32)
+  lengths = np.array([4, 2, 1], np.int32)
+  loss = predictor.loss(samples, lengths, memory, memory_padding).numpy()
+  logits = predictor(samples, memory, memory_padding).numpy().astype(np.float64)
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  for b in range(3):
+    expected = -sum(log_probs[b, l, samples[b, l]].mean() for l in range(lengths[b]))
+    expected -= log_probs[b, lengths[b], codebook_size]   # STOP
+    np.testing.assert_allclose(loss[b], expected, rtol=1e-5)
+
+
+def test_translations_end_with_eos_and_respect_max_decode_length(latent_transformer,
+                                                                 transformer, held_out):
+  for model in (transformer, latent_transformer):
+    for limit in (3, 64):
+      ids = model.translate(held_out, max_decode_length=limit).numpy()
+      assert ids.shape[1] <= limit
+      for row in ids:
+        row = list(row)
+        end = row.index(EOS_ID) + 1 if EOS_ID in row else len(row) - row[::-1].index(
+            next(t for t in row[::-1] if t != PAD_ID)) if any(row) else 0
+        assert PAD_ID not in row[:end] and set(row[end:]) <= {PAD_ID}
+        assert EOS_ID not in row[:end - 1]
