@@ -59,3 +59,11 @@ class TranslateEnde(problem.TranslationProblem):
         f"tensorflow-datasets' {TFDS_NAME} (a long download the first time)")
     return problem.prepare_tfds(tfds.builder(TFDS_NAME, data_dir=data_dir), PROBE_URL,
                                 raw_dir, missing_message, log)
+
+
+@registry.register_problem
+class TranslateEndeDistilled(problem.DistilledTranslationProblem):
+  """WMT'14 with the training targets translated by a teacher (knowledge distillation)."""
+
+  name = "translate_ende_distilled"
+  parent_class = TranslateEnde

@@ -38,3 +38,11 @@ class TranslateEndeMulti30k(problem.TranslationProblem):
 
   def training_text(self, data_dir, raw_dir, log):
     return self.files("train", raw_dir, log).lines()
+
+
+@registry.register_problem
+class TranslateEndeMulti30kDistilled(problem.DistilledTranslationProblem):
+  """Multi30k with the training targets translated by a teacher (knowledge distillation)."""
+
+  name = "translate_ende_multi30k_distilled"
+  parent_class = TranslateEndeMulti30k

@@ -1,11 +1,16 @@
-"""bin/decode: samples and reconstructions as PNG grids."""
+"""bin/decode and bin/eval: translations of text files, BLEU, images as PNG grids."""
 
+import json
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
 from conftest import REPO, shared_data_dir
+from vqkeras import problem as problem_lib
+from vqkeras import registry
+from vqkeras.problem import read_lines
 
 
 def run(tool, *args):
@@ -31,3 +36,66 @@ def test_decode_writes_samples_and_reconstructions(tmp_path):
   result = run("decode", *common, "--decode_hparams=temperature=-1",
                f"--decode_to_file={tmp_path / 'x.png'}")
   assert result.returncode == 2 and "temperature: -1.0; expected a float > 0" in result.stderr
+
+
+@pytest.fixture(scope="module", params=["transformer_tiny", "vq_em_tiny"])
+def translation_run(request, tmp_path_factory, multi30k_data_dir):
+  """Flags of a briefly trained translation model of each kind."""
+  common = ["--problem=translate_ende_multi30k", f"--hparams={request.param}",
+            f"--data_dir={multi30k_data_dir}", f"--raw_dir={shared_data_dir() / 'multi30k'}",
+            f"--model_dir={tmp_path_factory.mktemp('run')}"]
+  result = run("train", *common, "--train_steps=3")
+  assert result.returncode == 0, result.stderr
+  return common
+
+
+def test_decode_file_has_one_line_per_input_line(translation_run, tmp_path):
+  long_line = " ".join(["A dog runs through the green grass."] * 20)   # > max_length tokens
+  source = tmp_path / "source.en"
+  source.write_bytes("A man rides a bike.\n\n   \nTwo dogs play.\n".encode() +
+                     long_line.encode() + b"\nbroken \xff\xfe bytes\nno final newline")
+  output = tmp_path / "output.de"
+  result = run("decode", *translation_run, f"--decode_from_file={source}",
+               f"--decode_to_file={output}", "--decode_hparams=beam_size=2,batch_size=3")
+  assert result.returncode == 0, result.stderr
+  lines = output.read_text(encoding="utf-8").split("\n")
+  assert lines[-1] == "" and len(lines[:-1]) == 7
+  assert lines[1] == "" and lines[2] == ""               # empty and blank lines stay empty
+  assert "line 5:" in result.stderr and "translated the first 63" in result.stderr
+  assert "7 lines (2 empty, 1 cut to max_length)" in result.stderr
+
+
+def test_decode_reads_stdin_and_writes_stdout(translation_run):
+  result = subprocess.run([sys.executable, str(REPO / "bin" / "decode"), *translation_run],
+                          input="A man rides a bike.\n\nTwo dogs play.\n", capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert len(result.stdout.split("\n")) == 4 and result.stdout.split("\n")[1] == ""
+
+
+def test_eval_reports_bleu_with_its_signature(translation_run):
+  result = run("eval", *translation_run, "--decode_hparams=beam_size=1")
+  assert result.returncode == 0, result.stderr
+  metrics = json.loads(result.stdout.strip().splitlines()[-1])
+  assert 0.0 <= metrics["bleu"] <= 100.0
+  assert "tok:13a" in metrics["bleu_signature"] and "version:" in metrics["bleu_signature"]
+  assert metrics["beam_size"] == 1
+
+
+def test_distilled_problem_pairs_training_sources_with_the_teachers_translations(tmp_path):
+  distilled = registry.problem("translate_ende_multi30k_distilled")
+  raw_dir = shared_data_dir() / "multi30k"
+  with pytest.raises(problem_lib.DataError, match="bin/decode --problem=translate_ende_multi30k"):
+    distilled.text_pairs("train", tmp_path, raw_dir, lambda _: None)
+  sources = read_lines(raw_dir / "train.en.gz")
+  teacher = [f"teacher {i}" for i in range(len(sources))]
+  distilled.distilled_path(tmp_path).write_text("\n".join(teacher) + "\n", encoding="utf-8")
+  pairs = distilled.text_pairs("train", tmp_path, raw_dir, lambda _: None)
+  got = [(s.decode(), t.decode()) for s, t in pairs.take(5).as_numpy_iterator()]
+  assert got == list(zip(sources[:5], teacher[:5]))
+  validation = distilled.text_pairs("validation", tmp_path, raw_dir, lambda _: None)
+  assert (next(iter(validation))[1].numpy().decode() ==
+          read_lines(raw_dir / "val.de.gz")[0])             # references stay the real ones
+  assert distilled.vocab_path(tmp_path, registry.hparams("transformer_tiny")) == \
+      registry.problem("translate_ende_multi30k").vocab_path(
+          tmp_path, registry.hparams("transformer_tiny"))

@@ -255,6 +255,54 @@ class TranslationProblem(Problem):
         input_context)
 
 
+class DistilledTranslationProblem(TranslationProblem):
+  """A translation problem whose training targets are a teacher's translations.
+
+  Knowledge distillation (PAPERS.md section 2): an autoregressive teacher
+  translates the training sources with beam search (bin/decode); the
+  non-autoregressive model trains on those outputs. Everything else - the
+  sources, the validation and test splits, the vocabulary - is the parent
+  problem's, so the BLEU of both models is measured on the same references.
+
+  The teacher's translations are one line per training pair, in
+  `{data_dir}/{parent name}.distilled.train.{target language}`.
+  """
+
+  parent_class = None   # the TranslationProblem distilled
+
+  def __init__(self):
+    self.parent = self.parent_class()
+    self.source_language = self.parent.source_language
+    self.target_language = self.parent.target_language
+    self.split_stems = self.parent.split_stems
+
+  def distilled_path(self, data_dir):
+    return pathlib.Path(data_dir) / (f"{self.parent.name}.distilled.train."
+                                     f"{self.target_language}")
+
+  def text_pairs(self, split, data_dir, raw_dir, log):
+    pairs = self.parent.text_pairs(split, data_dir, raw_dir, log)
+    if split != "train":
+      return pairs
+    path = self.distilled_path(data_dir)
+    if not path.is_file():
+      source = self.parent.local_files("train", raw_dir).path(self.source_language)
+      raise DataError(
+          f"The teacher's translations of the training sources are not in {path}. Make them "
+          f"with a trained autoregressive model, e.g.:\n  bin/decode --problem={self.parent.name} "
+          f"--hparams=transformer_small --model_dir=TEACHER --data_dir={data_dir} "
+          f"--decode_from_file={source or 'TRAIN_SOURCES'} --decode_to_file={path} "
+          f"--decode_hparams=beam_size=4")
+    teacher = text_line_dataset(path)
+    return tf.data.Dataset.zip((pairs.map(lambda source, _: source), teacher))
+
+  def training_text(self, data_dir, raw_dir, log):
+    return self.parent.training_text(data_dir, raw_dir, log)
+
+  def vocab_path(self, data_dir, hparams):
+    return self.parent.vocab_path(data_dir, hparams)
+
+
 class ParallelTextFiles:
   """Line-aligned source and target files of one split in a folder, plain or gzip.
 

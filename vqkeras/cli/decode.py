@@ -10,6 +10,7 @@ Images, written as a PNG grid:
   bin/decode ... --reconstructions --decode_to_file=reconstructions.png
 """
 
+import gzip
 import os
 import sys
 import time
@@ -37,15 +38,19 @@ def image_grid_of(rows):
   return images.image_grid(rows.reshape((-1, COLUMNS) + rows.shape[1:]))
 
 
+def log_to_stderr(message):
+  print(message, file=sys.stderr, flush=True)
+
+
 def read_lines(path):
-  """The lines of a text file or of stdin ('-' or None), split on newlines only.
+  """The lines of a text file (plain or .gz) or of stdin ('-' or None), split on newlines only.
 
   Bytes that are not UTF-8 become U+FFFD rather than failing the file.
   """
   if path in (None, "-"):
     text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
   else:
-    with open(path, "rb") as f:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
       text = f.read().decode("utf-8", errors="replace")
   lines = text.split("\n")
   if lines and lines[-1] == "":
@@ -66,7 +71,8 @@ def write_lines(path, lines):
 def decode_text(trainer, options):
   """Translates --decode_from_file (or stdin) line by line to --decode_to_file (or stdout)."""
   from vqkeras.translation import Translator  # pylint: disable=import-outside-toplevel
-  tokenizer = trainer.problem.tokenizer(FLAGS.data_dir, flags.raw_dir(), trainer.hparams)
+  tokenizer = trainer.problem.tokenizer(FLAGS.data_dir, flags.raw_dir(), trainer.hparams,
+                                        log_to_stderr)
   translator = Translator(trainer.model, tokenizer, options.beam_size, options.length_penalty,
                           options.batch_size)
   lines = read_lines(FLAGS.decode_from_file)
@@ -105,7 +111,7 @@ def main(argv):
   del argv
   if not FLAGS.hparams:
     raise ValueError("--hparams is required: the set the model in --model_dir was trained with.")
-  trainer = train.make_trainer()
+  trainer = train.make_trainer(log=log_to_stderr)   # stdout may carry the translations
   if not trainer.manager.latest_checkpoint:
     raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
   options = decoding.decode_hparams(trainer.hparams, FLAGS.decode_hparams)

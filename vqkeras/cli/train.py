@@ -36,8 +36,8 @@ def define_flags():
   define.mark_flag_as_required("model_dir")
 
 
-def make_trainer():
-  """The Trainer the flags describe (shared by bin/train and bin/eval)."""
+def make_trainer(log=print):
+  """The Trainer the flags describe (shared by bin/train, bin/eval and bin/decode)."""
   from vqkeras import distribute  # pylint: disable=import-outside-toplevel
   from vqkeras import trainer  # pylint: disable=import-outside-toplevel
   distribute.split_cpu(FLAGS.cpu_devices)
@@ -45,7 +45,7 @@ def make_trainer():
       problem=FLAGS.problem, hparams=FLAGS.hparams, hparams_overrides=FLAGS.hparams_overrides,
       data_dir=FLAGS.data_dir, raw_dir=flags.raw_dir(), model_dir=FLAGS.model_dir,
       seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision)
-  return trainer.Trainer(config, distribute.make_strategy(FLAGS.strategy))
+  return trainer.Trainer(config, distribute.make_strategy(FLAGS.strategy), log=log)
 
 
 def main(argv):
