@@ -40,6 +40,7 @@ setuptools.setup(
         "vqkeras-train = vqkeras.cli.train:run",
         "vqkeras-eval = vqkeras.cli.eval:run",
         "vqkeras-decode = vqkeras.cli.decode:run",
+        "vqkeras-export = vqkeras.cli.export:run",
     ]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

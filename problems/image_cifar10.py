@@ -112,6 +112,7 @@ class ImageCifar10(problem.ImageProblem):
   """CIFAR-10 images, uint8 `[32, 32, 3]`, with labels."""
 
   name = "image_cifar10"
+  image_shape = (32, 32, 3)
 
   def read_raw(self, data_dir, raw_dir, log):
     if raw_dir is not None:

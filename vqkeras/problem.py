@@ -106,6 +106,8 @@ class ImageProblem(Problem):
   {split: (images, labels)} for the splits they have.
   """
 
+  image_shape = None   # (H, W, channels) of every image
+
   def cache_path(self, data_dir):
     return pathlib.Path(data_dir) / f"{self.name}.npz"
 

@@ -70,7 +70,7 @@ class Tokenizer(tf.Module):
     return tensorflow_text.SentencepieceTokenizer(model=self.model, out_type=tf.int32,
                                                   add_eos=True)
 
-  @tf.function(reduce_retracing=True)
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
   def tokenize(self, text):
     """`[batch]` strings to `[batch, (length)]` int32 ids ending in EOS (a RaggedTensor)."""
     return self._sentencepiece().tokenize(text)

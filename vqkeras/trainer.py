@@ -99,6 +99,30 @@ class Trainer:
     self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=5)
     self._stop_signal = None
 
+  @classmethod
+  def from_model_dir(cls, model_dir, data_dir, raw_dir="", strategy=None, log=print):
+    """The Trainer of the run recorded in model_dir/config.json, restored to its latest checkpoint.
+
+    Raises:
+      FileNotFoundError: no run or no checkpoint there.
+    """
+    path = pathlib.Path(model_dir) / "config.json"
+    if not path.is_file():
+      raise FileNotFoundError(f"No run in {model_dir}: {path} is missing; train with bin/train "
+                              f"--model_dir={model_dir} first.")
+    recorded = json.loads(path.read_text())
+    registered = dataclasses.asdict(registry.hparams(recorded["hparams"]))
+    overrides = ",".join(f"{name}={value}" for name, value in recorded["hparams_values"].items()
+                         if registered.get(name) != value)
+    config = TrainConfig(problem=recorded["problem"], hparams=recorded["hparams"],
+                         hparams_overrides=overrides, data_dir=str(data_dir),
+                         raw_dir=str(raw_dir or ""), model_dir=str(model_dir))
+    trainer = cls(config, strategy or tf.distribute.get_strategy(), log=log)
+    if not trainer.manager.latest_checkpoint:
+      raise FileNotFoundError(f"No checkpoint in {model_dir}/checkpoints; train first.")
+    trainer.restore()
+    return trainer
+
   # Setup.
 
   def _check_model_dir(self):

@@ -13,7 +13,7 @@ import numpy as np
 import sacrebleu
 import tensorflow as tf
 
-from vqkeras.tokenizer import EOS_ID
+from vqkeras.tokenizer import EOS_ID, PAD_ID
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,8 +28,38 @@ class Truncation:
             f"(the model's max_length)")
 
 
+def source_ids(tokenizer, text, max_length):
+  """Source ids `[batch, length]` of `[batch]` strings, each cut to max_length tokens
+  (keeping its final EOS); and the number of tokens before the cut `[batch]`.
+
+  Bytes that are not UTF-8 become U+FFFD first, so that they cannot fail a batch.
+  """
+  text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
+  ids = tokenizer.tokenize(text)
+  lengths = tf.cast(ids.row_lengths(), tf.int32)
+  cut = tf.concat([ids[:, :max_length - 1], tf.fill([ids.nrows(), 1], EOS_ID)], axis=1)
+  cut = cut.to_tensor(default_value=PAD_ID)
+  # A row that fits keeps its own EOS; the appended one falls outside the mask.
+  kept = tf.minimum(lengths, max_length)
+  cut = tf.where(tf.sequence_mask(kept, tf.shape(cut)[1]), cut, PAD_ID)
+  return cut[:, :tf.reduce_max(kept)], lengths
+
+
+def translate_text(model, tokenizer, text, beam_size=1, length_penalty=0.0):
+  """Translations `[batch]` (strings) of sentences `[batch]`, all in the TF graph.
+
+  Tokenization, the model's search and detokenization; over-long sentences are
+  translated up to the model's max_length; empty or blank sentences translate
+  to empty strings. The exported serving signature and `Translator` both run this.
+  """
+  ids, _ = source_ids(tokenizer, text, model.hparams.max_length)
+  translations = tokenizer.detokenize(model.translate(ids, beam_size, length_penalty))
+  blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
+  return tf.where(blank, "", translations)
+
+
 class Translator:
-  """Lines of source text to lines of translations.
+  """Lines of source text to lines of translations, in batches of similar lengths.
 
   Args:
     model: a model with `translate` and `hparams.max_length`.
@@ -37,56 +67,36 @@ class Translator:
     beam_size: of the model's search (tokens for the Transformer, codes for the
       latent model).
     length_penalty: alpha of the beam score.
-    batch_size: sentences per batch; sentences are batched by length.
+    batch_size: sentences per batch.
   """
 
   def __init__(self, model, tokenizer, beam_size=1, length_penalty=0.0, batch_size=64):
-    self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+    self.tokenizer, self.batch_size = tokenizer, batch_size
     self.max_length = model.hparams.max_length
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
-    def translate_ids(source_ids):
-      return tokenizer.detokenize(model.translate(source_ids, beam_size, length_penalty))
-
-    self.translate_ids = translate_ids
-
-  def source_ids(self, lines):
-    """Token ids of lines, cut to max_length (keeping the final EOS); and the cuts made.
-
-    Returns:
-      (a list of int32 arrays, one per line, each ending with EOS; [Truncation]).
-    """
-    ragged = self.tokenizer.tokenize(tf.constant(lines, tf.string))
-    ids, truncations = [], []
-    for index, row in enumerate(ragged.to_list()):
-      row = np.asarray(row, np.int32)
-      if len(row) > self.max_length:
-        truncations.append(Truncation(index, len(row) - 1, self.max_length - 1))
-        row = np.concatenate([row[:self.max_length - 1], [EOS_ID]]).astype(np.int32)
-      ids.append(row)
-    return ids, truncations
+    self.translate_batch = tf.function(
+        lambda text: translate_text(model, tokenizer, text, beam_size, length_penalty),
+        input_signature=[tf.TensorSpec([None], tf.string)])
 
   def translate(self, lines):
     """Translations of `lines` (str), one per line; and the [Truncation]s of over-long lines.
 
     Empty or blank lines translate to empty lines without running the model.
     """
-    lines = [line.strip() for line in lines]
     outputs = [""] * len(lines)
-    nonempty = [i for i, line in enumerate(lines) if line]
+    nonempty = [i for i, line in enumerate(lines) if line.strip()]
     if not nonempty:
       return outputs, []
-    ids, truncations = self.source_ids([lines[i] for i in nonempty])
-    truncations = [dataclasses.replace(t, line=nonempty[t.line]) for t in truncations]
+    text = tf.constant([lines[i] for i in nonempty])
+    _, lengths = source_ids(self.tokenizer, text, self.max_length)
+    lengths = lengths.numpy()
+    truncations = [Truncation(nonempty[i], int(n) - 1, self.max_length - 1)
+                   for i, n in enumerate(lengths) if n > self.max_length]
     # Similar lengths in a batch: less padding, shorter searches.
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    order = np.argsort(lengths, kind="stable")
     for start in range(0, len(order), self.batch_size):
       batch = order[start:start + self.batch_size]
-      padded = np.zeros([len(batch), max(len(ids[i]) for i in batch)], np.int32)
-      for row, i in enumerate(batch):
-        padded[row, :len(ids[i])] = ids[i]
-      for i, text in zip(batch, self.translate_ids(padded).numpy()):
-        outputs[nonempty[i]] = text.decode("utf-8", errors="replace")
+      for i, translated in zip(batch, self.translate_batch(tf.gather(text, batch)).numpy()):
+        outputs[nonempty[i]] = translated.decode("utf-8", errors="replace")
     return outputs, truncations
 
 

@@ -1,0 +1,135 @@
+"""Speed and quality of translation: the paper's table (PAPERS.md section 2) on Multi30k.
+
+In one process, on the same sentences (Multi30k validation): latency per
+sentence at batch 1 and batch 64, and BLEU (sacrebleu, detokenized, from the
+batch-64 outputs), for
+  - the autoregressive Transformer with beam 4 and greedy,
+  - the non-autoregressive latent Transformer, for every run given (n_c = 3
+    and 4, with and without distillation), decoding its codes greedily,
+and the wall time each model trained for (from its TensorBoard events).
+
+  python bench/bench_translation.py --data_dir=D --ar=runs/ar \\
+      --nat=runs/vq_em_nc3,runs/vq_em_nc3_distilled,runs/vq_em_nc4,runs/vq_em_nc4_distilled
+
+Targets (the issue): n_c = 3 at least 4x faster than greedy autoregressive
+decoding at batch 1; after distillation within 1 BLEU of it.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf
+
+from vqkeras import translation
+from vqkeras.problem import read_lines
+from vqkeras.trainer import Trainer, format_seconds
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def training_seconds(model_dir):
+  """Wall time from the first to the last training event of a run (None without events)."""
+  times = []
+  for path in sorted((pathlib.Path(model_dir) / "train").glob("events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      if event.step > 0:
+        times.append(event.wall_time)
+  return max(times) - min(times) if len(times) > 1 else None
+
+
+def seconds_per_sentence(translator, sources):
+  """Latency per sentence, after a warm-up that traces the decoding function."""
+  translator.translate(sources[:2])
+  start = time.perf_counter()
+  translations, _ = translator.translate(sources)
+  return (time.perf_counter() - start) / len(sources), translations
+
+
+def measure(trainer, label, beam_size, sources, references, batch1_sentences):
+  tokenizer = trainer.problem.tokenizer(trainer.config.data_dir, trainer.config.raw_dir or None,
+                                        trainer.hparams)
+  single = translation.Translator(trainer.model, tokenizer, beam_size,
+                                  trainer.hparams.length_penalty, batch_size=1)
+  batched = translation.Translator(trainer.model, tokenizer, beam_size,
+                                   trainer.hparams.length_penalty, batch_size=64)
+  latency_1, _ = seconds_per_sentence(single, sources[:batch1_sentences])
+  latency_64, translations = seconds_per_sentence(batched, sources)
+  score, signature = translation.bleu(translations, references)
+  hparams = trainer.hparams
+  return {"model": label, "n_c": getattr(hparams, "compression_steps", None),
+          "n_s": hparams.num_samples if getattr(hparams, "bottleneck", "") == "soft_em" else None,
+          "bleu": score, "latency_batch1_ms": 1000 * latency_1,
+          "latency_batch64_ms": 1000 * latency_64, "signature": signature,
+          "train_seconds": training_seconds(trainer.model_dir), "steps": trainer.step}
+
+
+def nat_label(trainer):
+  hparams = trainer.hparams
+  kind = {"soft_em": "VQ-VAE with EM", "ema": "VQ-VAE (hard EM)",
+          "gradient": "VQ-VAE (gradient)"}[hparams.bottleneck]
+  return kind + (" + distillation" if "distilled" in trainer.config.problem else "")
+
+
+def print_table(rows):
+  ar_beam = next((r for r in rows if r["model"].endswith("beam 4")), None)
+  ar_greedy = next((r for r in rows if r["model"].endswith("greedy")), None)
+  print(f"\n{'model':42s} {'n_c':>3s} {'n_s':>3s} {'BLEU':>5s} {'ms b=1':>7s} {'ms b=64':>7s} "
+        f"{'vs beam':>7s} {'vs greedy':>9s} {'trained':>9s}")
+  for r in rows:
+    vs_beam = ar_beam["latency_batch1_ms"] / r["latency_batch1_ms"] if ar_beam else float("nan")
+    vs_greedy = (ar_greedy["latency_batch1_ms"] / r["latency_batch1_ms"] if ar_greedy
+                 else float("nan"))
+    trained = (f"{format_seconds(r['train_seconds'])}/{r['steps']}" if r["train_seconds"]
+               else "-")
+    print(f"{r['model']:42s} {r['n_c'] or '-':>3} {r['n_s'] or '-':>3} {r['bleu']:5.1f} "
+          f"{r['latency_batch1_ms']:7.1f} {r['latency_batch64_ms']:7.2f} {vs_beam:6.2f}x "
+          f"{vs_greedy:8.2f}x {trained:>9s}")
+  if rows:
+    print(f"\nBLEU: sacrebleu {rows[0]['signature']}; latency per sentence; speed-ups at batch 1; "
+          f"trained: wall time/steps.")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--data_dir", required=True, help="The data_dir the runs trained with.")
+  parser.add_argument("--raw_dir", default=str(SHARED / "multi30k"))
+  parser.add_argument("--ar", help="model_dir of the autoregressive Transformer.")
+  parser.add_argument("--nat", default="", help="Comma-separated model_dirs of latent "
+                      "Transformers.")
+  parser.add_argument("--sentences", type=int, default=0,
+                      help="Use the first N validation sentences (default: all 1014).")
+  parser.add_argument("--batch1_sentences", type=int, default=200,
+                      help="Sentences timed at batch 1 (the first N).")
+  parser.add_argument("--json", help="Also write the rows here.")
+  args = parser.parse_args()
+
+  raw_dir = pathlib.Path(args.raw_dir)
+  sources, references = read_lines(raw_dir / "val.en.gz"), read_lines(raw_dir / "val.de.gz")
+  if args.sentences:
+    sources, references = sources[:args.sentences], references[:args.sentences]
+  quiet = lambda _: None  # pylint: disable=unnecessary-lambda-assignment
+  rows = []
+  if args.ar:
+    trainer = Trainer.from_model_dir(args.ar, args.data_dir, raw_dir, log=quiet)
+    for beam_size, label in ((4, "autoregressive Transformer, beam 4"),
+                             (1, "autoregressive Transformer, greedy")):
+      rows.append(measure(trainer, label, beam_size, sources, references, args.batch1_sentences))
+      print(json.dumps(rows[-1]), flush=True)
+  for model_dir in filter(None, args.nat.split(",")):
+    trainer = Trainer.from_model_dir(model_dir, args.data_dir, raw_dir, log=quiet)
+    rows.append(measure(trainer, nat_label(trainer), trainer.hparams.latent_beam_size, sources,
+                        references, args.batch1_sentences))
+    print(json.dumps(rows[-1]), flush=True)
+  print_table(rows)
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+  main()
