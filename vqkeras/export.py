@@ -73,10 +73,14 @@ class ImageServing(tf.Module):
     codes_shape = model.encode_images(tf.zeros((1,) + tuple(image_shape), tf.uint8)).shape[1:]
     image_spec = tf.TensorSpec([None, *image_shape], tf.uint8, name="images")
     codes_spec = tf.TensorSpec([None, *codes_shape], tf.int32, name="codes")
-    self.encode = tf.function(lambda images: {"codes": model.encode_images(images)},
-                              input_signature=[image_spec])
-    self.decode = tf.function(lambda codes: {"images": model.decode_codes(codes)},
-                              input_signature=[codes_spec])
+    # The specs fix the dtypes; EnsureShape refuses other shapes at run time too (a
+    # client's tensor is not checked against the signature's shape otherwise).
+    self.encode = tf.function(
+        lambda images: {"codes": model.encode_images(tf.ensure_shape(images, image_spec.shape))},
+        input_signature=[image_spec])
+    self.decode = tf.function(
+        lambda codes: {"images": model.decode_codes(tf.ensure_shape(codes, codes_spec.shape))},
+        input_signature=[codes_spec])
     self.sample = tf.function(
         lambda num_images, seed, temperature: {
             "images": model.sample(num_images, temperature, seed)},

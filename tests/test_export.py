@@ -1,0 +1,172 @@
+"""bin/export: SavedModels that a process with only tensorflow and tensorflow_text serves.
+
+Every signature is called in a fresh Python process that imports tensorflow and
+tensorflow_text and nothing of ours; its outputs must equal the Python model's.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, shared_data_dir
+from vqkeras import translation
+from vqkeras.trainer import Trainer
+
+QUIET = lambda _: None  # pylint: disable=unnecessary-lambda-assignment
+SENTENCES = ["A man rides a bike.", "", "   ", "Two dogs play in the snow.",
+             " ".join(["A dog runs through the green grass."] * 20)]   # over max_length
+SENTENCE_BYTES = [s.encode() for s in SENTENCES] + [b"broken \xff\xfe bytes"]
+
+# Runs in the fresh process: argv = export dir, requests json, outputs json.
+SERVE = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_text  # the SentencePiece ops
+    loaded = tf.saved_model.load(sys.argv[1])
+    requests = json.loads(open(sys.argv[2]).read())
+    def to_json(array):
+      if array.dtype == object:   # strings, as hex of their bytes
+        return {"hex": [s.hex() for s in array.ravel()], "shape": array.shape}
+      return {"values": array.tolist(), "dtype": str(array.dtype)}
+    results = {}
+    for name, (signature, inputs) in requests.items():
+      function = loaded.signatures[signature]
+      args = {key: tf.constant([bytes.fromhex(v) for v in value["value"]], tf.string)
+                   if value["dtype"] == "hex" else tf.constant(value["value"], value["dtype"])
+              for key, value in inputs.items()}
+      try:
+        results.update({f"{name}/{key}": to_json(value.numpy())
+                        for key, value in function(**args).items()})
+      except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
+        results[f"{name}/refused"] = str(error)
+    open(sys.argv[3], "w").write(json.dumps(results))
+    print("ours imported:", sorted(m for m in sys.modules if m.split(".")[0] in
+                                   ("vqkeras", "problems", "hparams")))
+""")
+
+
+def run(tool, *args):
+  return subprocess.run([sys.executable, str(REPO / "bin" / tool), *args], capture_output=True,
+                        text=True, timeout=600)
+
+
+def serve_in_fresh_process(export_path, requests, tmp_path):
+  """Calls signatures in a process that imports only tensorflow and tensorflow_text."""
+  request_file, output = tmp_path / "requests.json", tmp_path / "outputs.json"
+  request_file.write_text(json.dumps(requests))
+  result = subprocess.run([sys.executable, "-c", SERVE, str(export_path), str(request_file),
+                           str(output)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert "ours imported: []" in result.stdout
+  def from_json(value):
+    if isinstance(value, str):
+      return value
+    if "hex" in value:
+      return np.array([bytes.fromhex(h) for h in value["hex"]], object).reshape(value["shape"])
+    return np.array(value["values"], value["dtype"])
+  return {name: from_json(value) for name, value in json.loads(output.read_text()).items()}
+
+
+def tensor(value, dtype):
+  return {"value": value, "dtype": dtype}
+
+
+def trained_and_exported(tmp_path_factory, problem, hparams, data_dir, raw_dir, *export_args):
+  model_dir = tmp_path_factory.mktemp("run")
+  export_dir = tmp_path_factory.mktemp("export")
+  common = [f"--problem={problem}", f"--hparams={hparams}", f"--data_dir={data_dir}",
+            f"--raw_dir={raw_dir}", f"--model_dir={model_dir}"]
+  result = run("train", *common, "--train_steps=3")
+  assert result.returncode == 0, result.stderr
+  result = run("export", *common, f"--export_dir={export_dir}", *export_args)
+  assert result.returncode == 0, result.stderr
+  return model_dir, export_dir, common
+
+
+@pytest.fixture(scope="module", params=["transformer_tiny", "vq_em_tiny"])
+def translation_export(request, tmp_path_factory, multi30k_data_dir):
+  return trained_and_exported(tmp_path_factory, "translate_ende_multi30k", request.param,
+                              multi30k_data_dir, shared_data_dir() / "multi30k",
+                              "--decode_hparams=beam_size=2")
+
+
+def test_translation_export_serves_text_and_ids_as_the_python_model(translation_export,
+                                                                    multi30k_data_dir, tmp_path):
+  model_dir, export_dir, _ = translation_export
+  versions = [p.name for p in export_dir.iterdir()]
+  assert versions == ["3"]                       # the training step, nothing half-written
+  trainer = Trainer.from_model_dir(model_dir, multi30k_data_dir, shared_data_dir() / "multi30k",
+                                   log=QUIET)
+  tokenizer = trainer.problem.tokenizer(multi30k_data_dir, None, trainer.hparams)
+  ids, _ = translation.source_ids(tokenizer, tf.constant(SENTENCE_BYTES), 64)
+  served = serve_in_fresh_process(export_dir / "3", {
+      # Raw bytes, invalid UTF-8 included, as a client sends them.
+      "text": ("serving_default", {"inputs": tensor([s.hex() for s in SENTENCE_BYTES], "hex")}),
+      "ids": ("translate_ids", {"inputs": tensor(ids.numpy().tolist(), "int32")}),
+      "empty_batch": ("serving_default", {"inputs": tensor([], "string")}),
+  }, tmp_path)
+  expected = translation.translate_text(trainer.model, tokenizer, tf.constant(SENTENCE_BYTES), 2,
+                                        trainer.hparams.length_penalty).numpy()
+  served_text = [s.decode("utf-8") for s in served["text/outputs"]]
+  assert served_text == [s.decode("utf-8") for s in expected]
+  assert served_text[1] == "" and served_text[2] == ""      # empty and blank stay empty
+  assert all(served_text[i] for i in (0, 3, 4, 5))          # over-long and broken ones too
+  expected_ids = trainer.model.translate(ids, 2, trainer.hparams.length_penalty).numpy()
+  np.testing.assert_array_equal(served["ids/outputs"], expected_ids)
+  assert served["empty_batch/outputs"].shape == (0,)
+
+
+@pytest.fixture(scope="module")
+def image_export(tmp_path_factory):
+  return trained_and_exported(tmp_path_factory, "image_cifar10", "vq_em_cifar_tiny",
+                              tmp_path_factory.mktemp("data"), shared_data_dir() / "cifar10")
+
+
+def test_image_export_samples_encodes_and_decodes_as_the_python_model(image_export, cifar_images,
+                                                                      tmp_path):
+  model_dir, export_dir, common = image_export
+  data_dir = common[2].split("=", 1)[1]
+  trainer = Trainer.from_model_dir(model_dir, data_dir, shared_data_dir() / "cifar10", log=QUIET)
+  model = trainer.model
+  images = cifar_images[:4]
+  codes = model.encode_images(images).numpy()
+  served = serve_in_fresh_process(export_dir / "3", {
+      "sample": ("sample", {"num_images": tensor(3, "int32"), "seed": tensor([7, 1], "int32"),
+                            "temperature": tensor(0.8, "float32")}),
+      "encode": ("encode", {"images": tensor(images.tolist(), "uint8")}),
+      "decode": ("decode", {"codes": tensor(codes.tolist(), "int32")}),
+      "float_images": ("encode", {"images": tensor(images.astype(np.float32).tolist(),
+                                                    "float32")}),
+      "wrong_shape": ("encode", {"images": tensor(images[:, :16].tolist(), "uint8")}),
+  }, tmp_path)
+  np.testing.assert_array_equal(served["sample/images"], model.sample(3, 0.8, (7, 1)).numpy())
+  assert served["sample/images"].dtype == np.uint8 and served["sample/images"].shape[0] == 3
+  np.testing.assert_array_equal(served["encode/codes"], codes)
+  np.testing.assert_array_equal(served["decode/images"], model.decode_codes(codes).numpy())
+  assert "float_images/refused" in served and "wrong_shape/refused" in served
+
+
+def test_saved_model_cli_lists_the_signatures(image_export, translation_export):
+  for export_dir, names in ((image_export[1], ["sample", "encode", "decode", "serving_default"]),
+                            (translation_export[1], ["serving_default", "translate_ids"])):
+    result = subprocess.run(["saved_model_cli", "show", "--all", "--dir",
+                             str(export_dir / "3")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for name in names:
+      assert f"signature_def['{name}']" in result.stdout
+
+
+def test_export_never_overwrites_a_version(image_export):
+  _, export_dir, common = image_export
+  before = sorted(p.name for p in (export_dir / "3").rglob("*"))
+  result = run("export", *common, f"--export_dir={export_dir}")
+  assert result.returncode == 2 and "versions are never overwritten" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert sorted(p.name for p in (export_dir / "3").rglob("*")) == before
