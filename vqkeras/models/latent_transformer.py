@@ -27,9 +27,8 @@ from vqkeras import decoding
 from vqkeras import quantization
 from vqkeras import registry
 from vqkeras.layers import VectorQuantizer
-from vqkeras.models.transformer import (SharedEmbedding, TransformerStack, decoder_stack,
-                                        shift_right, smoothed_cross_entropy, source_encoder,
-                                        timing_signal, transformer_optimizer)
+from vqkeras.models.transformer import (TranslationModel, decoder_stack, shift_right,
+                                        smoothed_cross_entropy, timing_signal)
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
 
@@ -197,22 +196,17 @@ def latent_lengths(targets, compression):
 
 
 @registry.register_model("LatentTransformerHParams")
-class LatentTransformer(keras.Model):
+class LatentTransformer(TranslationModel):
   """Non-autoregressive translation through a discrete latent sequence (module docstring).
 
   Call: {"inputs": `[batch, source length]`, "targets": `[batch, T]`} to token
   logits `[batch, T, vocab]` decoded from the target's own codes.
   """
 
-  loss_unit = "target_tokens"
-
   def __init__(self, hparams, **kwargs):
-    super().__init__(**kwargs)
-    self.hparams = hparams
+    super().__init__(hparams, **kwargs)
     self.compression = 2 ** hparams.compression_steps
     sizes = (hparams.hidden_size, hparams.compression_steps, hparams.dropout)
-    self.embedding = SharedEmbedding(hparams.vocab_size, hparams.hidden_size, name="embedding")
-    self.encoder = source_encoder(hparams)
     self.compress = Compress(*sizes, name="compress")
     self.quantizer = VectorQuantizer(
         2 ** hparams.bottleneck_bits, update=hparams.bottleneck, num_samples=hparams.num_samples,
@@ -224,24 +218,10 @@ class LatentTransformer(keras.Model):
     # Self-attention stays causal, as in T2T: while the schedule feeds gold
     # targets, a position must not see the token it predicts.
     self.decoder = decoder_stack(hparams)
-    self.input_dropout = keras.layers.Dropout(hparams.dropout)
-
-  @classmethod
-  def from_hparams(cls, hparams):
-    return cls(hparams)
-
-  @staticmethod
-  def make_optimizer(hparams):
-    return transformer_optimizer(hparams)
 
   def build(self, input_shape=None):
     """Nothing to create here: the sublayers build on the first batch."""
     self.built = True
-
-  def encode(self, inputs, training=False):
-    padding = tf.not_equal(inputs, PAD_ID)
-    x = self.input_dropout(self.embedding(inputs), training=training)
-    return self.encoder(x, padding, training=training), padding
 
   def latents(self, targets, training=False):
     """The compressed target `[batch, ceil(T / 2^n_c), hidden]` and its lengths `[batch]`."""

@@ -294,14 +294,10 @@ def decoder_stack(hparams, causal=True, name="decoder"):
                           cross_attention=True, name=name)
 
 
-@registry.register_model("TransformerHParams")
-class Transformer(keras.Model):
-  """Encoder-decoder Transformer with shared embeddings.
-
-  Call: {"inputs": `[batch, source length]`, "targets": `[batch, target length]`}
-  to logits `[batch, target length, vocab]` predicting each target from the
-  source and the earlier targets (teacher forcing). `translate` decodes.
-  """
+class TranslationModel(keras.Model):
+  """What the translation models share: the shared embedding, the source encoder,
+  the Transformer optimizer. Subclasses add their decoders, `loss_and_weight` and
+  `translate(source ids, beam_size, length_penalty, max_decode_length)`."""
 
   loss_unit = "target_tokens"   # what loss_and_weight's weight counts
 
@@ -310,7 +306,6 @@ class Transformer(keras.Model):
     self.hparams = hparams
     self.embedding = SharedEmbedding(hparams.vocab_size, hparams.hidden_size, name="embedding")
     self.encoder = source_encoder(hparams)
-    self.decoder = decoder_stack(hparams)
     self.input_dropout = keras.layers.Dropout(hparams.dropout)
 
   @classmethod
@@ -326,6 +321,20 @@ class Transformer(keras.Model):
     padding = tf.not_equal(inputs, PAD_ID)
     x = self.input_dropout(self.embedding(inputs), training=training)
     return self.encoder(x, padding, training=training), padding
+
+
+@registry.register_model("TransformerHParams")
+class Transformer(TranslationModel):
+  """Encoder-decoder Transformer with shared embeddings.
+
+  Call: {"inputs": `[batch, source length]`, "targets": `[batch, target length]`}
+  to logits `[batch, target length, vocab]` predicting each target from the
+  source and the earlier targets (teacher forcing). `translate` decodes.
+  """
+
+  def __init__(self, hparams, **kwargs):
+    super().__init__(hparams, **kwargs)
+    self.decoder = decoder_stack(hparams)
 
   def decode(self, decoder_inputs, memory, memory_padding, training=False):
     y = self.input_dropout(self.embedding(decoder_inputs), training=training)
