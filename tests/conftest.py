@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -72,3 +74,36 @@ def multi30k_tokenizer(multi30k_data_dir):
   from vqkeras import registry  # pylint: disable=import-outside-toplevel
   return registry.problem("translate_ende_multi30k").tokenizer(
       multi30k_data_dir, None, registry.hparams("transformer_tiny"))
+
+
+def run_tool(tool, *args, **kwargs):
+  """Runs bin/<tool> in a subprocess; returns the CompletedProcess (text output)."""
+  return subprocess.run([sys.executable, str(REPO / "bin" / tool), *args], capture_output=True,
+                        text=True, timeout=600, **kwargs)
+
+
+def _trained_run(tmp_path_factory, problem, hparams, data_dir, raw_dir):
+  """The flags of a run of bin/train for 3 steps (for the tools that read a trained run)."""
+  flags = [f"--problem={problem}", f"--hparams={hparams}", f"--data_dir={data_dir}",
+           f"--raw_dir={raw_dir}", f"--model_dir={tmp_path_factory.mktemp('run')}"]
+  result = run_tool("train", *flags, "--train_steps=3")
+  assert result.returncode == 0, result.stderr
+  return flags
+
+
+@pytest.fixture(scope="session", params=["transformer_tiny", "vq_em_tiny"])
+def translation_run(request, tmp_path_factory, multi30k_data_dir):
+  """bin/train flags of a briefly trained translation model of each kind."""
+  return _trained_run(tmp_path_factory, "translate_ende_multi30k", request.param,
+                      multi30k_data_dir, shared_data_dir() / "multi30k")
+
+
+@pytest.fixture(scope="session")
+def cifar_run(tmp_path_factory):
+  """bin/train flags of a briefly trained image VQ-VAE with a prior."""
+  return _trained_run(tmp_path_factory, "image_cifar10", "vq_em_cifar_tiny",
+                      tmp_path_factory.mktemp("cifar_data"), shared_data_dir() / "cifar10")
+
+
+def flag_value(flags, name):
+  return next(flag.split("=", 1)[1] for flag in flags if flag.startswith(f"--{name}="))

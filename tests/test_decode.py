@@ -1,52 +1,31 @@
 """bin/decode and bin/eval: translations of text files, BLEU, images as PNG grids."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, shared_data_dir
+from conftest import run_tool, shared_data_dir
 from vqkeras import problem as problem_lib
 from vqkeras import registry
 from vqkeras.problem import read_lines
 
 
-def run(tool, *args):
-  return subprocess.run([sys.executable, str(REPO / "bin" / tool), *args], capture_output=True,
-                        text=True, timeout=300)
-
-
-def test_decode_writes_samples_and_reconstructions(tmp_path):
-  common = ["--problem=image_cifar10", "--hparams=vq_em_cifar_tiny",
-            f"--data_dir={tmp_path / 'data'}", f"--raw_dir={shared_data_dir() / 'cifar10'}",
-            f"--model_dir={tmp_path / 'run'}"]
-  assert run("train", *common, "--train_steps=3").returncode == 0
-  result = run("decode", *common, "--num_samples=10", "--decode_hparams=temperature=0.7",
-               f"--decode_to_file={tmp_path / 'samples.png'}")
+def test_decode_writes_samples_and_reconstructions(cifar_run, tmp_path):
+  common = cifar_run
+  result = run_tool("decode", *common, "--num_samples=10", "--decode_hparams=temperature=0.7",
+                    f"--decode_to_file={tmp_path / 'samples.png'}")
   assert result.returncode == 0, result.stderr
   samples = tf.io.decode_png(tf.io.read_file(str(tmp_path / "samples.png")))
   assert samples.shape == (2 * 32, 8 * 32, 3)            # 10 samples, rows of 8
-  result = run("decode", *common, "--num_samples=4", "--reconstructions",
-               f"--decode_to_file={tmp_path / 'pairs.png'}")
+  result = run_tool("decode", *common, "--num_samples=4", "--reconstructions",
+                    f"--decode_to_file={tmp_path / 'pairs.png'}")
   assert result.returncode == 0, result.stderr
   pairs = tf.io.decode_png(tf.io.read_file(str(tmp_path / "pairs.png")))
   assert pairs.shape == (32, 8 * 32, 3)                  # 4 images and their reconstructions
-  result = run("decode", *common, "--decode_hparams=temperature=-1",
-               f"--decode_to_file={tmp_path / 'x.png'}")
+  result = run_tool("decode", *common, "--decode_hparams=temperature=-1",
+                    f"--decode_to_file={tmp_path / 'x.png'}")
   assert result.returncode == 2 and "temperature: -1.0; expected a float > 0" in result.stderr
-
-
-@pytest.fixture(scope="module", params=["transformer_tiny", "vq_em_tiny"])
-def translation_run(request, tmp_path_factory, multi30k_data_dir):
-  """Flags of a briefly trained translation model of each kind."""
-  common = ["--problem=translate_ende_multi30k", f"--hparams={request.param}",
-            f"--data_dir={multi30k_data_dir}", f"--raw_dir={shared_data_dir() / 'multi30k'}",
-            f"--model_dir={tmp_path_factory.mktemp('run')}"]
-  result = run("train", *common, "--train_steps=3")
-  assert result.returncode == 0, result.stderr
-  return common
 
 
 def test_decode_file_has_one_line_per_input_line(translation_run, tmp_path):
@@ -55,8 +34,8 @@ def test_decode_file_has_one_line_per_input_line(translation_run, tmp_path):
   source.write_bytes("A man rides a bike.\n\n   \nTwo dogs play.\n".encode() +
                      long_line.encode() + b"\nbroken \xff\xfe bytes\nno final newline")
   output = tmp_path / "output.de"
-  result = run("decode", *translation_run, f"--decode_from_file={source}",
-               f"--decode_to_file={output}", "--decode_hparams=beam_size=2,batch_size=3")
+  result = run_tool("decode", *translation_run, f"--decode_from_file={source}",
+                    f"--decode_to_file={output}", "--decode_hparams=beam_size=2,batch_size=3")
   assert result.returncode == 0, result.stderr
   lines = output.read_text(encoding="utf-8").split("\n")
   assert lines[-1] == "" and len(lines[:-1]) == 7
@@ -65,18 +44,19 @@ def test_decode_file_has_one_line_per_input_line(translation_run, tmp_path):
   assert "7 lines (2 empty, 1 cut to max_length)" in result.stderr
 
 
+@pytest.mark.parametrize("translation_run", ["transformer_tiny"], indirect=True)
 def test_decode_reads_stdin_and_writes_stdout(translation_run):
-  result = subprocess.run([sys.executable, str(REPO / "bin" / "decode"), *translation_run],
-                          input="A man rides a bike.\n\nTwo dogs play.\n", capture_output=True,
-                          text=True, timeout=300)
+  result = run_tool("decode", *translation_run, input="A man rides a bike.\n\nTwo dogs play.\n")
   assert result.returncode == 0, result.stderr
   assert len(result.stdout.split("\n")) == 4 and result.stdout.split("\n")[1] == ""
 
 
 def test_eval_reports_bleu_with_its_signature(translation_run):
-  result = run("eval", *translation_run, "--decode_hparams=beam_size=1")
+  result = run_tool("eval", *translation_run, "--decode_hparams=beam_size=1",
+                    "--bleu_sentences=100")
   assert result.returncode == 0, result.stderr
   metrics = json.loads(result.stdout.strip().splitlines()[-1])
+  assert metrics["bleu_sentences"] == 100
   assert 0.0 <= metrics["bleu"] <= 100.0
   assert "tok:13a" in metrics["bleu_signature"] and "version:" in metrics["bleu_signature"]
   assert metrics["beam_size"] == 1

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, shared_data_dir
+from conftest import flag_value, run_tool, shared_data_dir
 from vqkeras import translation
 from vqkeras.trainer import Trainer
 
@@ -51,11 +51,6 @@ SERVE = textwrap.dedent("""
 """)
 
 
-def run(tool, *args):
-  return subprocess.run([sys.executable, str(REPO / "bin" / tool), *args], capture_output=True,
-                        text=True, timeout=600)
-
-
 def serve_in_fresh_process(export_path, requests, tmp_path):
   """Calls signatures in a process that imports only tensorflow and tensorflow_text."""
   request_file, output = tmp_path / "requests.json", tmp_path / "outputs.json"
@@ -78,28 +73,25 @@ def tensor(value, dtype):
   return {"value": value, "dtype": dtype}
 
 
-def trained_and_exported(tmp_path_factory, problem, hparams, data_dir, raw_dir, *export_args):
-  model_dir = tmp_path_factory.mktemp("run")
+def exported(tmp_path_factory, flags, *export_args):
+  """The export directory of a trained run."""
   export_dir = tmp_path_factory.mktemp("export")
-  common = [f"--problem={problem}", f"--hparams={hparams}", f"--data_dir={data_dir}",
-            f"--raw_dir={raw_dir}", f"--model_dir={model_dir}"]
-  result = run("train", *common, "--train_steps=3")
+  result = run_tool("export", *flags, f"--export_dir={export_dir}", *export_args)
   assert result.returncode == 0, result.stderr
-  result = run("export", *common, f"--export_dir={export_dir}", *export_args)
-  assert result.returncode == 0, result.stderr
-  return model_dir, export_dir, common
+  assert f"exported {export_dir / '3'}" in result.stdout
+  return export_dir
 
 
-@pytest.fixture(scope="module", params=["transformer_tiny", "vq_em_tiny"])
-def translation_export(request, tmp_path_factory, multi30k_data_dir):
-  return trained_and_exported(tmp_path_factory, "translate_ende_multi30k", request.param,
-                              multi30k_data_dir, shared_data_dir() / "multi30k",
-                              "--decode_hparams=beam_size=2")
+@pytest.fixture(scope="module")
+def translation_export(tmp_path_factory, translation_run):
+  return translation_run, exported(tmp_path_factory, translation_run,
+                                   "--decode_hparams=beam_size=2")
 
 
 def test_translation_export_serves_text_and_ids_as_the_python_model(translation_export,
                                                                     multi30k_data_dir, tmp_path):
-  model_dir, export_dir, _ = translation_export
+  flags, export_dir = translation_export
+  model_dir = flag_value(flags, "model_dir")
   versions = [p.name for p in export_dir.iterdir()]
   assert versions == ["3"]                       # the training step, nothing half-written
   trainer = Trainer.from_model_dir(model_dir, multi30k_data_dir, shared_data_dir() / "multi30k",
@@ -124,16 +116,15 @@ def test_translation_export_serves_text_and_ids_as_the_python_model(translation_
 
 
 @pytest.fixture(scope="module")
-def image_export(tmp_path_factory):
-  return trained_and_exported(tmp_path_factory, "image_cifar10", "vq_em_cifar_tiny",
-                              tmp_path_factory.mktemp("data"), shared_data_dir() / "cifar10")
+def image_export(tmp_path_factory, cifar_run):
+  return cifar_run, exported(tmp_path_factory, cifar_run)
 
 
 def test_image_export_samples_encodes_and_decodes_as_the_python_model(image_export, cifar_images,
                                                                       tmp_path):
-  model_dir, export_dir, common = image_export
-  data_dir = common[2].split("=", 1)[1]
-  trainer = Trainer.from_model_dir(model_dir, data_dir, shared_data_dir() / "cifar10", log=QUIET)
+  flags, export_dir = image_export
+  trainer = Trainer.from_model_dir(flag_value(flags, "model_dir"), flag_value(flags, "data_dir"),
+                                   shared_data_dir() / "cifar10", log=QUIET)
   model = trainer.model
   images = cifar_images[:4]
   codes = model.encode_images(images).numpy()
@@ -164,9 +155,9 @@ def test_saved_model_cli_lists_the_signatures(image_export, translation_export):
 
 
 def test_export_never_overwrites_a_version(image_export):
-  _, export_dir, common = image_export
+  flags, export_dir = image_export
   before = sorted(p.name for p in (export_dir / "3").rglob("*"))
-  result = run("export", *common, f"--export_dir={export_dir}")
+  result = run_tool("export", *flags, f"--export_dir={export_dir}")
   assert result.returncode == 2 and "versions are never overwritten" in result.stderr
   assert "Traceback" not in result.stderr
   assert sorted(p.name for p in (export_dir / "3").rglob("*")) == before

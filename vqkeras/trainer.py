@@ -275,7 +275,7 @@ class Trainer:
 
   # Evaluation.
 
-  def evaluate(self, split="validation", decode_options=None):
+  def evaluate(self, split="validation", decode_options=None, bleu_sentences=None):
     """Metrics over all of `split`, and codebook health; written to TensorBoard on the chief.
 
     The metrics are the model's `metric_sums(features)` ({name: (sum, weight)},
@@ -285,6 +285,7 @@ class Trainer:
     Args:
       decode_options: `decoding.DecodeHParams` of the BLEU translations (default:
         the model's hyper-parameters').
+      bleu_sentences: score the first N sentences of the split only (default: all).
     """
     dataset = self.strategy.distribute_datasets_from_function(
         lambda context: self._dataset(split, False, context))
@@ -320,17 +321,18 @@ class Trainer:
     if self.chief and hasattr(self.model, "summaries"):
       self._write_summaries(split, next(iter(self._dataset(split, training=False))))
     if self.chief and hasattr(self.model, "translate"):
-      metrics.update(self._bleu(split, decode_options))
+      metrics.update(self._bleu(split, decode_options, bleu_sentences))
     self.log(f"eval {split} at step {self.step}: " +
              "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                        for k, v in metrics.items() if k not in ("step", "split")))
     return metrics
 
-  def _bleu(self, split, decode_options=None):
+  def _bleu(self, split, decode_options=None, sentences=None):
     """BLEU of the split's translations (sacrebleu, detokenized), in TensorBoard with examples."""
     options = decode_options or decoding.decode_hparams(self.hparams)
     sources, references = self.problem.text_lines(split, self.config.data_dir,
                                                   self.config.raw_dir or None)
+    sources, references = sources[:sentences], references[:sentences]
     tokenizer = self.problem.tokenizer(self.config.data_dir, self.config.raw_dir or None,
                                        self.hparams)
     translator = translation.Translator(self.model, tokenizer, options.beam_size,
@@ -344,7 +346,7 @@ class Trainer:
            for i in shown]))
       tf.summary.text("bleu_signature", result["bleu_signature"])
     return {"bleu": result["bleu"], "bleu_signature": result["bleu_signature"],
-            "beam_size": options.beam_size,
+            "bleu_sentences": len(sources), "beam_size": options.beam_size,
             "decode_seconds_per_sentence": result["decode_seconds"] / max(len(sources), 1)}
 
   def _write_summaries(self, split, features):

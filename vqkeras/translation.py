@@ -77,10 +77,11 @@ class Translator:
         lambda text: translate_text(model, tokenizer, text, beam_size, length_penalty),
         input_signature=[tf.TensorSpec([None], tf.string)])
 
-  def translate(self, lines):
+  def translate(self, lines, progress=None):
     """Translations of `lines` (str), one per line; and the [Truncation]s of over-long lines.
 
     Empty or blank lines translate to empty lines without running the model.
+    progress: called with (sentences translated, sentences to translate) after each batch.
     """
     outputs = [""] * len(lines)
     nonempty = [i for i, line in enumerate(lines) if line.strip()]
@@ -97,6 +98,8 @@ class Translator:
       batch = order[start:start + self.batch_size]
       for i, translated in zip(batch, self.translate_batch(tf.gather(text, batch)).numpy()):
         outputs[nonempty[i]] = translated.decode("utf-8", errors="replace")
+      if progress:
+        progress(start + len(batch), len(order))
     return outputs, truncations
 
 

@@ -77,7 +77,14 @@ def decode_text(trainer, options):
                           options.batch_size)
   lines = read_lines(FLAGS.decode_from_file)
   start = time.perf_counter()
-  translations, truncations = translator.translate(lines)
+  reported = [start]
+
+  def progress(done, total):
+    if time.perf_counter() - reported[0] > 60:   # long files: a line a minute
+      reported[0] = time.perf_counter()
+      log_to_stderr(f"translated {done}/{total} sentences")
+
+  translations, truncations = translator.translate(lines, progress)
   write_lines(FLAGS.decode_to_file, translations)
   for truncation in truncations:
     print(f"warning: {truncation}", file=sys.stderr)

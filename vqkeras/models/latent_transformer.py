@@ -211,7 +211,8 @@ class LatentTransformer(TranslationModel):
     self.quantizer = VectorQuantizer(
         2 ** hparams.bottleneck_bits, update=hparams.bottleneck, num_samples=hparams.num_samples,
         decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
-        temperature=hparams.temperature, name="quantizer")
+        temperature=hparams.temperature, restart_dead_codes=hparams.restart_dead_codes,
+        name="quantizer")
     self.latent_predictor = LatentPredictor(2 ** hparams.bottleneck_bits, hparams,
                                             name="latent_predictor")
     self.decompress = Decompress(*sizes, name="decompress")
