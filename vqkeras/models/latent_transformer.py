@@ -208,6 +208,12 @@ class LatentTransformer(TranslationModel):
     self.compression = 2 ** hparams.compression_steps
     sizes = (hparams.hidden_size, hparams.compression_steps, hparams.dropout)
     self.compress = Compress(*sizes, name="compress")
+    # Latents of unit scale: the commitment loss and the EMA otherwise pull latents and
+    # codes together towards 0, where distances vanish against the soft-EM temperature
+    # and the codes sampled become noise (seen on Multi30k: perplexity at the codebook
+    # size, commitment loss 0).
+    self.latent_norm = keras.layers.LayerNormalization(center=False, scale=False,
+                                                       name="latent_norm")
     self.quantizer = VectorQuantizer(
         2 ** hparams.bottleneck_bits, update=hparams.bottleneck, num_samples=hparams.num_samples,
         decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
@@ -229,7 +235,8 @@ class LatentTransformer(TranslationModel):
     targets = pad_to_multiple(targets, self.compression)
     real = tf.cast(tf.not_equal(targets, PAD_ID), self.compute_dtype)[:, :, None]
     x = self.input_dropout(self.embedding(targets), training=training) * real
-    return self.compress(x, training=training), latent_lengths(targets, self.compression)
+    latents = self.latent_norm(self.compress(x, training=training))
+    return latents, latent_lengths(targets, self.compression)
 
   def decode_latents(self, quantized, memory, memory_padding, gold_targets=None,
                      gold_fraction=0.0, training=False):
