@@ -81,6 +81,16 @@ def greedy_search(step, state, batch_size, max_length, eos_id, start_id=PAD_ID, 
   return tf.transpose(outputs.stack())
 
 
+def search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.0, start_id=PAD_ID,
+           pad_id=PAD_ID):
+  """Ids `[batch, length]` of the best hypothesis: greedy search for beam_size 1, else beam
+  search (its state tiled to `[batch * beam_size, ...]`)."""
+  if beam_size == 1:
+    return greedy_search(step, state, batch_size, max_length, eos_id, start_id, pad_id)
+  return beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha, start_id,
+                     pad_id)[0]
+
+
 def tile_beams(structure, beam_size):
   """Repeats every tensor of a nest beam_size times along the batch: `[b, ...]` to `[b*k, ...]`."""
   return tf.nest.map_structure(lambda t: tf.repeat(t, beam_size, axis=0), structure)

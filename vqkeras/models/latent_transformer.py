@@ -164,12 +164,8 @@ class LatentPredictor(keras.layers.Layer):
     # Every target has a token (EOS), hence at least one latent.
     step = _with_start_forbidden(step, self.stop)
     cache = self.decoder.empty_cache(batch_size * beam_size)
-    if beam_size == 1:
-      codes = decoding.greedy_search(step, cache, batch_size, max_latents, self.stop,
-                                     start_id=self.start, pad_id=self.stop)
-    else:
-      codes, _ = decoding.beam_search(step, cache, batch_size, beam_size, max_latents,
-                                      self.stop, start_id=self.start, pad_id=self.stop)
+    codes = decoding.search(step, cache, batch_size, beam_size, max_latents, self.stop,
+                            start_id=self.start, pad_id=self.stop)
     lengths = tf.reduce_sum(tf.cast(tf.not_equal(codes, self.stop), tf.int32), axis=1)
     return codes, lengths
 

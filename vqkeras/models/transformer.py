@@ -369,10 +369,8 @@ class Transformer(TranslationModel):
     max_decode_length = max_decode_length or self.hparams.max_length
     step, cache = self.decoding_step(inputs, beam_size)
     batch_size = tf.shape(inputs)[0]
-    if beam_size == 1:
-      return decoding.greedy_search(step, cache, batch_size, max_decode_length, EOS_ID)
-    return decoding.beam_search(step, cache, batch_size, beam_size, max_decode_length, EOS_ID,
-                                length_penalty)[0]
+    return decoding.search(step, cache, batch_size, beam_size, max_decode_length, EOS_ID,
+                           length_penalty)
 
   def decoding_step(self, inputs, beam_size=1):
     """The step function of `vqkeras.decoding` for source ids, and its empty cache.
