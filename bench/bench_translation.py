@@ -6,7 +6,9 @@ batch-64 outputs), for
   - the autoregressive Transformer with beam 4 and greedy,
   - the non-autoregressive latent Transformer, for every run given (n_c = 3
     and 4, with and without distillation), decoding its codes greedily,
-and the wall time each model trained for (from its TensorBoard events).
+and the wall time each model trained for (from its TensorBoard events). A second
+table shows where the batch-1 time goes: the source encoder, the sequential search
+(steps and milliseconds per step) and the latent model's parallel decoding.
 
   python bench/bench_translation.py --data_dir=D --ar=runs/ar \\
       --nat=runs/vq_em_nc3,runs/vq_em_nc3_distilled,runs/vq_em_nc4,runs/vq_em_nc4_distilled
@@ -68,6 +70,53 @@ def measure(trainer, label, beam_size, sources, references, batch1_sentences):
           "train_seconds": training_seconds(trainer.model_dir), "steps": trainer.step}
 
 
+def mean_ms(function, items):
+  """Milliseconds per call of `function` over `items`, after two warm-up calls."""
+  function(items[0])
+  function(items[-1])
+  start = time.perf_counter()
+  results = [function(item) for item in items]
+  return 1000 * (time.perf_counter() - start) / len(items), results
+
+
+def stages(trainer, label, sources):
+  """Where a greedy batch-1 translation spends its time (the model only, no tokenization):
+  the source encoder, the sequential search (steps and ms per step) and, for the latent
+  model, the parallel decoding of all tokens from the codes."""
+  model, hparams = trainer.model, trainer.hparams
+  tokenizer = trainer.problem.tokenizer(trainer.config.data_dir, trainer.config.raw_dir or None,
+                                        hparams)
+  ids = [translation.source_ids(tokenizer, tf.constant([line]), hparams.max_length)[0]
+         for line in sources]
+  spec = [tf.TensorSpec([1, None], tf.int32)]
+  encode_ms, _ = mean_ms(tf.function(model.encode, input_signature=spec), ids)
+  total_ms, outputs = mean_ms(tf.function(lambda x: model.translate(x, 1, 0.0),
+                                          input_signature=spec), ids)
+  if hasattr(model, "predict_codes"):
+    predict = tf.function(lambda x: model.predict_codes(x, 1, hparams.max_length)[1],
+                          input_signature=spec)
+    sequential_ms, lengths = mean_ms(predict, ids)
+    max_latents = -(-hparams.max_length // model.compression)
+    steps = sum(min(int(n[0]) + 1, max_latents) for n in lengths) / len(ids)   # + STOP
+  else:
+    sequential_ms = total_ms
+    steps = sum(int(tf.math.count_nonzero(row)) for row in outputs) / len(ids)
+  search_ms = sequential_ms - encode_ms
+  return {"model": label, "encode_ms": encode_ms, "search_steps": steps,
+          "search_ms": search_ms, "step_ms": search_ms / steps,
+          "parallel_decode_ms": total_ms - sequential_ms, "total_ms": total_ms}
+
+
+def print_stages(rows):
+  print(f"\nWhere the batch-1 time goes (greedy; the model only, without tokenization):\n"
+        f"{'model':42s} {'encode':>6s} {'steps':>5s} {'ms/step':>7s} {'search':>6s} "
+        f"{'parallel':>8s} {'total':>6s}")
+  for r in rows:
+    print(f"{r['model']:42s} {r['encode_ms']:6.1f} {r['search_steps']:5.1f} "
+          f"{r['step_ms']:7.2f} {r['search_ms']:6.1f} {r['parallel_decode_ms']:8.1f} "
+          f"{r['total_ms']:6.1f}")
+
+
 def nat_label(trainer):
   hparams = trainer.hparams
   kind = {"soft_em": "VQ-VAE with EM", "ema": "VQ-VAE (hard EM)",
@@ -114,21 +163,27 @@ def main():
   if args.sentences:
     sources, references = sources[:args.sentences], references[:args.sentences]
   quiet = lambda _: None  # pylint: disable=unnecessary-lambda-assignment
-  rows = []
+  rows, stage_rows = [], []
+  batch1_sources = sources[:args.batch1_sentences]
   if args.ar:
     trainer = Trainer.from_model_dir(args.ar, args.data_dir, raw_dir, log=quiet)
     for beam_size, label in ((4, "autoregressive Transformer, beam 4"),
                              (1, "autoregressive Transformer, greedy")):
       rows.append(measure(trainer, label, beam_size, sources, references, args.batch1_sentences))
       print(json.dumps(rows[-1]), flush=True)
+    stage_rows.append(stages(trainer, "autoregressive Transformer", batch1_sources))
   for model_dir in filter(None, args.nat.split(",")):
     trainer = Trainer.from_model_dir(model_dir, args.data_dir, raw_dir, log=quiet)
     rows.append(measure(trainer, nat_label(trainer), trainer.hparams.latent_beam_size, sources,
                         references, args.batch1_sentences))
     print(json.dumps(rows[-1]), flush=True)
+    stage_rows.append(stages(trainer, f"{nat_label(trainer)}, n_c={rows[-1]['n_c']}",
+                             batch1_sources))
   print_table(rows)
+  print_stages(stage_rows)
   if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
+    pathlib.Path(args.json).write_text(json.dumps({"table": rows, "stages": stage_rows},
+                                                  indent=2))
 
 
 if __name__ == "__main__":

@@ -180,3 +180,50 @@ def test_translations_end_with_eos_and_respect_max_decode_length(latent_transfor
             next(t for t in row[::-1] if t != PAD_ID)) if any(row) else 0
         assert PAD_ID not in row[:end] and set(row[end:]) <= {PAD_ID}
         assert EOS_ID not in row[:end - 1]
+
+
+@pytest.mark.parametrize("name", ["transformer_tiny", "vq_ema_tiny"])
+def test_mirrored_step_reproduces_one_device_on_the_global_batch(name, pairs, mirrored_strategy):
+  # Rows of different lengths put unequal numbers of tokens and latents on the two
+  # replicas: the losses must be normalized by the global counts. Hard EM and no dropout keep the step deterministic;
+  # mask_startup_steps=0 makes the gold fraction exactly 1 at step 0 and 0 after.
+  hparams = registry.hparams(name).derive(**SIZES)
+  if name.startswith("vq"):
+    hparams = hparams.derive(mask_startup_steps=0)
+  batch = {key: value[:8] for key, value in pairs.items()}
+  assert len({int(n) for n in tf.reduce_sum(tf.cast(batch["targets"][:4] > 0, tf.int32),
+                                            axis=1)}) > 1
+
+  def build(strategy):
+    with strategy.scope():
+      keras.utils.set_random_seed(0)
+      model = registry.model_class(hparams).from_hparams(hparams)
+      model.loss_and_weight(batch)
+      optimizer = keras.optimizers.SGD(0.1)
+      optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+  single, single_optimizer = build(tf.distribute.OneDeviceStrategy("/cpu:0"))
+  mirrored, mirrored_optimizer = build(mirrored_strategy)
+  for a, b in zip(single.weights, mirrored.weights):
+    b.assign(a)
+  single_step = tf.function(training.train_step_fn(single, single_optimizer))
+  replica_step = training.train_step_fn(mirrored, mirrored_optimizer)
+  halves = mirrored_strategy.experimental_distribute_values_from_function(
+      lambda context: {key: value[4 * context.replica_id_in_sync_group:][:4]
+                       for key, value in batch.items()})
+
+  @tf.function
+  def mirrored_step(features):
+    parts = mirrored_strategy.run(replica_step, args=(features,))
+    return mirrored_strategy.experimental_local_results(parts)[0]
+
+  for _ in range(3):
+    want, got = single_step(batch), mirrored_step(halves)
+    np.testing.assert_allclose(float(got["loss"]), float(want["loss"]), rtol=1e-4)
+    # The commitment loss is a mean over the global batch's latents, not a mean of
+    # the replicas' means (the halves hold different numbers of latents).
+    np.testing.assert_allclose(float(got["auxiliary"]), float(want["auxiliary"]), rtol=1e-5)
+    assert float(got["weight"]) == float(want["weight"])
+  for a, b in zip(single.weights, mirrored.weights):
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)

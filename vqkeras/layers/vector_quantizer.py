@@ -35,7 +35,7 @@ class VectorQuantizer(keras.layers.Layer):
 
   Losses, added with `add_loss`: the commitment loss beta ||z_e - sg[e]||^2 and,
   for `update="gradient"`, the codebook loss ||sg[z_e] - e||^2; both are means over
-  the valid (unmasked) positions and the depth.
+  the valid (unmasked) positions of the global batch and the depth.
 
   Distribution: the batch's counts and sums are summed over the replicas inside
   the step, so every replica applies the same update and holds the same codebook
@@ -290,11 +290,15 @@ class VectorQuantizer(keras.layers.Layer):
     """Commitment loss (and codebook loss in "gradient" mode), means over valid entries."""
     def masked_mean_square(a, b):
       per_position = tf.reduce_mean(tf.square(a - b), axis=-1)
-      if valid is None:
-        return tf.reduce_mean(per_position)
-      weights = tf.cast(valid, tf.float32)
-      return tf.math.divide_no_nan(tf.reduce_sum(per_position * weights),
-                                   tf.reduce_sum(weights))
+      weights = (tf.ones_like(per_position) if valid is None
+                 else tf.cast(valid, per_position.dtype))
+      # The mean over the global batch's valid positions. Training weights each replica's
+      # losses by 1/replicas (Keras' convention), so a replica adds replicas x its sum over
+      # the global count: replicas holding different numbers of valid positions (token
+      # batches) would bias a mean of per-replica means.
+      count = sum_over_replicas(tf.reduce_sum(weights))
+      return num_replicas() * tf.math.divide_no_nan(tf.reduce_sum(per_position * weights),
+                                                    count)
     self.add_loss(self.beta * masked_mean_square(x, tf.stop_gradient(quantized)))
     if self.update == "gradient":
       self.add_loss(masked_mean_square(tf.stop_gradient(x), quantized))

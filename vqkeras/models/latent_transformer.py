@@ -314,10 +314,24 @@ class LatentTransformer(TranslationModel):
     """
     del length_penalty
     max_decode_length = max_decode_length or self.hparams.max_length
-    max_latents = -(-max_decode_length // self.compression)
+    codes, lengths, memory, memory_padding = self.predict_codes(inputs, beam_size,
+                                                                max_decode_length)
+    return self.decode_codes(codes, lengths, memory, memory_padding, max_decode_length)
+
+  def predict_codes(self, inputs, beam_size, max_decode_length):
+    """The sequential half of `translate`: encodes the source and searches the codes.
+
+    Returns:
+      (codes `[batch, latents]`, lengths `[batch]` before STOP, memory, memory_padding).
+    """
     memory, memory_padding = self.encode(inputs)
+    max_latents = -(-max_decode_length // self.compression)
     codes, lengths = self.latent_predictor.predict(memory, memory_padding, max_latents,
                                                    beam_size)
+    return codes, lengths, memory, memory_padding
+
+  def decode_codes(self, codes, lengths, memory, memory_padding, max_decode_length):
+    """The parallel half of `translate`: every target token of the codes at once."""
     in_use = tf.sequence_mask(lengths, tf.shape(codes)[1])
     quantized = self.quantizer.decode(tf.where(in_use, codes, 0)[:, :, None])
     logits = self.decode_latents(quantized, memory, memory_padding)
