@@ -62,8 +62,9 @@ class LatentTransformerHParams(TransformerHParams):
   epsilon: float = 1e-5
   beta: float = 0.25
   temperature: float = 1.0
-  # Codes unused for 100 steps move onto latents of the batch: the codebook starts far
-  # from the compressed targets, and without restarts one code takes every latent.
+  # Codes start on latents of the first batch and codes unused for 100 steps move onto
+  # latents of the batch: from T2T's initialization, far from the unit-scale latents,
+  # one code took every latent.
   restart_dead_codes: bool = True
   mask_startup_steps: int = 50000    # the decoder moves from gold targets to latents
   latent_beam_size: int = 1          # 1: greedy decoding of the codes

@@ -246,16 +246,32 @@ def test_health_metrics(cifar_patches):
                         f"{layer.name}_dead_codes"}
 
 
-def test_dead_codes_restart_onto_encoder_outputs(cifar_patches):
+def is_encoder_output(codes, x):
+  distance = ref.squared_distances(codes.astype(np.float64), x.astype(np.float64)).min(1)
+  return distance < 1e-8
+
+
+def test_codes_start_on_encoder_outputs_of_the_first_batch(cifar_patches):
   x = cifar_patches[:256]
-  codebook = np.concatenate([x[:4], np.full((12, 48), 50.0, np.float32)])   # 12 far, unused
+  codebook = np.full((16, 48), 50.0, np.float32)   # far from every patch
   layer = make_layer(codebook, update="ema", usage_window=3, restart_dead_codes=True, seed=2)
-  for _ in range(3):
-    layer(x, training=True)
-  restarted = layer.codebook.numpy()[4:]
-  # Every restarted code is one of this batch's encoder outputs.
-  distance = ref.squared_distances(restarted.astype(np.float64), x.astype(np.float64)).min(1)
-  np.testing.assert_allclose(distance, 0.0, atol=1e-8)
+  layer(x, training=True)
+  assert is_encoder_output(layer.codebook.numpy(), x).all()
+  assert len({tuple(code) for code in layer.codebook.numpy()}) > 12
+
+
+def test_dead_codes_restart_onto_encoder_outputs(cifar_patches):
+  x, later = cifar_patches[:256], cifar_patches[256:512]
+  layer = make_layer(np.zeros((16, 48), np.float32), update="ema", usage_window=3,
+                     restart_dead_codes=True, seed=2)
+  layer(x, training=True)
+  # Four codes stay in use; the 12 others move far away and are unused from step 2 on.
+  far = np.concatenate([layer.codebook.numpy()[:4], np.full((12, 48), 50.0, np.float32)])
+  layer.embeddings.assign(far[None])
+  layer.ema_sum.assign(far[None] * layer.ema_count.numpy()[..., None])
+  for step in (2, 3, 4):
+    layer(later, training=True)
+    assert is_encoder_output(layer.codebook.numpy()[4:], later).all() == (step == 4)
   assert int(layer.health()["dead_codes"]) < 12
 
 

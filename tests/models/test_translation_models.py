@@ -14,7 +14,7 @@ from conftest import shared_data_dir
 from vqkeras import decoding
 from vqkeras import registry
 from vqkeras import training
-from vqkeras.models.latent_transformer import latent_lengths
+from vqkeras.models.latent_transformer import latent_lengths, stop_decided_first
 from vqkeras.problem import read_lines
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
@@ -166,6 +166,28 @@ def test_latent_predictor_loss_is_the_cross_entropy_of_the_codes_and_stop(multi3
     expected = -sum(log_probs[b, l, samples[b, l]].mean() for l in range(lengths[b]))
     expected -= log_probs[b, lengths[b], codebook_size]   # STOP
     np.testing.assert_allclose(loss[b], expected, rtol=1e-5)
+
+
+def test_the_code_sequence_stops_when_stop_is_likelier_than_all_codes_together():
+  """Greedy search over codes, decisions computed by hand: STOP is never the first symbol;
+  a STOP less likely than the codes together loses even to a less likely single code."""
+  stop = 4   # codes 0..3, STOP = 4
+  probabilities = tf.constant([[0.04, 0.03, 0.02, 0.01, 0.90],    # position 0: a code
+                               [0.25, 0.15, 0.15, 0.15, 0.30],    # 0.30 < 0.70: code 0
+                               [0.05, 0.25, 0.05, 0.05, 0.60],    # 0.60 > 0.40: STOP
+                               [0.25, 0.25, 0.25, 0.25, 0.00]])
+
+  def step(symbols, position, state):
+    return tf.math.log(probabilities[position])[None], state
+
+  stops = stop_decided_first(step, stop)
+  codes = decoding.greedy_search(stops, tf.zeros([1]), 1, 8, stop, start_id=stop + 1,
+                                 pad_id=stop)
+  assert codes.numpy().tolist() == [[0, 0, stop]]
+  # An argmax over all symbols would have stopped at once after position 0's code.
+  plain = decoding.greedy_search(step, tf.zeros([1]), 1, 8, stop, start_id=stop + 1,
+                                 pad_id=stop)
+  assert plain.numpy().tolist() == [[stop]]
 
 
 def test_translations_end_with_eos_and_respect_max_decode_length(latent_transformer,

@@ -53,8 +53,10 @@ class VectorQuantizer(keras.layers.Layer):
     temperature: T > 0; soft EM samples from softmax(-||z - e||^2 / T).
     usage_window: W, the number of training steps over which a code counts as
       used; the health metrics count codes used within the last W steps.
-    restart_dead_codes: if True, a code unused for W steps is moved onto a
-      random encoder output of the current global batch, the same on every replica.
+    restart_dead_codes: if True, the codes start on random encoder outputs of the
+      first training batch (a data initialization, as k-means starts on data
+      points), and later a code unused for W steps is moved onto a random encoder
+      output of the current global batch; the same on every replica.
     codebook_initializer: a Keras initializer for the `[B, K, D/B]` codebook;
       default uniform in +-sqrt(3/K), Tensor2Tensor's unit scaling.
     seed: int seed of the soft-EM sampler and the restarts; drawn at random if None.
@@ -320,14 +322,19 @@ class VectorQuantizer(keras.layers.Layer):
       self._restart_dead_codes(x_blocks, valid, step)
 
   def _restart_dead_codes(self, x_blocks, valid, step):
-    """Moves codes unused for `usage_window` steps onto encoder outputs of this batch.
+    """Moves codes unused for `usage_window` steps (every code at the first step) onto
+    encoder outputs of this batch.
 
+    At the first step every code restarts: codes that start far from the encoder
+    outputs would otherwise stay unused for a whole window, and under the EMA
+    M-step, whose running sums start at the initial codebook with count 0, a code
+    with few vectors is its initial value divided by a tiny smoothed count.
     The replacement rows are drawn among the valid rows of the global batch with a
     seed shared by all replicas; each replica supplies the rows it holds (replica
     r holds the r-th slice) and a sum over replicas assembles them. Every replica
     restarts to the same vectors, the ones single-device training would pick.
     """
-    dead = (step - tf.convert_to_tensor(self.last_used)) >= self.usage_window
+    dead = ((step - tf.convert_to_tensor(self.last_used)) >= self.usage_window) | (step == 1)
     rows = tf.range(tf.shape(x_blocks)[1])
     if valid is not None:
       rows = tf.boolean_mask(rows, valid)

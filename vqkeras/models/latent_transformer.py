@@ -20,6 +20,8 @@ are as long as the predicted codes need, up to max_length, never truncated to
 a length fixed in advance.
 """
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -33,25 +35,30 @@ from vqkeras.tokenizer import EOS_ID, PAD_ID
 
 
 class ResidualConv(keras.layers.Layer):
-  """x + dropout(convs(layer_norm(x))): three kernel-3 convolutions with ReLU (T2T's residual_conv)."""
+  """x + dropout(convs(layer_norm(x))): three kernel-3 convolutions, each after a ReLU
+  (T2T's residual_conv: conv_block with first_relu)."""
 
   def __init__(self, hidden_size, dropout, kernel_size=3, **kwargs):
     super().__init__(**kwargs)
     self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
     self.convs = [keras.layers.Conv1D(hidden_size, kernel_size, padding="same",
-                                      activation="relu", name=f"conv_{i}") for i in range(3)]
+                                      name=f"conv_{i}") for i in range(3)]
     self.dropout = keras.layers.Dropout(dropout)
 
   def call(self, x, training=False):
     y = self.norm(x)
     for conv in self.convs:
-      y = conv(y)
+      y = conv(tf.nn.relu(y))
     return x + self.dropout(y, training=training)
 
 
 class Compress(keras.layers.Layer):
   """`[batch, T, hidden]` to `[batch, T / 2^n_c, hidden]`: residual convolutions, then
-  n_c stride-2 convolutions, each halving the length.
+  n_c stride-2 convolutions, each after a ReLU, each halving the length.
+
+  The latents are the last convolution's linear output, as in T2T: a ReLU after it
+  left half of every latent at 0, and the latents of a batch collapsed onto a few
+  codes within 50 steps on Multi30k.
 
   T must be a multiple of 2^n_c (`pad_to_multiple`).
   """
@@ -60,14 +67,14 @@ class Compress(keras.layers.Layer):
     super().__init__(**kwargs)
     self.residual = [ResidualConv(hidden_size, dropout, name=f"residual_{i}")
                      for i in range(compression_steps)]
-    self.halvings = [keras.layers.Conv1D(hidden_size, 2, strides=2, activation="relu",
-                                         name=f"compress_{i}") for i in range(compression_steps)]
+    self.halvings = [keras.layers.Conv1D(hidden_size, 2, strides=2, name=f"compress_{i}")
+                     for i in range(compression_steps)]
 
   def call(self, x, training=False):
     for layer in self.residual:
       x = layer(x, training=training)
     for halve in self.halvings:
-      x = halve(x)
+      x = halve(tf.nn.relu(x))
     return x
 
 
@@ -161,8 +168,7 @@ class LatentPredictor(keras.layers.Layer):
                               cache=cache)
       return tf.cast(self.head(y)[:, 0], tf.float32), cache
 
-    # Every target has a token (EOS), hence at least one latent.
-    step = _with_start_forbidden(step, self.stop)
+    step = stop_decided_first(step, self.stop)
     cache = self.decoder.empty_cache(batch_size * beam_size)
     codes = decoding.search(step, cache, batch_size, beam_size, max_latents, self.stop,
                             start_id=self.start, pad_id=self.stop)
@@ -170,12 +176,25 @@ class LatentPredictor(keras.layers.Layer):
     return codes, lengths
 
 
-def _with_start_forbidden(step, stop):
-  """The step with STOP ruled out at position 0 (position is a tensor inside the loop)."""
+def stop_decided_first(step, stop):
+  """The step with the end of the code sequence decided before the code.
+
+  Codes spread their probability over many values (soft EM draws several per
+  latent), so one code is often less likely than STOP even when continuing is
+  more likely than stopping: an argmax over all symbols would end nearly every
+  sequence after its first code. Here STOP is the only choice when it is more
+  likely than all codes together, and is ruled out otherwise (and at position 0:
+  every target has a token, hence a latent); the codes then compete among
+  themselves. A search scores the codes given that the sequence goes on.
+  """
   def wrapped(symbols, position, cache):
     logits, cache = step(symbols, position, cache)
-    first = tf.cast(tf.equal(position, 0), logits.dtype)
-    return logits + first * (decoding.forbid(tf.zeros_like(logits), stop)), cache
+    log_probs = tf.nn.log_softmax(logits)
+    stop_now = (log_probs[:, stop] > math.log(0.5)) & (position > 0)
+    only_stop = tf.one_hot(stop, tf.shape(logits)[-1], on_value=0.0,
+                           off_value=decoding.NEG_INF, dtype=log_probs.dtype)
+    no_stop = decoding.forbid(tf.zeros_like(only_stop), stop)
+    return log_probs + tf.where(stop_now[:, None], only_stop[None], no_stop[None]), cache
   return wrapped
 
 
