@@ -56,9 +56,8 @@ class Compress(keras.layers.Layer):
   """`[batch, T, hidden]` to `[batch, T / 2^n_c, hidden]`: residual convolutions, then
   n_c stride-2 convolutions, each after a ReLU, each halving the length.
 
-  The latents are the last convolution's linear output, as in T2T: a ReLU after it
-  left half of every latent at 0, and the latents of a batch collapsed onto a few
-  codes within 50 steps on Multi30k.
+  As in T2T (conv_block with first_relu), the latents are the last convolution's
+  linear output; a ReLU after it would leave half of every latent at 0.
 
   T must be a multiple of 2^n_c (`pad_to_multiple`).
   """
