@@ -93,14 +93,13 @@ def stages(trainer, label, sources):
   total_ms, outputs = mean_ms(tf.function(lambda x: model.translate(x, 1, 0.0),
                                           input_signature=spec), ids)
   if hasattr(model, "predict_codes"):
-    predict = tf.function(lambda x: model.predict_codes(x, 1, hparams.max_length)[1],
+    predict = tf.function(lambda x: model.predict_codes(x, 1, hparams.max_length)[0],
                           input_signature=spec)
-    sequential_ms, lengths = mean_ms(predict, ids)
-    max_latents = -(-hparams.max_length // model.compression)
-    steps = sum(min(int(n[0]) + 1, max_latents) for n in lengths) / len(ids)   # + STOP
+    sequential_ms, searched = mean_ms(predict, ids)
   else:
-    sequential_ms = total_ms
-    steps = sum(int(tf.math.count_nonzero(row)) for row in outputs) / len(ids)
+    sequential_ms, searched = total_ms, outputs
+  # At batch 1 a search emits one symbol per step, the last one EOS or STOP.
+  steps = sum(int(row.shape[1]) for row in searched) / len(ids)
   search_ms = sequential_ms - encode_ms
   return {"model": label, "encode_ms": encode_ms, "search_steps": steps,
           "search_ms": search_ms, "step_ms": search_ms / steps,
