@@ -83,6 +83,9 @@ def test_latent_transformer_overfits_and_translates(latent_transformer, pairs):
   """The codes come from the latent predictor, the tokens from one parallel pass."""
   translations = tf.function(latent_transformer.translate)(pairs["inputs"])
   assert exact_matches(translations, pairs["targets"]) >= NUM_PAIRS - 4
+  # From the targets' own codes, the decoder alone: the ceiling of the translations.
+  reconstructions = latent_transformer.reconstruct(pairs["inputs"], pairs["targets"])
+  assert exact_matches(reconstructions, pairs["targets"]) >= NUM_PAIRS - 1
 
 
 def test_incremental_decoding_equals_teacher_forcing(multi30k_tokenizer):

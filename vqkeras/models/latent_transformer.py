@@ -348,6 +348,17 @@ class LatentTransformer(TranslationModel):
                                                    beam_size)
     return codes, lengths, memory, memory_padding
 
+  def reconstruct(self, inputs, targets, max_decode_length=None):
+    """Target ids decoded from the targets' own (nearest) codes, as `translate` decodes
+    predicted ones: the translation of a perfect latent predictor, the ceiling of
+    `translate`'s BLEU (bench/bench_translation.py reports both)."""
+    max_decode_length = max_decode_length or self.hparams.max_length
+    memory, memory_padding = self.encode(inputs)
+    latents, lengths = self.latents(targets)
+    codes = self.quantizer(latents, mask=tf.sequence_mask(lengths, tf.shape(latents)[1]),
+                           return_codes=True)["codes"][:, :, 0]
+    return self.decode_codes(codes, lengths, memory, memory_padding, max_decode_length)
+
   def decode_codes(self, codes, lengths, memory, memory_padding, max_decode_length):
     """The parallel half of `translate`: every target token of the codes at once."""
     in_use = tf.sequence_mask(lengths, tf.shape(codes)[1])
