@@ -87,6 +87,11 @@ def test_a_model_dir_of_another_run_is_refused_untouched(tmp_path):
     trainer_lib.Trainer(config(tmp_path, "run", overrides="codebook_size=64"),
                         tf.distribute.get_strategy(), log=quiet)
   assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+  # Another training budget is the same run: it resumes.
+  resumed = trainer_lib.Trainer(config(tmp_path, "run", overrides="train_steps=3"),
+                                tf.distribute.get_strategy(), log=quiet)
+  resumed.restore()
+  assert resumed.step == 2
 
 
 def start_training(model_dir, *extra, env=None):

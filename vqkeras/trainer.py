@@ -35,6 +35,11 @@ class TrainingError(RuntimeError):
   """Training cannot go on (diverged, or a model_dir that belongs to another run)."""
 
 
+# How long a run trains, not what it is: a run may be resumed, evaluated or decoded
+# with another value (as with --train_steps).
+BUDGET_HPARAMS = ("train_steps",)
+
+
 class ModelDirMismatch(ValueError):
   """--model_dir holds a run of another problem or other hyper-parameters."""
 
@@ -136,7 +141,8 @@ class Trainer:
           if theirs.get("problem") != mine["problem"] else []
       differences += [f"{name}: {here!r} here, {asked!r} asked" for name, (here, asked) in
                       hparams_lib.value_differences(theirs.get("hparams_values", {}),
-                                                    mine["hparams_values"]).items()]
+                                                    mine["hparams_values"]).items()
+                      if name not in BUDGET_HPARAMS]
       if differences:
         raise ModelDirMismatch(
             f"--model_dir={self.model_dir} holds a run of --problem={theirs.get('problem')} "
