@@ -252,6 +252,13 @@ class LatentTransformer(TranslationModel):
     latents = self.latent_norm(self.compress(x, training=training))
     return latents, latent_lengths(targets, self.compression)
 
+  def quantize_targets(self, targets, training=False):
+    """The bottleneck's output for the targets' latents (quantized, codes, samples: see
+    `VectorQuantizer` with return_codes) and the latent lengths `[batch]`."""
+    latents, lengths = self.latents(targets, training)
+    mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
+    return self.quantizer(latents, training=training, mask=mask, return_codes=True), lengths
+
   def decode_latents(self, quantized, memory, memory_padding, gold_targets=None,
                      gold_fraction=0.0, training=False):
     """Token logits `[batch, L * 2^n_c, vocab]` of all positions at once.
@@ -278,9 +285,7 @@ class LatentTransformer(TranslationModel):
   def forward(self, features, training=False):
     """Token logits, the bottleneck's codes and the latent lengths of a training pair."""
     memory, memory_padding = self.encode(features["inputs"], training)
-    latents, lengths = self.latents(features["targets"], training)
-    mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
-    bottleneck = self.quantizer(latents, training=training, mask=mask, return_codes=True)
+    bottleneck, lengths = self.quantize_targets(features["targets"], training)
     gold_fraction = self.gold_fraction() if training else 0.0
     logits = self.decode_latents(bottleneck["quantized"], memory, memory_padding,
                                  features["targets"], gold_fraction, training)
@@ -354,10 +359,9 @@ class LatentTransformer(TranslationModel):
     `translate`'s BLEU (bench/bench_translation.py reports both)."""
     max_decode_length = max_decode_length or self.hparams.max_length
     memory, memory_padding = self.encode(inputs)
-    latents, lengths = self.latents(targets)
-    codes = self.quantizer(latents, mask=tf.sequence_mask(lengths, tf.shape(latents)[1]),
-                           return_codes=True)["codes"][:, :, 0]
-    return self.decode_codes(codes, lengths, memory, memory_padding, max_decode_length)
+    bottleneck, lengths = self.quantize_targets(targets)
+    return self.decode_codes(bottleneck["codes"][:, :, 0], lengths, memory, memory_padding,
+                             max_decode_length)
 
   def decode_codes(self, codes, lengths, memory, memory_padding, max_decode_length):
     """The parallel half of `translate`: every target token of the codes at once."""
