@@ -66,6 +66,7 @@ class LatentTransformerHParams(TransformerHParams):
   # latents of the batch: from T2T's initialization, far from the unit-scale latents,
   # one code took every latent.
   restart_dead_codes: bool = True
+  latent_normalization: str = "batch"   # "batch" or "layer" (LatentTransformer.normalize_latents)
   mask_startup_steps: int = 50000    # the decoder moves from gold targets to latents
   latent_beam_size: int = 1          # 1: greedy decoding of the codes
 
@@ -75,6 +76,8 @@ class LatentTransformerHParams(TransformerHParams):
           " or ".join(BOTTLENECKS))
     check(1 <= self.bottleneck_bits <= 20, "bottleneck_bits", self.bottleneck_bits,
           "an integer in [1, 20]")
+    check(self.latent_normalization in ("batch", "layer"), "latent_normalization",
+          self.latent_normalization, "batch or layer")
     check(self.compression_steps >= 1, "compression_steps", self.compression_steps,
           "a positive integer")
 

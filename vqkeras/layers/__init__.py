@@ -1,3 +1,4 @@
 """Keras 3 layers of vqkeras."""
 
+from vqkeras.layers.batch_standardization import BatchStandardization
 from vqkeras.layers.vector_quantizer import VectorQuantizer

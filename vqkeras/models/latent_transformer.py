@@ -28,7 +28,7 @@ import tensorflow as tf
 from vqkeras import decoding
 from vqkeras import quantization
 from vqkeras import registry
-from vqkeras.layers import VectorQuantizer
+from vqkeras.layers import BatchStandardization, VectorQuantizer
 from vqkeras.models.transformer import (TranslationModel, decoder_stack, shift_right,
                                         smoothed_cross_entropy, timing_signal)
 from vqkeras.tokenizer import EOS_ID, PAD_ID
@@ -225,9 +225,13 @@ class LatentTransformer(TranslationModel):
     # Latents of unit scale: the commitment loss and the EMA otherwise pull latents and
     # codes together towards 0, where distances vanish against the soft-EM temperature
     # and the codes sampled become noise (seen on Multi30k: perplexity at the codebook
-    # size, commitment loss 0).
-    self.latent_norm = keras.layers.LayerNormalization(center=False, scale=False,
-                                                       name="latent_norm")
+    # size, commitment loss 0). See `normalize_latents` for the two normalizations.
+    if hparams.latent_normalization == "batch":
+      # Momentum 0.9: early in training the latents drift faster than 0.99 follows.
+      self.latent_norm = BatchStandardization(momentum=0.9, name="latent_norm")
+    else:
+      self.latent_norm = keras.layers.LayerNormalization(center=False, scale=False,
+                                                         name="latent_norm")
     self.quantizer = VectorQuantizer(
         2 ** hparams.bottleneck_bits, update=hparams.bottleneck, num_samples=hparams.num_samples,
         decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
@@ -249,8 +253,23 @@ class LatentTransformer(TranslationModel):
     targets = pad_to_multiple(targets, self.compression)
     real = tf.cast(tf.not_equal(targets, PAD_ID), self.compute_dtype)[:, :, None]
     x = self.input_dropout(self.embedding(targets), training=training) * real
-    latents = self.latent_norm(self.compress(x, training=training))
-    return latents, latent_lengths(targets, self.compression)
+    lengths = latent_lengths(targets, self.compression)
+    latents = self.compress(x, training=training)
+    return self.normalize_latents(latents, lengths, training), lengths
+
+  def normalize_latents(self, latents, lengths, training=False):
+    """Latents of unit scale, per feature over the batch ("batch") or per latent ("layer").
+
+    Per latent, a direction shared by all latents survives: the commitment loss is
+    smallest when every latent sits on one code, and a decoder that can translate
+    from the source alone does not oppose it (Multi30k, n_c = 4: one code left by
+    step 50). Over the batch, each feature has mean 0 and variance 1 across the real
+    latents, so they cannot meet in one point; evaluation uses the moving statistics.
+    """
+    if self.hparams.latent_normalization == "batch":
+      mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
+      return self.latent_norm(latents, training=training, mask=mask)
+    return self.latent_norm(latents)
 
   def quantize_targets(self, targets, training=False):
     """The bottleneck's output for the targets' latents (quantized, codes, samples: see
