@@ -206,3 +206,16 @@ def test_mixed_precision_training_runs_and_keeps_the_codebook_float32(tmp_path, 
   codebook = reader.get_tensor("model/quantizer/embeddings/.ATTRIBUTES/VARIABLE_VALUE")
   assert codebook.dtype == np.float32 and np.isfinite(codebook).all()
   assert "step 6/6" in result.stdout
+
+
+def test_a_resumed_run_draws_a_new_order_of_batches(tmp_path):
+  # The iterator's position is not checkpointed: replaying the first batches after
+  # every restart would train on them again and again.
+  trainer = trainer_lib.Trainer(config(tmp_path, "run"), tf.distribute.get_strategy(),
+                                log=quiet)
+
+  def first_images(start_step):
+    return next(iter(trainer.training_batches(start_step)))["image"].numpy()
+
+  np.testing.assert_array_equal(first_images(0), first_images(0))
+  assert not np.array_equal(first_images(0), first_images(40))

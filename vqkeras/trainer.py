@@ -152,10 +152,22 @@ class Trainer:
       with files.atomic_write(path) as partial:
         partial.write_text(json.dumps(mine, indent=2, sort_keys=True))
 
-  def _dataset(self, split, training, input_context=None):
+  def _dataset(self, split, training, input_context=None, seed=None):
     return self.problem.dataset(split, self.config.data_dir, self.config.raw_dir or None,
-                                self.hparams, training=training, seed=self.config.seed,
+                                self.hparams, training=training,
+                                seed=self.config.seed if seed is None else seed,
                                 input_context=input_context)
+
+  def training_batches(self, start_step):
+    """The endless training batches of a run (re)started at `start_step`, distributed.
+
+    The iterator's position is not checkpointed: a resumed run shuffles with the seed
+    plus its start step, so it draws a new order instead of replaying the first
+    batches of the run.
+    """
+    seed = self.config.seed + start_step
+    return self.strategy.distribute_datasets_from_function(
+        lambda context: self._dataset("train", True, context, seed=seed).repeat())
 
   def _build(self):
     """Creates every variable (in cross-replica context) by running one batch through."""
@@ -210,9 +222,7 @@ class Trainer:
     if start_step >= train_steps:
       self.log(f"Already trained to step {start_step} >= --train_steps={train_steps}.")
       return
-    dataset = self.strategy.distribute_datasets_from_function(
-        lambda context: self._dataset("train", True, context).repeat())
-    iterator = iter(dataset)
+    iterator = iter(self.training_batches(start_step))
     step_fn = self._distributed_step(iterator)
     writer = tf.summary.create_file_writer(str(self.model_dir / "train")) if self.chief \
         else tf.summary.create_noop_writer()
