@@ -45,7 +45,7 @@ def decode_hparams(model_hparams, overrides=""):
   return DecodeHParams(**defaults).override(overrides)
 
 
-def _open_shape(tensor):
+def open_shape(tensor):
   """Shape invariant of a state tensor: only its rank is fixed."""
   return tf.TensorShape([None] * tensor.shape.rank)
 
@@ -76,7 +76,7 @@ def greedy_search(step, state, batch_size, max_length, eos_id, start_id=PAD_ID, 
   start = (tf.constant(0), tf.fill([batch_size], start_id), tf.zeros([batch_size], tf.bool),
            tf.TensorArray(tf.int32, size=0, dynamic_size=True), state)
   invariants = (tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None]),
-                tf.TensorShape(None), tf.nest.map_structure(_open_shape, state))
+                tf.TensorShape(None), tf.nest.map_structure(open_shape, state))
   _, _, _, outputs, _ = tf.while_loop(not_done, body, start, shape_invariants=invariants)
   return tf.transpose(outputs.stack())
 
@@ -163,7 +163,7 @@ def beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.
   start = (tf.constant(0), empty, first_alive, empty, tf.fill([batch_size, k], -np.inf), state)
   sequences = tf.TensorShape([None, k, None])
   invariants = (tf.TensorShape([]), sequences, tf.TensorShape([None, k]), sequences,
-                tf.TensorShape([None, k]), tf.nest.map_structure(_open_shape, state))
+                tf.TensorShape([None, k]), tf.nest.map_structure(open_shape, state))
   position, alive, alive_log_probs, finished, finished_scores, _ = tf.while_loop(
       not_done, body, start, shape_invariants=invariants)
   # Hypotheses cut at max_length compete with the finished ones, scored at their length.

@@ -10,6 +10,7 @@ so the network knows which codebook it predicts (2-D position embeddings).
 import keras
 import tensorflow as tf
 
+from vqkeras import decoding
 from vqkeras import quantization
 from vqkeras.models.transformer import TransformerStack
 
@@ -86,21 +87,34 @@ class LatentPrior(keras.layers.Layer):
     return tf.reduce_sum(nll, axis=[1, 2, 3])
 
   def sample(self, num_samples, temperature=1.0, seed=(0, 0)):
-    """Draws `[num_samples, H, W, B]` code grids, one token at a time."""
+    """Draws `[num_samples, H, W, B]` code grids, one token at a time.
+
+    Each step runs one position through the Transformer, attending to the keys and
+    values of the earlier positions kept in a cache (H*W*B steps, each of one
+    position's work, instead of the whole prefix again). Token t is drawn with the
+    seed folded with t (stateless: the same seed gives the same grids).
+    """
     length = self.height * self.width * self.num_blocks
     seed = tf.convert_to_tensor(seed, tf.int32)
+    positions = self._positions()
 
-    def draw(t, tokens):
-      logits = self._logits(tokens, training=False)[:, t] / temperature
+    def draw(t, previous, cache, tokens):
+      x = self.token_embedding(previous[:, None]) + positions[t][None, None]
+      y, cache = self.stack(x, cache=cache)
+      logits = tf.cast(self.head(y)[:, 0], tf.float32) / temperature
       codes = tf.random.stateless_categorical(
           logits, 1, tf.random.experimental.stateless_fold_in(seed, t), dtype=tf.int32)[:, 0]
       token = codes + (t % self.num_blocks) * self.codebook_size
-      tokens = tf.tensor_scatter_nd_update(
-          tokens, tf.stack([tf.range(num_samples), tf.fill([num_samples], t)], axis=1), token)
-      return t + 1, tokens
+      return t + 1, token, cache, tokens.write(t, token)
 
-    _, tokens = tf.while_loop(lambda t, _: t < length, draw,
-                              (tf.constant(0), tf.zeros([num_samples, length], tf.int32)))
-    codes = tokens - tf.tile(tf.range(self.num_blocks) * self.codebook_size,
-                             [self.height * self.width])[None]
+    start = tf.fill([num_samples], self.num_blocks * self.codebook_size)
+    cache = self.stack.empty_cache(num_samples)
+    invariants = (tf.TensorShape([]), tf.TensorShape([None]),
+                  tf.nest.map_structure(decoding.open_shape, cache), tf.TensorShape(None))
+    _, _, _, tokens = tf.while_loop(
+        lambda t, *_: t < length, draw,
+        (tf.constant(0), start, cache, tf.TensorArray(tf.int32, size=length)),
+        shape_invariants=invariants)
+    codes = tf.transpose(tokens.stack()) - tf.tile(
+        tf.range(self.num_blocks) * self.codebook_size, [self.height * self.width])[None]
     return tf.reshape(codes, [num_samples, self.height, self.width, self.num_blocks])
