@@ -23,7 +23,7 @@ import tensorflow_text  # noqa: F401  pylint: disable=unused-import  (the Senten
 from vqkeras import decoding
 from vqkeras import export
 from vqkeras import translation
-from vqkeras.problem import read_lines
+from vqkeras.files import read_lines
 from vqkeras.trainer import Trainer
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 from vqkeras import translation
-from vqkeras.problem import read_lines
+from vqkeras.files import read_lines
 from vqkeras.trainer import Trainer, format_seconds
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -8,7 +8,7 @@ import tensorflow as tf
 from conftest import run_tool, shared_data_dir
 from vqkeras import problem as problem_lib
 from vqkeras import registry
-from vqkeras.problem import read_lines
+from vqkeras.files import read_lines
 
 
 def test_decode_writes_samples_and_reconstructions(cifar_run, tmp_path):

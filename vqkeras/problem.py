@@ -145,14 +145,6 @@ class ImageProblem(Problem):
                                         input_context)
 
 
-def read_lines(path):
-  """The lines of a text file, plain or gzip, without their line ends."""
-  path = pathlib.Path(path)
-  opener = gzip.open if path.suffix == ".gz" else open
-  with opener(path, "rt", encoding="utf-8") as f:
-    return f.read().splitlines()
-
-
 def line_count(path):
   """Lines in a plain or gzip text file, counted without holding the file."""
   path = pathlib.Path(path)
@@ -162,8 +154,10 @@ def line_count(path):
 
 
 def text_line_dataset(path):
+  """The lines of a text file (plain or .gz) read lazily, as `files.read_lines` reads them."""
   path = str(path)
-  return tf.data.TextLineDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+  lines = tf.data.TextLineDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+  return lines.map(lambda line: tf.strings.regex_replace(line, "\r$", ""))
 
 
 class TranslationProblem(Problem):
@@ -336,7 +330,7 @@ class ParallelTextFiles:
   def lines(self):
     """(source lines, target lines); refuses files of different line counts."""
     source_path, target_path = self.paths()
-    source, target = read_lines(source_path), read_lines(target_path)
+    source, target = files.read_lines(source_path), files.read_lines(target_path)
     if len(source) != len(target):
       raise DataError(f"Parallel files of different lengths: {source_path} has {len(source)} "
                       f"lines, {target_path} has {len(target)}; line i of one must translate "

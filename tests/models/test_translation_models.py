@@ -15,7 +15,7 @@ from vqkeras import decoding
 from vqkeras import registry
 from vqkeras import training
 from vqkeras.models.latent_transformer import latent_lengths, stop_decided_first
-from vqkeras.problem import read_lines
+from vqkeras.files import read_lines
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
 NUM_PAIRS = 32

@@ -90,6 +90,21 @@ def test_parallel_files_of_different_lengths_are_refused(tmp_path, tiny):
     registry.problem("translate_ende").text_pairs("validation", tmp_path, raw, QUIET)
 
 
+def test_separators_inside_a_line_keep_parallel_files_aligned(tmp_path):
+  # Web text holds U+2028, U+0085 and form feeds inside sentences; str.splitlines
+  # would split there and shift every later pair. Evaluation (lines) and training
+  # (dataset) must read the same pairs.
+  english = ["One\u2028line.", "Form\x0cfeed and\x85next line.", "Windows line end."]
+  german = ["Eine Zeile.", "Seitenvorschub.", "Zeilenende."]
+  (tmp_path / "dev.en").write_bytes("".join(line + "\n" for line in english[:2]).encode() +
+                                    (english[2] + "\r\n").encode())
+  (tmp_path / "dev.de").write_text("".join(line + "\n" for line in german), encoding="utf-8")
+  files = problem_lib.ParallelTextFiles(tmp_path, "dev", ("en", "de"))
+  assert files.lines() == (english, german)
+  read = [(s.decode(), t.decode()) for s, t in files.dataset().as_numpy_iterator()]
+  assert read == list(zip(english, german))
+
+
 def test_translate_ende_reads_local_parallel_files(tmp_path, tiny):
   raw = tmp_path / "raw"
   raw.mkdir()

@@ -10,7 +10,6 @@ Images, written as a PNG grid:
   bin/decode ... --reconstructions --decode_to_file=reconstructions.png
 """
 
-import gzip
 import os
 import sys
 import time
@@ -42,22 +41,6 @@ def log_to_stderr(message):
   print(message, file=sys.stderr, flush=True)
 
 
-def read_lines(path):
-  """The lines of a text file (plain or .gz) or of stdin ('-' or None), split on newlines only.
-
-  Bytes that are not UTF-8 become U+FFFD rather than failing the file.
-  """
-  if path in (None, "-"):
-    text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
-  else:
-    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-      text = f.read().decode("utf-8", errors="replace")
-  lines = text.split("\n")
-  if lines and lines[-1] == "":
-    lines.pop()   # the newline that ends the last line
-  return [line.rstrip("\r") for line in lines]
-
-
 def write_lines(path, lines):
   text = "".join(line.replace("\n", " ") + "\n" for line in lines)
   if path in (None, "-"):
@@ -75,7 +58,7 @@ def decode_text(trainer, options):
                                         log_to_stderr)
   translator = Translator(trainer.model, tokenizer, options.beam_size, options.length_penalty,
                           options.batch_size)
-  lines = read_lines(FLAGS.decode_from_file)
+  lines = files.read_lines(FLAGS.decode_from_file)
   start = time.perf_counter()
   reported = [start]
 
