@@ -53,6 +53,7 @@ class TransformerHParams(HParams):
 @dataclasses.dataclass(frozen=True)
 class LatentTransformerHParams(TransformerHParams):
   """The non-autoregressive model: compression, bottleneck, latent predictor, schedule."""
+  ADDED_FIELDS = {"latent_normalization": "layer"}   # runs before it normalized per latent
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
   bottleneck: str = "soft_em"        # "gradient", "ema" (hard EM) or "soft_em"
@@ -93,11 +94,12 @@ SMALL = dict(vocab_size=8000, max_length=64, batch_size=4096, hidden_size=256,
              warmup_steps=400, train_steps=1200)
 TINY = dict(vocab_size=1000, max_length=64, batch_size=1024, hidden_size=64, filter_size=128,
             num_layers=1, num_heads=2, dropout=0.0, warmup_steps=50, train_steps=200)
-# mask_startup_steps=0: the decoder reads the latents from the first step. With a
-# 400-step startup (gold targets first) the latents of Multi30k collapsed onto one code
-# by step 50; from step 0 they collapsed too, but the dead-code restarts brought them
-# back for good by step ~325 (64 distinct nearest codes over 80 validation latents,
-# mean cosine 0.04), leaving the latent predictor most of a 1200-step budget.
+# mask_startup_steps=0: the decoder reads the latents from the first step. With
+# per-latent normalization (latent_normalization="layer") and a 400-step startup (gold
+# targets first) the latents of Multi30k collapsed onto one code by step 50; from step 0
+# they collapsed too, but the dead-code restarts brought them back for good by step
+# ~325 (n_c = 3), leaving the latent predictor most of a 1200-step budget. The latents
+# are now standardized over the batch, which keeps them from meeting in one point.
 LATENT_SMALL = dict(SMALL, bottleneck_bits=10, mask_startup_steps=0)
 LATENT_TINY = dict(TINY, bottleneck_bits=6, num_samples=4, mask_startup_steps=50)
 

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, shared_data_dir
+from vqkeras import registry
 from vqkeras import trainer as trainer_lib
 from vqkeras.models import ImageVQVAE
 
@@ -92,6 +93,24 @@ def test_a_model_dir_of_another_run_is_refused_untouched(tmp_path):
                                 tf.distribute.get_strategy(), log=quiet)
   resumed.restore()
   assert resumed.step == 2
+
+
+def test_a_run_recorded_before_a_field_existed_keeps_its_old_behaviour(tmp_path,
+                                                                       monkeypatch):
+  trainer_lib.Trainer(config(tmp_path, "run", overrides="decay=0.5"),
+                      tf.distribute.get_strategy(), log=quiet).train(1, checkpoint_every=1)
+  path = tmp_path / "run" / "config.json"
+  recorded = json.loads(path.read_text())
+  del recorded["hparams_values"]["decay"]   # as if decay had been added since
+  path.write_text(json.dumps(recorded))
+  family = type(registry.hparams("vq_ema_cifar_tiny"))
+  monkeypatch.setattr(family, "ADDED_FIELDS", {"decay": 0.5})   # what the code did before
+  restored = trainer_lib.Trainer.from_model_dir(tmp_path / "run", tmp_path / "data",
+                                                log=quiet)
+  assert restored.hparams.decay == 0.5 and restored.step == 1
+  with pytest.raises(trainer_lib.ModelDirMismatch, match=r"decay: 0.5 here, 0.99 asked"):
+    trainer_lib.Trainer(config(tmp_path, "run", overrides="decay=0.99"),
+                        tf.distribute.get_strategy(), log=quiet)
 
 
 def start_training(model_dir, *extra, env=None):

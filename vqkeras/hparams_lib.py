@@ -13,6 +13,7 @@ checking.
 """
 
 import dataclasses
+from typing import ClassVar
 
 from vqkeras import registry
 
@@ -24,6 +25,11 @@ class HParamsError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class HParams:
   """Base of every hyper-parameter family. Subclasses add fields and `validate`."""
+
+  # Fields added after runs were recorded with this family, each with the value that
+  # reproduces such a run (what the code did before the field existed), which need
+  # not be the field's default.
+  ADDED_FIELDS: ClassVar[dict] = {}
 
   def __post_init__(self):
     self.validate()
@@ -57,6 +63,11 @@ class HParams:
             f"hyper-parameter of {type(self).__name__}", name, field_types))
       changes[name] = _parse(name, text, field_types[name])
     return self.derive(**changes)
+
+  @classmethod
+  def recorded_values(cls, values):
+    """The {name: value} a run recorded, with the ADDED_FIELDS it predates filled in."""
+    return {**cls.ADDED_FIELDS, **values}
 
   def differences(self, other):
     """{name: (ours, theirs)} for every field whose values differ."""

@@ -116,9 +116,10 @@ class Trainer:
       raise FileNotFoundError(f"No run in {model_dir}: {path} is missing; train with bin/train "
                               f"--model_dir={model_dir} first.")
     recorded = json.loads(path.read_text())
-    registered = dataclasses.asdict(registry.hparams(recorded["hparams"]))
-    overrides = ",".join(f"{name}={value}" for name, value in recorded["hparams_values"].items()
-                         if registered.get(name) != value)
+    registered = registry.hparams(recorded["hparams"])
+    values = type(registered).recorded_values(recorded["hparams_values"])
+    overrides = ",".join(f"{name}={value}" for name, value in values.items()
+                         if getattr(registered, name, None) != value)
     config = TrainConfig(problem=recorded["problem"], hparams=recorded["hparams"],
                          hparams_overrides=overrides, data_dir=str(data_dir),
                          raw_dir=str(raw_dir or ""), model_dir=str(model_dir))
@@ -140,8 +141,9 @@ class Trainer:
       differences = [f"problem: {theirs.get('problem')} here, {mine['problem']} asked"] \
           if theirs.get("problem") != mine["problem"] else []
       differences += [f"{name}: {here!r} here, {asked!r} asked" for name, (here, asked) in
-                      hparams_lib.value_differences(theirs.get("hparams_values", {}),
-                                                    mine["hparams_values"]).items()
+                      hparams_lib.value_differences(
+                          type(self.hparams).recorded_values(theirs.get("hparams_values", {})),
+                          mine["hparams_values"]).items()
                       if name not in BUDGET_HPARAMS]
       if differences:
         raise ModelDirMismatch(
