@@ -37,13 +37,16 @@ SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def training_seconds(model_dir):
-  """Wall time from the first to the last training event of a run (None without events)."""
-  times = []
+  """Wall time a run trained (None without events): the span of the training events of
+  each process (each start or resume writes its own file), summed, so that the time a
+  stopped run waited before it resumed is not counted."""
+  total, found = 0.0, False
   for path in sorted((pathlib.Path(model_dir) / "train").glob("events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      if event.step > 0:
-        times.append(event.wall_time)
-  return max(times) - min(times) if len(times) > 1 else None
+    times = [event.wall_time for event in tf.compat.v1.train.summary_iterator(str(path))
+             if event.step > 0]
+    if len(times) > 1:
+      total, found = total + max(times) - min(times), True
+  return total if found else None
 
 
 def seconds_per_sentence(translator, sources):
