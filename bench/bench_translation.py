@@ -143,7 +143,8 @@ def nat_label(trainer):
   hparams = trainer.hparams
   kind = {"soft_em": "VQ-VAE with EM", "ema": "VQ-VAE (hard EM)",
           "gradient": "VQ-VAE (gradient)"}[hparams.bottleneck]
-  return kind + (" + distillation" if "distilled" in trainer.config.problem else "")
+  return (kind + (" + distillation" if "distilled" in trainer.config.problem else "") +
+          (", layer norm" if hparams.latent_normalization == "layer" else ""))
 
 
 def print_table(rows):
