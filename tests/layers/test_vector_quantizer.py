@@ -246,6 +246,24 @@ def test_health_metrics(cifar_patches):
                         f"{layer.name}_dead_codes"}
 
 
+def test_soft_em_counts_a_code_as_used_when_it_is_a_nearest_code(cifar_patches):
+  """Samples reach far codes; only nearest codes count as used, so restarts can fire."""
+  rng = np.random.default_rng(13)
+  codebook = cifar_patches[rng.choice(1000, 64)]
+  # A flat posterior: the m = 10 draws of 40 positions cover most of the 64 codes.
+  layer = make_layer(codebook, update="soft_em", temperature=50.0, decay=0.9,
+                     usage_window=2, seed=3)
+  nearest, sampled = [], set()
+  for batch in (cifar_patches[:40], cifar_patches[500:540], cifar_patches[900:940]):
+    nearest.append(set(ref.nearest(batch, layer.codebook.numpy().astype(np.float64))))
+    sampled |= set(layer(batch, training=True, return_codes=True)["samples"].numpy().ravel())
+  used = nearest[1] | nearest[2]
+  assert len(sampled) > len(used) + 10   # counting samples would give another answer
+  assert int(layer.health()["codes_used"]) == len(used)
+  np.testing.assert_array_equal(layer.last_used.numpy()[0] > 1,
+                                np.isin(np.arange(64), list(used)))
+
+
 def is_encoder_output(codes, x):
   distance = ref.squared_distances(codes.astype(np.float64), x.astype(np.float64)).min(1)
   return distance < 1e-8

@@ -52,7 +52,9 @@ class VectorQuantizer(keras.layers.Layer):
     num_blocks: B, the number of codebook slices; must divide the input depth.
     temperature: T > 0; soft EM samples from softmax(-||z - e||^2 / T).
     usage_window: W, the number of training steps over which a code counts as
-      used; the health metrics count codes used within the last W steps.
+      used; the health metrics count codes used within the last W steps. A code
+      is used at a step when it is the nearest code of a valid position; under
+      soft EM a code that is only drawn as a sample is not.
     restart_dead_codes: if True, the codes start on random encoder outputs of the
       first training batch (a data initialization, as k-means starts on data
       points), and later a code unused for W steps is moved onto a random encoder
@@ -265,13 +267,19 @@ class VectorQuantizer(keras.layers.Layer):
     counts, sums = quantization.assignment_statistics(
         x_blocks, assignments, valid, self.codebook_size,
         with_sums=training and self.uses_ema)
-    if sums is None:
-      counts = sum_over_replicas(counts)
-    else:
-      counts, sums = sum_over_replicas((counts, sums))
-    batch_perplexity = quantization.perplexity(counts)
+    # A code is in use when it is the nearest code of some position. Under soft EM the
+    # m samples reach far codes too: counted by samples, no code would ever be dead.
+    statistics = {"counts": counts, "nearest_counts": counts}
+    if sums is not None:
+      statistics["sums"] = sums
+    if training and self.update == "soft_em":
+      statistics["nearest_counts"], _ = quantization.assignment_statistics(
+          x_blocks, quantization.hard_assignments(codes), valid, self.codebook_size,
+          with_sums=False)
+    statistics = sum_over_replicas(statistics)
+    batch_perplexity = quantization.perplexity(statistics["counts"])
     if training:
-      self._apply_updates(x_blocks, counts, sums, valid, batch_perplexity)
+      self._apply_updates(x_blocks, statistics, valid, batch_perplexity)
     self._update_metrics(batch_perplexity, training)
 
     outputs = flat + tf.stop_gradient(quantized - flat)
@@ -305,16 +313,21 @@ class VectorQuantizer(keras.layers.Layer):
     if self.update == "gradient":
       self.add_loss(masked_mean_square(tf.stop_gradient(x), quantized))
 
-  def _apply_updates(self, x_blocks, counts, sums, valid, batch_perplexity):
-    """The M-step and the usage bookkeeping of one training step, the same on every replica."""
+  def _apply_updates(self, x_blocks, statistics, valid, batch_perplexity):
+    """The M-step and the usage bookkeeping of one training step, the same on every replica.
+
+    statistics: the global batch's "counts" and "sums" (the M-step's), and
+    "nearest_counts", how often each code was the nearest code (the usage).
+    """
     step = self.num_updates + 1
     self.num_updates.assign(step)
-    self.last_used.assign(tf.where(counts > 0.0, step, self.last_used))
+    self.last_used.assign(tf.where(statistics["nearest_counts"] > 0.0, step, self.last_used))
     self.batch_perplexity.assign(batch_perplexity)
-    self.batch_counts.assign(counts)
+    self.batch_counts.assign(statistics["counts"])
     if self.uses_ema:
       new_count, new_sum, new_codebook, updated = quantization.ema_codebook_update(
-          self.ema_count, self.ema_sum, counts, sums, self.decay, self.epsilon)
+          self.ema_count, self.ema_sum, statistics["counts"], statistics["sums"],
+          self.decay, self.epsilon)
       self.ema_count.assign(new_count)
       self.ema_sum.assign(new_sum)
       self.embeddings.assign(tf.where(updated[:, None, None], new_codebook, self.embeddings))
