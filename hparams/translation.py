@@ -68,6 +68,7 @@ class LatentTransformerHParams(TransformerHParams):
   # one code took every latent.
   restart_dead_codes: bool = True
   latent_normalization: str = "batch"   # "batch" or "layer" (LatentTransformer.normalize_latents)
+  latent_decorrelation: float = 0.0  # weight of BatchStandardization's decorrelation loss
   mask_startup_steps: int = 50000    # the decoder moves from gold targets to latents
   latent_beam_size: int = 1          # 1: greedy decoding of the codes
 
@@ -79,6 +80,8 @@ class LatentTransformerHParams(TransformerHParams):
           "an integer in [1, 20]")
     check(self.latent_normalization in ("batch", "layer"), "latent_normalization",
           self.latent_normalization, "batch or layer")
+    check(self.latent_decorrelation >= 0.0, "latent_decorrelation", self.latent_decorrelation,
+          "a float >= 0 (0: no decorrelation loss)")
     check(self.compression_steps >= 1, "compression_steps", self.compression_steps,
           "a positive integer")
 

@@ -74,3 +74,66 @@ def test_serializes_with_its_moving_averages(cifar_patches, tmp_path):
   assert loaded.get_layer("norm").momentum == 0.7
   np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6)
   assert not np.allclose(model(x).numpy(), x)
+
+
+def correlation_penalty_reference(y, mask):
+  """float64: the penalty sum_{i != j} C_ij^2 / d and its gradient 4 / (N d) C_off y_n."""
+  real = y[mask].astype(np.float64)
+  count, depth = real.shape
+  correlation = real.T @ real / count
+  off = correlation - np.diag(np.diag(correlation))
+  gradient = np.where(mask[..., None], 4.0 / (count * depth) * y.astype(np.float64) @ off, 0.0)
+  return (off ** 2).sum() / depth, gradient
+
+
+def test_decorrelation_loss_and_its_gradient(cifar_patches):
+  x, mask = masked_batch(cifar_patches)
+  layer = BatchStandardization(epsilon=1e-3, decorrelation=0.5)
+  y = layer(x, training=True, mask=mask).numpy()
+  penalty, _ = correlation_penalty_reference(y, mask)
+  assert penalty > 1.0   # neighbouring pixels of a patch correlate
+  np.testing.assert_allclose(float(layer.losses[0]), 0.5 * penalty, rtol=1e-4)
+  variable = tf.Variable(y)
+  with tf.GradientTape() as tape:
+    value = BatchStandardization.correlation_penalty(variable, mask)
+  _, gradient = correlation_penalty_reference(y, mask)
+  np.testing.assert_allclose(tape.gradient(value, variable).numpy(), gradient,
+                             rtol=1e-4, atol=1e-7)
+  inference = BatchStandardization(decorrelation=0.5)
+  inference(x, mask=mask)
+  assert not inference.losses
+
+
+def test_decorrelation_gradient_under_mirrored_equals_the_global_batch(cifar_patches,
+                                                                      mirrored_strategy):
+  x, mask = masked_batch(cifar_patches)
+  kernel = np.random.default_rng(3).normal(size=(48, 8)).astype(np.float32) / 7.0
+
+  def make():
+    dense = keras.layers.Dense(8, use_bias=False,
+                               kernel_initializer=keras.initializers.Constant(kernel))
+    return dense, BatchStandardization(decorrelation=1.0)
+
+  def gradient(dense, norm, x, mask, replicas):
+    with tf.GradientTape() as tape:
+      norm(dense(x), training=True, mask=mask)
+      loss = tf.add_n(norm.losses) / replicas   # Keras' weight of a replica's losses
+    return tape.gradient(loss, dense.kernel)
+
+  dense, norm = make()
+  want = gradient(dense, norm, x, mask, 1).numpy()
+  with mirrored_strategy.scope():
+    dense, norm = make()
+    dense.build((None, 6, 48))
+    norm.build((None, 6, 8))
+  halves = mirrored_strategy.experimental_distribute_values_from_function(
+      lambda context: (x[2 * context.replica_id_in_sync_group:][:2],
+                       mask[2 * context.replica_id_in_sync_group:][:2]))
+
+  @tf.function
+  def step(inputs):
+    grads = mirrored_strategy.run(lambda x, m: gradient(dense, norm, x, m, 2), args=inputs)
+    return mirrored_strategy.reduce("SUM", grads, axis=None)
+
+  assert np.abs(want).max() > 1e-3
+  np.testing.assert_allclose(step(halves).numpy(), want, rtol=1e-3, atol=1e-4)   # float32 sums
