@@ -150,6 +150,32 @@ def test_latent_length_is_the_target_length_over_two_to_the_compression_steps(
   np.testing.assert_array_equal(latent_lengths(targets, 2 ** compression_steps), expected)
 
 
+def test_padding_latents_neither_reach_the_decoder_nor_receive_gradients(multi30k_tokenizer):
+  # Padding latents are outside the batch's moments and drift; a gradient reaching them
+  # entered the moments' gradient with their large standardized values (the spikes
+  # that collapsed the latents of a Multi30k run).
+  text = first_short_pairs("val", 8, max_words=30)
+  features = {"inputs": padded_ids(multi30k_tokenizer, [en for en, _ in text]),
+              "targets": padded_ids(multi30k_tokenizer, [de for _, de in text])}
+  hparams = registry.hparams("vq_em_tiny").derive(mask_startup_steps=0)
+  model = registry.model_class(hparams).from_hparams(hparams)
+  normalize, captured = model.normalize_latents, {}
+
+  def capture(latents, lengths, training=False):
+    captured["latents"] = normalize(latents, lengths, training)
+    captured["lengths"] = lengths
+    return captured["latents"]
+
+  model.normalize_latents = capture
+  with tf.GradientTape() as tape:
+    total, _ = model.loss_and_weight(features, training=True)
+  gradient = np.abs(tape.gradient(total, captured["latents"]).numpy()).max(axis=-1)
+  lengths = captured["lengths"].numpy()
+  real = np.arange(gradient.shape[1])[None] < lengths[:, None]
+  assert (~real).sum() >= 4 and (gradient[real] > 0).all()
+  np.testing.assert_array_equal(gradient[~real], 0.0)
+
+
 def test_latent_predictor_loss_is_the_cross_entropy_of_the_codes_and_stop(multi30k_tokenizer):
   """Against NumPy in float64: soft targets (mean of m one-hots), STOP after the last code."""
   text = first_short_pairs("val", 3)

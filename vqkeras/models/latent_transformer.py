@@ -274,10 +274,21 @@ class LatentTransformer(TranslationModel):
 
   def quantize_targets(self, targets, training=False):
     """The bottleneck's output for the targets' latents (quantized, codes, samples: see
-    `VectorQuantizer` with return_codes) and the latent lengths `[batch]`."""
+    `VectorQuantizer` with return_codes) and the latent lengths `[batch]`.
+
+    The quantized vectors of padding latents are 0, as `decode_codes` gives the
+    decoder. Padding latents lie outside the batch's moments and pull nothing towards
+    them, and they drift far from the real latents; read by the decoder's convolutions,
+    their straight-through gradients entered the moments' gradient with that large
+    standardized value: gradient spikes of 50-1000x in the compression network, then
+    the latents' collapse onto a few directions (Multi30k, n_c = 3, step ~860).
+    """
     latents, lengths = self.latents(targets, training)
     mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
-    return self.quantizer(latents, training=training, mask=mask, return_codes=True), lengths
+    bottleneck = self.quantizer(latents, training=training, mask=mask, return_codes=True)
+    bottleneck["quantized"] = tf.where(mask[:, :, None], bottleneck["quantized"],
+                                       tf.zeros_like(bottleneck["quantized"]))
+    return bottleneck, lengths
 
   def decode_latents(self, quantized, memory, memory_padding, gold_targets=None,
                      gold_fraction=0.0, training=False):
@@ -387,6 +398,8 @@ class LatentTransformer(TranslationModel):
     """The parallel half of `translate`: every target token of the codes at once."""
     in_use = tf.sequence_mask(lengths, tf.shape(codes)[1])
     quantized = self.quantizer.decode(tf.where(in_use, codes, 0)[:, :, None])
+    quantized = tf.where(in_use[:, :, None], tf.cast(quantized, self.compute_dtype),
+                         tf.zeros([], self.compute_dtype))
     logits = self.decode_latents(quantized, memory, memory_padding)
     ids = tf.argmax(decoding.forbid(tf.cast(logits, tf.float32), PAD_ID), axis=-1,
                     output_type=tf.int32)
