@@ -42,6 +42,7 @@ class ImageVQVAEHParams(HParams):
   sample_temperature: float = 1.0
 
   def validate(self):
+    super().validate()
     check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
           " or ".join(BOTTLENECKS))
     check(self.latent_depth % self.num_blocks == 0, "num_blocks", self.num_blocks,

@@ -40,6 +40,7 @@ class TransformerHParams(HParams):
   length_penalty: float = 0.6        # alpha of ((5 + length) / 6)^alpha
 
   def validate(self):
+    super().validate()
     check(self.hidden_size % self.num_heads == 0, "num_heads", self.num_heads,
           f"a divisor of hidden_size={self.hidden_size}")
     for name in ("vocab_size", "max_length", "batch_size", "num_layers", "train_steps",
@@ -53,7 +54,9 @@ class TransformerHParams(HParams):
 @dataclasses.dataclass(frozen=True)
 class LatentTransformerHParams(TransformerHParams):
   """The non-autoregressive model: compression, bottleneck, latent predictor, schedule."""
-  ADDED_FIELDS = {"latent_normalization": "layer"}   # runs before it normalized per latent
+  # Runs recorded before these fields: per-latent normalization, no decorrelation loss.
+  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "latent_normalization": "layer",
+                  "latent_decorrelation": 0.0}
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
   bottleneck: str = "soft_em"        # "gradient", "ema" (hard EM) or "soft_em"

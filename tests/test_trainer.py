@@ -16,6 +16,7 @@ import tensorflow as tf
 from conftest import REPO, shared_data_dir
 from vqkeras import registry
 from vqkeras import trainer as trainer_lib
+from vqkeras import training
 from vqkeras.models import ImageVQVAE
 
 CIFAR_FLAGS = ["--problem=image_cifar10", f"--raw_dir={shared_data_dir() / 'cifar10'}"]
@@ -32,13 +33,16 @@ def quiet(_):
   pass
 
 
+@pytest.mark.parametrize("clip", [0.0, 0.02])
 def test_mirrored_training_reproduces_one_device_on_the_global_batch(tmp_path,
                                                                      mirrored_strategy,
-                                                                     monkeypatch):
+                                                                     monkeypatch, clip):
   # Dropout masks cannot match when the batch is split differently: none here. And SGD:
   # Adam's per-element normalization turns float summation-order noise on near-zero
   # gradients (LayerNorm makes some exactly zero) into +-learning-rate sign flips.
-  deterministic = "prior_dropout=0.0"
+  # Clipping must clip the global batch's gradient, not each replica's share (Keras'
+  # global_clipnorm does the latter).
+  deterministic = f"prior_dropout=0.0,clip_grad_norm={clip}"
   monkeypatch.setattr(ImageVQVAE, "make_optimizer",
                       staticmethod(lambda hparams: keras.optimizers.SGD(0.5)))
   runs = {}
@@ -52,6 +56,10 @@ def test_mirrored_training_reproduces_one_device_on_the_global_batch(tmp_path,
     runs[name] = trainer, losses
   (single, single_losses), (mirrored, mirrored_losses) = runs["single"], runs["mirrored"]
   assert single.step == mirrored.step == 6 and len(single_losses) == 6
+  if clip:   # the clipping is active: every step's gradient is longer than the bound
+    norms = [float(line.split("gradient norm <= ")[1].split()[0]) for line in lines
+             if "loss " in line]
+    assert len(norms) == 6 and min(norms) > 4 * clip
   # The reported loss is the global-batch mean: a wrong normalization would double it.
   np.testing.assert_allclose(mirrored_losses, single_losses, rtol=1e-4)
   for a, b in zip(single.model.weights, mirrored.model.weights):
@@ -59,6 +67,27 @@ def test_mirrored_training_reproduces_one_device_on_the_global_batch(tmp_path,
   codebook = mirrored.quantizers[0].embeddings
   copies = [v.numpy() for v in codebook.value.values]
   np.testing.assert_array_equal(copies[0], copies[1])
+
+
+def test_clip_by_global_norm_scales_every_gradient_by_one_factor():
+  gradients = [tf.constant([3.0, 0.0]), None, tf.constant([[4.0]])]   # global norm 5
+  clipped, norm = training.clip_by_global_norm(gradients, 1.0)
+  assert float(norm) == 5.0 and clipped[1] is None
+  np.testing.assert_allclose(clipped[0].numpy(), [0.6, 0.0], rtol=1e-6)
+  np.testing.assert_allclose(clipped[2].numpy(), [[0.8]], rtol=1e-6)
+  unchanged, _ = training.clip_by_global_norm(gradients, 10.0)
+  np.testing.assert_array_equal(unchanged[0].numpy(), [3.0, 0.0])
+  # An embedding's sparse gradient with a repeated row: the norm of the dense sum, 2.
+  repeated = tf.IndexedSlices(tf.constant([[1.0], [1.0]]), tf.constant([0, 0]),
+                              tf.constant([2, 1]))
+  clipped, norm = training.clip_by_global_norm([repeated], 1.0)
+  assert float(norm) == 2.0
+  np.testing.assert_allclose(clipped[0].numpy(), [[1.0], [0.0]], rtol=1e-6)
+  # Under mixed_float16 the gradients carry the loss scale; the bound is on the true norm.
+  scaled, norm = training.clip_by_global_norm([g * 1024.0 for g in (gradients[0],)] + [None],
+                                              1.0, loss_scale=1024.0)
+  assert float(norm) == 3.0
+  np.testing.assert_allclose(scaled[0].numpy(), [1024.0, 0.0], rtol=1e-6)   # true norm 1
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -238,3 +267,32 @@ def test_a_resumed_run_draws_a_new_order_of_batches(tmp_path):
 
   np.testing.assert_array_equal(first_images(0), first_images(0))
   assert not np.array_equal(first_images(0), first_images(40))
+
+
+def test_a_restored_run_continues_exactly_as_the_uninterrupted_one(tmp_path, multi30k_data_dir):
+  # Every piece of training state is in the checkpoint: Adam's moments, the soft-EM
+  # codebook statistics and usage, the batch standardization's moving moments.
+  run = trainer_lib.TrainConfig(
+      problem="translate_ende_multi30k", hparams="vq_em_tiny",
+      hparams_overrides="mask_startup_steps=0", data_dir=str(multi30k_data_dir),
+      raw_dir=str(shared_data_dir() / "multi30k"), model_dir=str(tmp_path / "run"), seed=3)
+  trainer = trainer_lib.Trainer(run, tf.distribute.get_strategy(), log=quiet)
+  trainer.train(8, checkpoint_every=0, log_every=100)
+  trainer.save()
+  batches = list(trainer._dataset("train", training=True).take(3))
+
+  def continue_training(trainer):
+    step = training.make_train_step(trainer.model, trainer.optimizer)
+    for batch in batches:
+      step(batch)
+    return [v.numpy() for v in trainer.model.weights + trainer.optimizer.variables]
+
+  uninterrupted = continue_training(trainer)
+  restored = trainer_lib.Trainer.from_model_dir(run.model_dir, run.data_dir, run.raw_dir,
+                                                log=quiet)
+  assert restored.step == 8
+  # The soft-EM sampler's seed comes from the process's random seed, not the checkpoint.
+  restored.model.quantizer.seed = trainer.model.quantizer.seed
+  variables = restored.model.weights + restored.optimizer.variables
+  for want, got, variable in zip(uninterrupted, continue_training(restored), variables):
+    np.testing.assert_array_equal(got, want, err_msg=variable.path)

@@ -24,18 +24,25 @@ class HParamsError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
-  """Base of every hyper-parameter family. Subclasses add fields and `validate`."""
+  """Base of every hyper-parameter family. Subclasses add fields and extend `validate`.
+
+  The fields here are the trainer's, the same in every family.
+  """
 
   # Fields added after runs were recorded with this family, each with the value that
   # reproduces such a run (what the code did before the field existed), which need
-  # not be the field's default.
-  ADDED_FIELDS: ClassVar[dict] = {}
+  # not be the field's default. A subclass extends its parent's.
+  ADDED_FIELDS: ClassVar[dict] = {"clip_grad_norm": 0.0}
+
+  clip_grad_norm: float = 0.0   # > 0: the global batch's gradient clipped to this norm
 
   def __post_init__(self):
     self.validate()
 
   def validate(self):
     """Raises HParamsError for values out of range; subclasses extend it."""
+    check(self.clip_grad_norm >= 0.0, "clip_grad_norm", self.clip_grad_norm,
+          "a float >= 0 (0: no clipping)")
 
   @classmethod
   def field_names(cls):

@@ -103,6 +103,7 @@ class Trainer:
                  self.model_dir / f".worker{distribute.worker_index()}" / "checkpoints")
     self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=5)
     self._stop_signal = None
+    self._translators = {}
 
   @classmethod
   def from_model_dir(cls, model_dir, data_dir, raw_dir="", strategy=None, log=print):
@@ -206,7 +207,7 @@ class Trainer:
   # Training.
 
   def _distributed_step(self, iterator):
-    step_fn = training.train_step_fn(self.model, self.optimizer)
+    step_fn = training.train_step_fn(self.model, self.optimizer, self.hparams.clip_grad_norm)
 
     @tf.function(input_signature=[iterator.element_spec])
     def step(features):
@@ -243,11 +244,16 @@ class Trainer:
               f"it. A lower learning_rate (--hparams_overrides) usually helps.")
         for name in ("examples", "weight"):
           totals[name] = totals.get(name, 0.0) + float(parts[name])
+        if "gradient_norm" in parts:   # the largest of the interval shows the spikes
+          totals["gradient_norm"] = max(totals.get("gradient_norm", 0.0),
+                                        float(parts["gradient_norm"]))
         if step % log_every == 0 or step == train_steps:
           elapsed = time.perf_counter() - clock
           rates = {"steps_per_second": (step - clock_step) / elapsed,
                    "examples_per_second": totals["examples"] / elapsed,
                    f"{self.model.loss_unit}_per_second": totals["weight"] / elapsed}
+          if "gradient_norm" in totals:
+            parts["gradient_norm"] = totals["gradient_norm"]
           self._report(writer, step, train_steps, parts, rates)
           clock, clock_step, totals = time.perf_counter(), step, {}
         if checkpoint_every and step % checkpoint_every == 0:
@@ -276,13 +282,17 @@ class Trainer:
     remaining = (train_steps - step) / max(rates["steps_per_second"], 1e-9)
     codebook = "  ".join(f"perplexity {h['perplexity']:.1f} codes {h['codes_used']:.0f}"
                          for h in health.values())
+    gradient = (f"  gradient norm <= {parts['gradient_norm']:.2f}" if "gradient_norm" in parts
+                else "")
     self.log(f"step {step}/{train_steps}  loss {parts['loss']:.4f}  aux {parts['auxiliary']:.4f}"
-             f"  {codebook}  {rates['steps_per_second']:.2f} steps/s  ETA "
+             f"  {codebook}{gradient}  {rates['steps_per_second']:.2f} steps/s  ETA "
              f"{format_seconds(remaining)}")
     with writer.as_default(step=step):
       tf.summary.scalar("loss", parts["loss"])
       tf.summary.scalar("auxiliary_loss", parts["auxiliary"])
       tf.summary.scalar("learning_rate", learning_rate)
+      if "gradient_norm" in parts:
+        tf.summary.scalar("gradient_norm_max", parts["gradient_norm"])
       for name, value in rates.items():
         tf.summary.scalar(name, value)
       for quantizer in self.quantizers:
@@ -351,10 +361,12 @@ class Trainer:
     sources, references = self.problem.text_lines(split, self.config.data_dir,
                                                   self.config.raw_dir or None)
     sources, references = sources[:sentences], references[:sentences]
-    tokenizer = self.problem.tokenizer(self.config.data_dir, self.config.raw_dir or None,
-                                       self.hparams)
-    translator = translation.Translator(self.model, tokenizer, options.beam_size,
-                                        options.length_penalty, options.batch_size)
+    key = (options.beam_size, options.length_penalty, options.batch_size)
+    if key not in self._translators:   # one per decoding setting: its functions stay traced
+      tokenizer = self.problem.tokenizer(self.config.data_dir, self.config.raw_dir or None,
+                                         self.hparams)
+      self._translators[key] = translation.Translator(self.model, tokenizer, *key)
+    translator = self._translators[key]
     result = translation.evaluate_bleu(translator, sources, references)
     with tf.summary.create_file_writer(str(self.model_dir / "eval")).as_default(step=self.step):
       tf.summary.scalar(f"bleu_beam{options.beam_size}", result["bleu"])

@@ -7,6 +7,7 @@ batch, so that the gradient summed over replicas is the gradient of the global
 mean, and weights the auxiliary losses (per-replica means) by 1/replicas.
 """
 
+import keras
 import tensorflow as tf
 
 from vqkeras.distribute import num_replicas, sum_over_replicas
@@ -30,19 +31,46 @@ def replica_loss(model, features, training):
   return main + auxiliary, {**logged, "weight": global_weight}
 
 
-def train_step_fn(model, optimizer):
-  """The per-replica training step, a plain function: features -> parts (see replica_loss)."""
+def clip_by_global_norm(gradients, clip_norm, loss_scale=1.0):
+  """This replica's gradients scaled so that their sum over replicas has a global norm of
+  at most clip_norm; returns (gradients, the global norm before clipping).
+
+  Keras' `global_clipnorm` clips each replica's share before the optimizer sums them:
+  under tf.distribute that is not the clipping of the global batch's gradient. Here
+  the norm is that of the summed gradient (one more all-reduce of the gradients when
+  there are several replicas), and every replica scales by the same factor.
+  `loss_scale` divides out mixed_float16's loss scaling from the norm. Sparse
+  gradients (embedding lookups) become dense first: their slices may repeat a row,
+  and the norm is the dense sum's.
+  """
+  gradients = [None if g is None else tf.convert_to_tensor(g) for g in gradients]
+  total = sum_over_replicas(gradients) if num_replicas() > 1 else gradients
+  norm = tf.linalg.global_norm([g for g in total if g is not None]) / loss_scale
+  factor = clip_norm / tf.maximum(norm, clip_norm)
+  return [None if g is None else g * tf.cast(factor, g.dtype) for g in gradients], norm
+
+
+def train_step_fn(model, optimizer, clip_norm=0.0):
+  """The per-replica training step, a plain function: features -> parts (see replica_loss).
+
+  clip_norm > 0 clips the global batch's gradient to that global norm
+  (`clip_by_global_norm`) and adds "gradient_norm" (before clipping) to the parts.
+  """
   def step(features):
     with tf.GradientTape() as tape:
       loss, parts = replica_loss(model, features, training=True)
       scaled = optimizer.scale_loss(loss)   # loss scaling under mixed_float16, else as is
     gradients = tape.gradient(scaled, model.trainable_variables)
+    if clip_norm > 0.0:
+      loss_scale = (optimizer.dynamic_scale
+                    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else 1.0)
+      gradients, parts["gradient_norm"] = clip_by_global_norm(gradients, clip_norm, loss_scale)
     optimizer.apply(gradients, model.trainable_variables)
     return parts
   return step
 
 
-def make_train_step(model, optimizer, input_signature=None):
+def make_train_step(model, optimizer, input_signature=None, clip_norm=0.0):
   """One optimizer step on one batch on one device, as a tf.function.
 
   Args:
@@ -50,8 +78,9 @@ def make_train_step(model, optimizer, input_signature=None):
     optimizer: a Keras optimizer.
     input_signature: the features' TensorSpecs; with None dimensions the step
       is traced once, not for every batch shape (token batches vary in shape).
+    clip_norm: > 0 clips the gradient to this global norm (see `train_step_fn`).
   """
-  step = train_step_fn(model, optimizer)
+  step = train_step_fn(model, optimizer, clip_norm)
   if input_signature is None:
     return tf.function(step)
   return tf.function(step, input_signature=[input_signature])
