@@ -54,9 +54,8 @@ class TransformerHParams(HParams):
 @dataclasses.dataclass(frozen=True)
 class LatentTransformerHParams(TransformerHParams):
   """The non-autoregressive model: compression, bottleneck, latent predictor, schedule."""
-  # Runs recorded before these fields: per-latent normalization, no decorrelation loss.
-  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "latent_normalization": "layer",
-                  "latent_decorrelation": 0.0}
+  # Runs recorded before this field normalized per latent.
+  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "latent_normalization": "layer"}
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
   bottleneck: str = "soft_em"        # "gradient", "ema" (hard EM) or "soft_em"
@@ -71,7 +70,6 @@ class LatentTransformerHParams(TransformerHParams):
   # one code took every latent.
   restart_dead_codes: bool = True
   latent_normalization: str = "batch"   # "batch" or "layer" (LatentTransformer.normalize_latents)
-  latent_decorrelation: float = 0.0  # weight of BatchStandardization's decorrelation loss
   mask_startup_steps: int = 50000    # the decoder moves from gold targets to latents
   latent_beam_size: int = 1          # 1: greedy decoding of the codes
 
@@ -83,8 +81,6 @@ class LatentTransformerHParams(TransformerHParams):
           "an integer in [1, 20]")
     check(self.latent_normalization in ("batch", "layer"), "latent_normalization",
           self.latent_normalization, "batch or layer")
-    check(self.latent_decorrelation >= 0.0, "latent_decorrelation", self.latent_decorrelation,
-          "a float >= 0 (0: no decorrelation loss)")
     check(self.compression_steps >= 1, "compression_steps", self.compression_steps,
           "a positive integer")
 

@@ -4,23 +4,16 @@ Keras' BatchNormalization computes masked moments per replica: given a mask it
 ignores `synchronized=True`, so under `tf.distribute` each replica would scale its
 own share of the batch differently. Here the moments are sums over the replicas,
 and a step on N replicas equals the step on one device with the whole batch.
-
-Standardizing each feature keeps the batch from meeting in one point, not from
-lying on a few directions: features that become copies of one another (seen on
-Multi30k: 55% of the latents' variance in one direction, from 17%, within 50
-steps) leave the latents a line or a plane. The optional decorrelation loss
-penalizes the features' correlations (VICReg's covariance term).
 """
 
 import keras
 import tensorflow as tf
 
 from vqkeras.distribute import sum_over_replicas
-from vqkeras.layers.replica_losses import ReplicaLocalLosses
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class BatchStandardization(ReplicaLocalLosses, keras.layers.Layer):
+class BatchStandardization(keras.layers.Layer):
   """(x - mean) / sqrt(variance + epsilon), per feature, no learned scale or shift.
 
   Training uses the mean and variance of the batch's real positions (mask True),
@@ -30,10 +23,6 @@ class BatchStandardization(ReplicaLocalLosses, keras.layers.Layer):
   Args:
     momentum: of the moving averages.
     epsilon: added to the variance.
-    decorrelation: weight w >= 0 of the loss w / d * sum_{i != j} C_ij^2 added in
-      training, where C is the `[d, d]` correlation matrix of the standardized
-      features over the real positions of the global batch (Bardes et al. 2022,
-      VICReg, the covariance term). 0 adds no loss.
 
   Call:
     inputs: `[..., depth]`.
@@ -41,14 +30,10 @@ class BatchStandardization(ReplicaLocalLosses, keras.layers.Layer):
       moments (they are standardized all the same).
   """
 
-  def __init__(self, momentum=0.99, epsilon=1e-3, decorrelation=0.0, **kwargs):
+  def __init__(self, momentum=0.99, epsilon=1e-3, **kwargs):
     super().__init__(**kwargs)
-    if not decorrelation >= 0.0:
-      raise ValueError(f"BatchStandardization: decorrelation must be a float >= 0 (the "
-                       f"loss weight; 0 for none), got {decorrelation!r}.")
     self.momentum = float(momentum)
     self.epsilon = float(epsilon)
-    self.decorrelation = float(decorrelation)
     self.supports_masking = True
 
   def build(self, input_shape):
@@ -72,27 +57,7 @@ class BatchStandardization(ReplicaLocalLosses, keras.layers.Layer):
     else:
       mean, variance = self.moving_mean, self.moving_variance
     y = (x - mean) * tf.math.rsqrt(variance + self.epsilon)
-    if training and self.decorrelation > 0.0:
-      self.add_loss(self.decorrelation * self.correlation_penalty(y, mask))
     return tf.cast(y, self.compute_dtype)
-
-  @staticmethod
-  def correlation_penalty(y, mask=None):
-    """sum_{i != j} C_ij^2 / d of standardized features y `[..., d]`, C = E[y y^T] over the
-    real positions of every replica.
-
-    Differentiable through the cross-replica sum, whose gradient is the sum of the
-    replicas' gradients: each replica adds the global value, which Keras weighs by
-    1 / replicas.
-    """
-    y = tf.reshape(y, [-1, tf.shape(y)[-1]])
-    weights = (tf.ones_like(y[:, :1]) if mask is None else
-               tf.reshape(tf.cast(mask, tf.float32), [-1, 1]))
-    count, products = sum_over_replicas((tf.reduce_sum(weights),
-                                         tf.matmul(y * weights, y, transpose_a=True)))
-    correlation = tf.math.divide_no_nan(products, count)
-    off_diagonal = correlation - tf.linalg.diag(tf.linalg.diag_part(correlation))
-    return tf.reduce_sum(tf.square(off_diagonal)) / tf.cast(tf.shape(y)[-1], tf.float32)
 
   @staticmethod
   def moments(x, mask=None):
@@ -114,6 +79,5 @@ class BatchStandardization(ReplicaLocalLosses, keras.layers.Layer):
 
   def get_config(self):
     config = super().get_config()
-    config.update({"momentum": self.momentum, "epsilon": self.epsilon,
-                   "decorrelation": self.decorrelation})
+    config.update({"momentum": self.momentum, "epsilon": self.epsilon})
     return config

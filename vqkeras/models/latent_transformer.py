@@ -228,8 +228,7 @@ class LatentTransformer(TranslationModel):
     # size, commitment loss 0). See `normalize_latents` for the two normalizations.
     if hparams.latent_normalization == "batch":
       # Momentum 0.9: early in training the latents drift faster than 0.99 follows.
-      self.latent_norm = BatchStandardization(
-          momentum=0.9, decorrelation=hparams.latent_decorrelation, name="latent_norm")
+      self.latent_norm = BatchStandardization(momentum=0.9, name="latent_norm")
     else:
       self.latent_norm = keras.layers.LayerNormalization(center=False, scale=False,
                                                          name="latent_norm")
