@@ -58,7 +58,9 @@ class VectorQuantizer(ReplicaLocalLosses, keras.layers.Layer):
     restart_dead_codes: if True, the codes start on random encoder outputs of the
       first training batch (a data initialization, as k-means starts on data
       points), and later a code unused for W steps is moved onto a random encoder
-      output of the current global batch; the same on every replica.
+      output of the current global batch, and again every W steps while it stays
+      unused (a restart is not a use: the health metrics count it dead); the same
+      on every replica.
     codebook_initializer: a Keras initializer for the `[B, K, D/B]` codebook;
       default uniform in +-sqrt(3/K), Tensor2Tensor's unit scaling.
     seed: int seed of the soft-EM sampler and the restarts; drawn at random if None.
@@ -330,8 +332,8 @@ class VectorQuantizer(ReplicaLocalLosses, keras.layers.Layer):
       self._restart_dead_codes(x_blocks, valid, step)
 
   def _restart_dead_codes(self, x_blocks, valid, step):
-    """Moves codes unused for `usage_window` steps (every code at the first step) onto
-    encoder outputs of this batch.
+    """Moves codes unused for a multiple of `usage_window` steps (every code at the
+    first step) onto encoder outputs of this batch.
 
     At the first step every code restarts: codes that start far from the encoder
     outputs would otherwise stay unused for a whole window, and under the EMA
@@ -342,7 +344,8 @@ class VectorQuantizer(ReplicaLocalLosses, keras.layers.Layer):
     r holds the r-th slice) and a sum over replicas assembles them. Every replica
     restarts to the same vectors, the ones single-device training would pick.
     """
-    dead = ((step - tf.convert_to_tensor(self.last_used)) >= self.usage_window) | (step == 1)
+    unused_for = step - tf.convert_to_tensor(self.last_used)
+    dead = ((unused_for > 0) & (unused_for % self.usage_window == 0)) | (step == 1)
     rows = tf.range(tf.shape(x_blocks)[1])
     if valid is not None:
       rows = tf.boolean_mask(rows, valid)
@@ -361,7 +364,6 @@ class VectorQuantizer(ReplicaLocalLosses, keras.layers.Layer):
     candidates = sum_over_replicas(candidates)
     dead = dead & (num_global > 0)
     self.embeddings.assign(tf.where(dead[..., None], candidates, self.embeddings))
-    self.last_used.assign(tf.where(dead, step, self.last_used))
     if self.uses_ema:
       # A restarted code weighs as one assigned vector in the running statistics.
       self.ema_count.assign(tf.where(dead, 1.0, self.ema_count))
