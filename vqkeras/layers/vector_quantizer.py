@@ -266,7 +266,7 @@ class VectorQuantizer(ReplicaLocalLosses, keras.layers.Layer):
         with_sums=training and self.uses_ema)
     # A code is in use when it is the nearest code of some position. Under soft EM the
     # m samples reach far codes too: counted by samples, no code would ever be dead.
-    statistics = {"counts": counts, "nearest_counts": counts}
+    statistics = {"counts": counts}
     if sums is not None:
       statistics["sums"] = sums
     if training and self.update == "soft_em":
@@ -274,6 +274,7 @@ class VectorQuantizer(ReplicaLocalLosses, keras.layers.Layer):
           x_blocks, quantization.hard_assignments(codes), valid, self.codebook_size,
           with_sums=False)
     statistics = sum_over_replicas(statistics)
+    statistics.setdefault("nearest_counts", statistics["counts"])   # hard assignments
     batch_perplexity = quantization.perplexity(statistics["counts"])
     if training:
       self._apply_updates(x_blocks, statistics, valid, batch_perplexity)
