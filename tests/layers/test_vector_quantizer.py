@@ -297,6 +297,26 @@ def test_dead_codes_restart_onto_encoder_outputs(cifar_patches):
   assert int(layer.health()["dead_codes"]) < 12
 
 
+def test_a_code_that_stays_unused_restarts_every_window(cifar_patches):
+  x, later = cifar_patches[:256], cifar_patches[256:512]
+  layer = make_layer(np.full((16, 48), 50.0, np.float32), update="ema", usage_window=2,
+                     restart_dead_codes=True, seed=4)
+  layer(x, training=True)   # step 1: every code restarts; none was a nearest code but 0
+  far = np.full((8, 48), 50.0, np.float32)
+
+  def move_far():   # codes 8..15 far from every patch: never a nearest code
+    codebook = layer.codebook.numpy()
+    codebook[8:] = far
+    layer.embeddings.assign(codebook[None])
+    layer.ema_sum.assign(codebook[None] * layer.ema_count.numpy()[..., None])
+
+  for step in (2, 3, 4, 5):
+    move_far()
+    layer(later, training=True)
+    restarted = is_encoder_output(layer.codebook.numpy()[8:], later)
+    assert restarted.all() == (step % 2 == 0) and restarted.any() == (step % 2 == 0)
+
+
 def test_chunked_distances_give_the_same_codes(cifar_patches):
   rng = np.random.default_rng(12)
   codebook = cifar_patches[rng.choice(1000, 32)]
