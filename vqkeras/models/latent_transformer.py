@@ -273,29 +273,28 @@ class LatentTransformer(TranslationModel):
 
   def quantize_targets(self, targets, training=False):
     """The bottleneck's output for the targets' latents (quantized, codes, samples: see
-    `VectorQuantizer` with return_codes) and the latent lengths `[batch]`.
-
-    The quantized vectors of padding latents are 0, as `decode_codes` gives the
-    decoder. Padding latents lie outside the batch's moments and pull nothing towards
-    them, and they drift far from the real latents; read by the decoder's convolutions,
-    their straight-through gradients entered the moments' gradient with that large
-    standardized value: gradient spikes of 50-1000x in the compression network, then
-    the latents' collapse onto a few directions (Multi30k, n_c = 3, step ~860).
-    """
+    `VectorQuantizer` with return_codes) and the latent lengths `[batch]`."""
     latents, lengths = self.latents(targets, training)
     mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
-    bottleneck = self.quantizer(latents, training=training, mask=mask, return_codes=True)
-    bottleneck["quantized"] = tf.where(mask[:, :, None], bottleneck["quantized"],
-                                       tf.zeros_like(bottleneck["quantized"]))
-    return bottleneck, lengths
+    return self.quantizer(latents, training=training, mask=mask, return_codes=True), lengths
 
-  def decode_latents(self, quantized, memory, memory_padding, gold_targets=None,
+  def decode_latents(self, quantized, lengths, memory, memory_padding, gold_targets=None,
                      gold_fraction=0.0, training=False):
     """Token logits `[batch, L * 2^n_c, vocab]` of all positions at once.
+
+    The padding latents (from `lengths` `[batch]` on) are read as 0, in training as in
+    decoding. Padding latents lie outside the batch's moments and pull nothing towards
+    them, and they drift far from the real latents; read by the decompression's
+    convolutions, their straight-through gradients entered the moments' gradient with
+    that large standardized value: gradient spikes of 50-1000x in the compression
+    network, then the latents' collapse onto a few directions (Multi30k, n_c = 3, step
+    ~860).
 
     During the schedule's start a random `gold_fraction` of the positions reads
     the previous gold token (teacher forcing) instead of the up-sampled latents.
     """
+    in_use = tf.sequence_mask(lengths, tf.shape(quantized)[1])[:, :, None]
+    quantized = tf.where(in_use, quantized, tf.zeros_like(quantized))
     d = self.decompress(quantized, training=training)
     d += tf.cast(timing_signal(tf.shape(d)[1], self.hparams.hidden_size)[None], d.dtype)
     if gold_targets is not None:
@@ -317,7 +316,7 @@ class LatentTransformer(TranslationModel):
     memory, memory_padding = self.encode(features["inputs"], training)
     bottleneck, lengths = self.quantize_targets(features["targets"], training)
     gold_fraction = self.gold_fraction() if training else 0.0
-    logits = self.decode_latents(bottleneck["quantized"], memory, memory_padding,
+    logits = self.decode_latents(bottleneck["quantized"], lengths, memory, memory_padding,
                                  features["targets"], gold_fraction, training)
     logits = logits[:, :tf.shape(features["targets"])[1]]
     return logits, bottleneck, lengths, memory, memory_padding
@@ -397,9 +396,7 @@ class LatentTransformer(TranslationModel):
     """The parallel half of `translate`: every target token of the codes at once."""
     in_use = tf.sequence_mask(lengths, tf.shape(codes)[1])
     quantized = self.quantizer.decode(tf.where(in_use, codes, 0)[:, :, None])
-    quantized = tf.where(in_use[:, :, None], tf.cast(quantized, self.compute_dtype),
-                         tf.zeros([], self.compute_dtype))
-    logits = self.decode_latents(quantized, memory, memory_padding)
+    logits = self.decode_latents(quantized, lengths, memory, memory_padding)
     ids = tf.argmax(decoding.forbid(tf.cast(logits, tf.float32), PAD_ID), axis=-1,
                     output_type=tf.int32)
     ids = end_at_eos(ids, tf.minimum(lengths * self.compression, max_decode_length))
