@@ -55,7 +55,8 @@ class TransformerHParams(HParams):
 class LatentTransformerHParams(TransformerHParams):
   """The non-autoregressive model: compression, bottleneck, latent predictor, schedule."""
   # Runs recorded before this field normalized per latent.
-  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "latent_normalization": "layer"}
+  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "latent_normalization": "layer",
+                  "predictor_only_steps": 0}
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
   bottleneck: str = "soft_em"        # "gradient", "ema" (hard EM) or "soft_em"
@@ -72,6 +73,9 @@ class LatentTransformerHParams(TransformerHParams):
   latent_normalization: str = "batch"   # "batch" or "layer" (LatentTransformer.normalize_latents)
   mask_startup_steps: int = 50000    # the decoder moves from gold targets to latents
   latent_beam_size: int = 1          # 1: greedy decoding of the codes
+  # The last predictor_only_steps of train_steps train the latent predictor alone, on
+  # the nearest codes of the frozen autoencoder (LatentTransformer.training_stage).
+  predictor_only_steps: int = 0
 
   def validate(self):
     super().validate()
@@ -83,6 +87,8 @@ class LatentTransformerHParams(TransformerHParams):
           self.latent_normalization, "batch or layer")
     check(self.compression_steps >= 1, "compression_steps", self.compression_steps,
           "a positive integer")
+    check(0 <= self.predictor_only_steps < self.train_steps, "predictor_only_steps",
+          self.predictor_only_steps, f"an integer in [0, train_steps={self.train_steps})")
 
 
 # CPU sizes for Multi30k: the same changes serve every model of the family.

@@ -296,3 +296,34 @@ def test_a_restored_run_continues_exactly_as_the_uninterrupted_one(tmp_path, mul
   variables = restored.model.weights + restored.optimizer.variables
   for want, got, variable in zip(uninterrupted, continue_training(restored), variables):
     np.testing.assert_array_equal(got, want, err_msg=variable.path)
+
+
+def test_the_predictor_only_stage_trains_the_latent_predictor_alone(tmp_path, multi30k_data_dir):
+  # A joint run resumed with predictor_only_steps: from then on only the latent
+  # predictor moves; the encoder, the autoencoder, the codebook, its statistics and the
+  # moving moments stay bit-identical.
+  def run(alone, log):
+    config = trainer_lib.TrainConfig(
+        problem="translate_ende_multi30k", hparams="vq_em_tiny",
+        hparams_overrides=f"mask_startup_steps=0,predictor_only_steps={alone}",
+        data_dir=str(multi30k_data_dir), raw_dir=str(shared_data_dir() / "multi30k"),
+        model_dir=str(tmp_path / "run"), seed=3)
+    return trainer_lib.Trainer(config, tf.distribute.get_strategy(), log=log)
+
+  joint = run(0, quiet)
+  joint.train(4, checkpoint_every=0, log_every=100)
+  before = [v.numpy() for v in joint.model.weights]
+  logs = []
+  staged = run(3, logs.append)
+  staged.train(7, checkpoint_every=0, log_every=100)
+  assert staged.step == 7 and "Step 4: training stage latent_predictor." in logs
+  predictor = {id(v) for v in staged.model.latent_predictor.weights}
+  changed = 0
+  for want, variable in zip(before, staged.model.weights):
+    if id(variable) in predictor:
+      changed += not np.array_equal(variable.numpy(), want)
+    else:
+      np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
+  assert changed == len(predictor)
+  with pytest.raises(ValueError, match="predictor_only_steps=3 leaves no joint training"):
+    staged.model.training_stage(0, 3)

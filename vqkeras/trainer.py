@@ -35,9 +35,9 @@ class TrainingError(RuntimeError):
   """Training cannot go on (diverged, or a model_dir that belongs to another run)."""
 
 
-# How long a run trains, not what it is: a run may be resumed, evaluated or decoded
-# with another value (as with --train_steps).
-BUDGET_HPARAMS = ("train_steps",)
+# How long a run trains (and how it splits those steps), not what it is: a run may be
+# resumed, evaluated or decoded with another value (as with --train_steps).
+BUDGET_HPARAMS = ("train_steps", "predictor_only_steps")
 
 
 class ModelDirMismatch(ValueError):
@@ -206,6 +206,13 @@ class Trainer:
 
   # Training.
 
+  def _stage(self, train_steps):
+    """The training stage of the current step, for a model trained in stages (one with
+    `training_stage(step, train_steps)` and `enter_training_stage(stage)`); else None."""
+    if not hasattr(self.model, "training_stage"):
+      return None
+    return self.model.training_stage(self.step, train_steps)
+
   def _distributed_step(self, iterator):
     step_fn = training.train_step_fn(self.model, self.optimizer, self.hparams.clip_grad_norm)
 
@@ -226,7 +233,7 @@ class Trainer:
       self.log(f"Already trained to step {start_step} >= --train_steps={train_steps}.")
       return
     iterator = iter(self.training_batches(start_step))
-    step_fn = self._distributed_step(iterator)
+    stage, step_fn = None, None
     writer = tf.summary.create_file_writer(str(self.model_dir / "train")) if self.chief \
         else tf.summary.create_noop_writer()
     previous = signal.signal(signal.SIGTERM, self._on_signal)
@@ -234,6 +241,12 @@ class Trainer:
     clock, clock_step, totals = time.perf_counter(), start_step, {}
     try:
       while self.step < train_steps:
+        if step_fn is None or self._stage(train_steps) != stage:
+          stage = self._stage(train_steps)
+          if stage is not None:
+            self.model.enter_training_stage(stage)
+            self.log(f"Step {self.step}: training stage {stage}.")
+          step_fn = self._distributed_step(iterator)   # traced for the stage's variables
         parts = {name: value.numpy() for name, value in step_fn(next(iterator)).items()}
         step = self.step
         if not (math.isfinite(parts["loss"]) and math.isfinite(parts["auxiliary"])):

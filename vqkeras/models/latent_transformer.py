@@ -243,10 +243,35 @@ class LatentTransformer(TranslationModel):
     # Self-attention stays causal, as in T2T: while the schedule feeds gold
     # targets, a position must not see the token it predicts.
     self.decoder = decoder_stack(hparams)
+    self.predictor_only = False   # see training_stage
 
   def build(self, input_shape=None):
     """Nothing to create here: the sublayers build on the first batch."""
     self.built = True
+
+  # Training stages (the Trainer enters each in turn).
+
+  def training_stage(self, step, train_steps):
+    """"joint" up to the last predictor_only_steps of train_steps, then "latent_predictor".
+
+    Trained jointly, the latent predictor chases codes that move with the
+    autoencoder, learns them from soft-EM samples and reads averaged sample
+    embeddings, while translation feeds it hard codes. In the last stage (as
+    VQ-VAE trains its prior on a trained autoencoder) it learns the nearest codes
+    of the frozen autoencoder, read as translation reads them.
+    """
+    alone = self.hparams.predictor_only_steps
+    if alone >= train_steps:
+      raise ValueError(f"predictor_only_steps={alone} leaves no joint training in "
+                       f"train_steps={train_steps}; use fewer predictor_only_steps or more "
+                       f"train_steps.")
+    return "latent_predictor" if alone and step >= train_steps - alone else "joint"
+
+  def enter_training_stage(self, stage):
+    """Makes the variables of `stage` (see `training_stage`) the trainable ones."""
+    self.predictor_only = stage == "latent_predictor"
+    for layer in self.layers:
+      layer.trainable = not self.predictor_only or layer is self.latent_predictor
 
   def latents(self, targets, training=False):
     """The compressed target `[batch, ceil(T / 2^n_c), hidden]` and its lengths `[batch]`."""
@@ -331,6 +356,8 @@ class LatentTransformer(TranslationModel):
     a sum over latents; times 2^n_c it weighs as a mean per latent would
     beside the token mean (T2T adds the two means).
     """
+    if training and self.predictor_only:
+      return self.predictor_loss_and_weight(features)
     logits, bottleneck, lengths, memory, memory_padding = self.forward(features, training)
     token_loss, tokens = smoothed_cross_entropy(logits, features["targets"],
                                                 self.hparams.label_smoothing)
@@ -339,6 +366,16 @@ class LatentTransformer(TranslationModel):
     switched_on = tf.cast(self.quantizer.num_updates > self.hparams.mask_startup_steps,
                           tf.float32) if training else 1.0
     return token_loss + switched_on * self.compression * tf.reduce_sum(latent_loss), tokens
+
+  def predictor_loss_and_weight(self, features):
+    """(latent predictor cross-entropy of the nearest codes, target tokens), weighed as
+    in the joint loss; the source encoder and the autoencoder run in inference mode."""
+    memory, memory_padding = self.encode(features["inputs"])
+    bottleneck, lengths = self.quantize_targets(features["targets"])
+    latent_loss = self.latent_predictor.loss(bottleneck["codes"], lengths, memory,
+                                             memory_padding, training=True)
+    tokens = tf.reduce_sum(tf.cast(tf.not_equal(features["targets"], PAD_ID), tf.float32))
+    return self.compression * tf.reduce_sum(latent_loss), tokens
 
   def metric_sums(self, features):
     """Evaluation metrics as (sum, weight): token NLL given the target's own codes
