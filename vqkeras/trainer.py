@@ -241,8 +241,9 @@ class Trainer:
     clock, clock_step, totals = time.perf_counter(), start_step, {}
     try:
       while self.step < train_steps:
-        if step_fn is None or self._stage(train_steps) != stage:
-          stage = self._stage(train_steps)
+        current = self._stage(train_steps)
+        if step_fn is None or current != stage:
+          stage = current
           if stage is not None:
             self.model.enter_training_stage(stage)
             self.log(f"Step {self.step}: training stage {stage}.")
