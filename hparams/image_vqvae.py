@@ -10,11 +10,14 @@ from vqkeras import registry
 from vqkeras.hparams_lib import HParams, check
 
 BOTTLENECKS = ("gradient", "ema", "soft_em")
+PRIOR_FACTORIZATIONS = ("positions", "raster")
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageVQVAEHParams(HParams):
   """Autoencoder, bottleneck, pixel likelihood, latent prior and optimization."""
+  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "prior_factorization": "raster",
+                  "prior_block_layers": 2}
   # Autoencoder.
   channels: int = 256                # width of the encoder and decoder convolutions
   latent_depth: int = 320            # D, depth of a latent position before slicing
@@ -28,10 +31,15 @@ class ImageVQVAEHParams(HParams):
   beta: float = 0.25                 # commitment loss weight
   temperature: float = 1.0           # soft EM samples from softmax(-||z - e||^2 / T)
   restart_dead_codes: bool = False
-  # Latent prior: a causal Transformer over the code grid in raster order.
+  # Latent prior over the code grid (vqkeras.models.latent_prior): "positions", a
+  # Transformer over the H*W positions and one over each position's B codes; "raster",
+  # one over all H*W*B codes (the same factorization; its attention over 640 codes
+  # does not fit in memory at the paper's sizes).
+  prior_factorization: str = "positions"
   prior_hidden_size: int = 512
   prior_filter_size: int = 2048
-  prior_num_layers: int = 6
+  prior_num_layers: int = 6          # layers of the position Transformer
+  prior_block_layers: int = 2        # layers of the block Transformer ("positions")
   prior_num_heads: int = 8
   prior_dropout: float = 0.1         # the prior trains jointly with the autoencoder
   # Optimization.
@@ -45,21 +53,24 @@ class ImageVQVAEHParams(HParams):
     super().validate()
     check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
           " or ".join(BOTTLENECKS))
+    check(self.prior_factorization in PRIOR_FACTORIZATIONS, "prior_factorization",
+          self.prior_factorization, " or ".join(PRIOR_FACTORIZATIONS))
     check(self.latent_depth % self.num_blocks == 0, "num_blocks", self.num_blocks,
           f"a divisor of latent_depth={self.latent_depth}")
     check(self.prior_hidden_size % self.prior_num_heads == 0, "prior_num_heads",
           self.prior_num_heads, f"a divisor of prior_hidden_size={self.prior_hidden_size}")
-    for name in ("channels", "codebook_size", "num_samples", "batch_size", "train_steps"):
+    for name in ("channels", "codebook_size", "num_samples", "batch_size", "train_steps",
+                 "prior_num_layers", "prior_block_layers"):
       check(getattr(self, name) >= 1, name, getattr(self, name), "a positive integer")
 
 
 # CPU sizes: the same changes serve every bottleneck.
 SMALL = dict(channels=64, latent_depth=64, num_blocks=2, codebook_size=128,
              prior_hidden_size=128, prior_filter_size=512, prior_num_layers=2,
-             prior_num_heads=4, batch_size=32, learning_rate=1e-3, train_steps=3000)
+             prior_block_layers=1, prior_num_heads=4, batch_size=32, learning_rate=1e-3, train_steps=3000)
 TINY = dict(channels=16, latent_depth=16, num_blocks=2, codebook_size=32, num_samples=4,
             prior_hidden_size=32, prior_filter_size=64, prior_num_layers=1,
-            prior_num_heads=2, batch_size=16, learning_rate=2e-3, train_steps=100)
+            prior_block_layers=1, prior_num_heads=2, batch_size=16, learning_rate=2e-3, train_steps=100)
 
 
 @registry.register_hparams

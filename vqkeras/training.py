@@ -70,7 +70,7 @@ def train_step_fn(model, optimizer, clip_norm=0.0):
   return step
 
 
-def make_train_step(model, optimizer, input_signature=None, clip_norm=0.0):
+def make_train_step(model, optimizer, input_signature=None, clip_norm=0.0, jit_compile=False):
   """One optimizer step on one batch on one device, as a tf.function.
 
   Args:
@@ -79,11 +79,11 @@ def make_train_step(model, optimizer, input_signature=None, clip_norm=0.0):
     input_signature: the features' TensorSpecs; with None dimensions the step
       is traced once, not for every batch shape (token batches vary in shape).
     clip_norm: > 0 clips the gradient to this global norm (see `train_step_fn`).
+    jit_compile: compile the step with XLA (it then compiles once per batch shape).
   """
   step = train_step_fn(model, optimizer, clip_norm)
-  if input_signature is None:
-    return tf.function(step)
-  return tf.function(step, input_signature=[input_signature])
+  signature = None if input_signature is None else [input_signature]
+  return tf.function(step, input_signature=signature, jit_compile=jit_compile)
 
 
 def feature_signature(dataset):

@@ -20,18 +20,26 @@ def images():
                               "data_batch_1.bin"])[0]
 
 
-@pytest.fixture
-def model(images):
+@pytest.fixture(params=["positions", "raster"])
+def model(images, request):
   keras.utils.set_random_seed(0)
-  model = ImageVQVAE.from_hparams(registry.hparams("vq_em_cifar_tiny"))
+  hparams = registry.hparams("vq_em_cifar_tiny").derive(prior_factorization=request.param,
+                                                       num_blocks=4)
+  model = ImageVQVAE.from_hparams(hparams)
   model.loss_and_weight({"image": images[:2]})
   return model
+
+
+def prior_transformers(prior):
+  if hasattr(prior, "stack"):
+    return [prior.stack]
+  return [prior.position_transformer, prior.block_transformer]
 
 
 def test_shapes(model, images):
   assert model(images[:3]).shape == (3, 32, 32, 3, 256)
   codes = model.encode_images(images[:3])
-  assert codes.shape == (3, 8, 8, 2) and codes.dtype == tf.int32
+  assert codes.shape == (3, 8, 8, 4) and codes.dtype == tf.int32
   assert model.decode_codes(codes).shape == (3, 32, 32, 3)
 
 
@@ -42,8 +50,8 @@ def test_bits_per_dim_of_uniform_distributions_by_hand(model, images):
       weight.assign(tf.zeros_like(weight))
   sums = model.metric_sums({"image": images[:4]})
   dims = 4 * 32 * 32 * 3
-  codes_per_image = 8 * 8 * 2
-  expected_prior = codes_per_image * math.log2(32) / (32 * 32 * 3)   # 0.1042 bits/dim
+  codes_per_image = 8 * 8 * 4
+  expected_prior = codes_per_image * math.log2(32) / (32 * 32 * 3)   # 0.2083 bits/dim
   got = {name: float(total) / float(weight) for name, (total, weight) in sums.items()}
   assert float(sums["bits_per_dim_total"][1]) == dims
   np.testing.assert_allclose(got["bits_per_dim_reconstruction"], 8.0, rtol=1e-6)
@@ -75,7 +83,7 @@ def test_samples_are_valid_images(model):
   samples = model.sample(3, temperature=1.0, seed=(4, 5))
   assert samples.shape == (3, 32, 32, 3) and samples.dtype == tf.uint8
   codes = model.prior.sample(3, seed=(4, 5)).numpy()
-  assert codes.shape == (3, 8, 8, 2) and codes.min() >= 0 and codes.max() < 32
+  assert codes.shape == (3, 8, 8, 4) and codes.min() >= 0 and codes.max() < 32
 
 
 def test_each_sampled_code_is_the_draw_from_its_teacher_forced_distribution(model):
@@ -83,9 +91,10 @@ def test_each_sampled_code_is_the_draw_from_its_teacher_forced_distribution(mode
   # whole grid at once. Token t is drawn with the seed folded with t, so redrawing
   # every token from the teacher-forced logits of the sampled grid must give it back.
   prior, seed, temperature = model.prior, tf.constant((4, 5)), 0.7
-  for layer in model.prior.stack.layers_:   # sharper distributions than at initialization
-    for weight in layer.feed_forward.weights:
-      weight.assign(weight * 4.0)
+  for stack in prior_transformers(prior):   # sharper distributions than at initialization
+    for layer in stack.layers_:
+      for weight in layer.feed_forward.weights:
+        weight.assign(weight * 4.0)
   codes = prior.sample(3, temperature, seed=seed)
   logits = tf.reshape(prior(codes), [3, -1, prior.codebook_size]) / temperature
   redrawn = [tf.random.stateless_categorical(

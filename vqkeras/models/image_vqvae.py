@@ -8,7 +8,7 @@ import tensorflow as tf
 from vqkeras import registry
 from vqkeras.input_pipeline import scale_images
 from vqkeras.layers import VectorQuantizer
-from vqkeras.models.latent_prior import LatentPrior
+from vqkeras.models.latent_prior import LatentPrior, RasterPrior
 
 
 class ResidualBlock(keras.layers.Layer):
@@ -72,8 +72,10 @@ class ImageVQVAE(keras.Model):
     latent_depth: D, the depth of a latent position before quantization.
     codebook_size: K codes per block.
     num_blocks: codebooks per latent position (the paper's "8 x 8 x 10").
-    prior: dict of LatentPrior sizes (num_layers, hidden_size, filter_size,
-      num_heads, dropout), or None for an autoencoder without a prior.
+    prior: dict of the prior's sizes (num_layers, hidden_size, filter_size,
+      num_heads, dropout; block_layers for LatentPrior), or None for an
+      autoencoder without a prior.
+    prior_factorization: "positions" (`LatentPrior`) or "raster" (`RasterPrior`).
     **quantizer_kwargs: further `VectorQuantizer` arguments (update, decay, ...).
 
   Call: uint8 images `[batch, H, W, 3]` to pixel logits `[batch, H, W, 3, 256]`.
@@ -82,13 +84,14 @@ class ImageVQVAE(keras.Model):
   loss_unit = "subpixels"   # what loss_and_weight's weight counts
 
   def __init__(self, channels=256, latent_depth=64, codebook_size=512, num_blocks=1,
-               prior=None, **quantizer_kwargs):
+               prior=None, prior_factorization="positions", **quantizer_kwargs):
     super().__init__()
     self.encoder = image_encoder(channels, latent_depth)
     self.quantizer = VectorQuantizer(codebook_size, num_blocks=num_blocks,
                                      name="quantizer", **quantizer_kwargs)
     self.decoder = image_decoder(channels, 3 * PIXEL_VALUES)
-    self.prior = (LatentPrior(codebook_size, num_blocks, name="prior", **prior)
+    prior_class = {"positions": LatentPrior, "raster": RasterPrior}[prior_factorization]
+    self.prior = (prior_class(codebook_size, num_blocks, name="prior", **prior)
                   if prior else None)
 
   @classmethod
@@ -96,8 +99,11 @@ class ImageVQVAE(keras.Model):
     prior = dict(num_layers=hparams.prior_num_layers, hidden_size=hparams.prior_hidden_size,
                  filter_size=hparams.prior_filter_size, num_heads=hparams.prior_num_heads,
                  dropout=hparams.prior_dropout)
+    if hparams.prior_factorization == "positions":
+      prior["block_layers"] = hparams.prior_block_layers
     return cls(hparams.channels, hparams.latent_depth, hparams.codebook_size,
-               hparams.num_blocks, prior=prior, update=hparams.bottleneck,
+               hparams.num_blocks, prior=prior,
+               prior_factorization=hparams.prior_factorization, update=hparams.bottleneck,
                num_samples=hparams.num_samples, decay=hparams.decay, epsilon=hparams.epsilon,
                beta=hparams.beta, temperature=hparams.temperature,
                restart_dead_codes=hparams.restart_dead_codes)
