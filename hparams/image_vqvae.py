@@ -17,7 +17,7 @@ PRIOR_FACTORIZATIONS = ("positions", "raster")
 class ImageVQVAEHParams(HParams):
   """Autoencoder, bottleneck, pixel likelihood, latent prior and optimization."""
   ADDED_FIELDS = {**HParams.ADDED_FIELDS, "prior_factorization": "raster",
-                  "prior_block_layers": 2}
+                  "prior_block_layers": 1}
   # Autoencoder.
   channels: int = 256                # width of the encoder and decoder convolutions
   latent_depth: int = 320            # D, depth of a latent position before slicing
@@ -39,7 +39,9 @@ class ImageVQVAEHParams(HParams):
   prior_hidden_size: int = 512
   prior_filter_size: int = 2048
   prior_num_layers: int = 6          # layers of the position Transformer
-  prior_block_layers: int = 2        # layers of the block Transformer ("positions")
+  # Layers of the block Transformer ("positions"). It reads H*W*B codes, as many as the
+  # raster Transformer: each of its layers holds ~2 GB for the backward pass at batch 128.
+  prior_block_layers: int = 1
   prior_num_heads: int = 8
   prior_dropout: float = 0.1         # the prior trains jointly with the autoencoder
   # Optimization.
@@ -67,10 +69,10 @@ class ImageVQVAEHParams(HParams):
 # CPU sizes: the same changes serve every bottleneck.
 SMALL = dict(channels=64, latent_depth=64, num_blocks=2, codebook_size=128,
              prior_hidden_size=128, prior_filter_size=512, prior_num_layers=2,
-             prior_block_layers=1, prior_num_heads=4, batch_size=32, learning_rate=1e-3, train_steps=3000)
+             prior_num_heads=4, batch_size=32, learning_rate=1e-3, train_steps=3000)
 TINY = dict(channels=16, latent_depth=16, num_blocks=2, codebook_size=32, num_samples=4,
             prior_hidden_size=32, prior_filter_size=64, prior_num_layers=1,
-            prior_block_layers=1, prior_num_heads=2, batch_size=16, learning_rate=2e-3, train_steps=100)
+            prior_num_heads=2, batch_size=16, learning_rate=2e-3, train_steps=100)
 
 
 @registry.register_hparams

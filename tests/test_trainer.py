@@ -1,5 +1,6 @@
 """The training loop: distribution, resuming, signals, the NaN guard and the model_dir check."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from conftest import REPO, shared_data_dir
 from vqkeras import registry
 from vqkeras import trainer as trainer_lib
 from vqkeras import training
+from vqkeras.files import read_lines
 from vqkeras.models import ImageVQVAE
 
 CIFAR_FLAGS = ["--problem=image_cifar10", f"--raw_dir={shared_data_dir() / 'cifar10'}"]
@@ -327,3 +329,43 @@ def test_the_predictor_only_stage_trains_the_latent_predictor_alone(tmp_path, mu
   assert changed == len(predictor)
   with pytest.raises(ValueError, match="predictor_only_steps=3 leaves no joint training"):
     staged.model.training_stage(0, 3)
+
+
+def real_translation_batches(tokenizer, count=3, size=8):
+  folder = shared_data_dir() / "multi30k"
+  lines = {side: read_lines(folder / f"train.{side}.gz")[:count * size] for side in ("en", "de")}
+  ids = {side: tokenizer.tokenize(tf.constant(lines[side])).to_tensor() for side in lines}
+  return [{name: ids[side][i * size:(i + 1) * size]
+           for name, side in (("inputs", "en"), ("targets", "de"))} for i in range(count)]
+
+
+@pytest.mark.parametrize("name,changes", [
+    ("transformer_tiny", {}),
+    # Random draws (dropout, soft-EM samples, restarts) differ under XLA: the same
+    # distributions, other numbers. Without them the steps are deterministic.
+    ("vq_ema_tiny", dict(mask_startup_steps=0, restart_dead_codes=False)),
+    ("vq_ema_cifar_tiny", dict(prior_dropout=0.0)),
+])
+def test_an_xla_step_trains_as_the_plain_step(name, changes, multi30k_tokenizer, cifar_images):
+  hparams = registry.hparams(name).derive(**changes)
+  if "cifar" in name:
+    batches = [{"image": cifar_images[8 * i:8 * (i + 1)]} for i in range(3)]
+  else:
+    batches = real_translation_batches(multi30k_tokenizer)
+  losses = {}
+  for jit_compile in (False, True):
+    keras.utils.set_random_seed(0)
+    model_class = registry.model_class(hparams)
+    model = model_class.from_hparams(hparams)
+    step = training.make_train_step(model, model_class.make_optimizer(hparams),
+                                    jit_compile=jit_compile)
+    losses[jit_compile] = [float(step(batch)["loss"]) for batch in batches]
+  np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+  assert losses[False][-1] != losses[False][0]   # the steps moved the weights
+
+
+def test_xla_on_several_cpu_devices_is_refused_with_what_to_do(tmp_path, mirrored_strategy):
+  run = dataclasses.replace(config(tmp_path, "xla"), jit_compile=True)
+  with pytest.raises(ValueError, match="--jit_compile"):
+    trainer_lib.Trainer(run, mirrored_strategy, log=quiet)
+  assert not (tmp_path / "xla").exists()

@@ -65,6 +65,7 @@ class TrainConfig:
   model_dir: str = ""
   seed: int = 1
   mixed_precision: str = "none"     # none, mixed_float16 or mixed_bfloat16
+  jit_compile: bool = False         # XLA on each replica's step (compiled per batch shape)
 
 
 class Trainer:
@@ -82,6 +83,11 @@ class Trainer:
     self.hparams = registry.hparams(config.hparams, config.hparams_overrides)
     self.model_dir = pathlib.Path(config.model_dir)
     self.chief = distribute.is_chief()
+    if (config.jit_compile and strategy.num_replicas_in_sync > 1 and
+        not tf.config.list_logical_devices("GPU")):
+      raise ValueError("--jit_compile runs on one CPU device or on GPUs: XLA compiles a CPU "
+                       "step for the first device, which cannot read the other logical CPU "
+                       "devices' variables. Drop --jit_compile or --cpu_devices.")
     self._check_model_dir()
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision != "none":
@@ -215,6 +221,8 @@ class Trainer:
 
   def _distributed_step(self, iterator):
     step_fn = training.train_step_fn(self.model, self.optimizer, self.hparams.clip_grad_norm)
+    if self.config.jit_compile:
+      step_fn = tf.function(step_fn, jit_compile=True)
 
     @tf.function(input_signature=[iterator.element_spec])
     def step(features):

@@ -146,3 +146,4 @@ def test_the_check_finds_a_broadcast_weight():
       tf.TensorSpec([BATCH, TARGET_LENGTH, 24])).graph)
   assert any("(3, 1000, 24)" in found for found in weight_broadcasts(tensors, [weight]))
   assert largest(tensors)[0] > BATCH * TARGET_LENGTH * 1000
+

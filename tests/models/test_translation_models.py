@@ -15,6 +15,7 @@ from vqkeras import decoding
 from vqkeras import registry
 from vqkeras import training
 from vqkeras.models.latent_transformer import latent_lengths, stop_decided_first
+from vqkeras.models.transformer import smoothed_cross_entropy
 from vqkeras.files import read_lines
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
@@ -280,3 +281,23 @@ def test_mirrored_step_reproduces_one_device_on_the_global_batch(name, pairs, mi
     assert float(got["weight"]) == float(want["weight"])
   for a, b in zip(single.weights, mirrored.weights):
     np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_smoothed_cross_entropy_against_numpy(label_smoothing):
+  """The loss computed without the `[tokens, vocab]` target equals the full soft-target
+  cross-entropy minus the target's entropy, in float64."""
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 5, 11)) * 3
+  targets = rng.integers(1, 11, size=(2, 5))
+  targets[1, 3:] = 0   # padding
+  total, weight = smoothed_cross_entropy(tf.constant(logits, tf.float32),
+                                         tf.constant(targets, tf.int32), label_smoothing)
+  low = label_smoothing / 10
+  soft = np.full(logits.shape, low)
+  np.put_along_axis(soft, targets[..., None], 1.0 - label_smoothing, axis=-1)
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  entropy = -(soft * np.log(np.where(soft > 0, soft, 1.0))).sum(-1)
+  expected = ((-(soft * log_probs).sum(-1) - entropy) * (targets != 0)).sum()
+  np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+  assert float(weight) == 8

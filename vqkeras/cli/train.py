@@ -31,6 +31,9 @@ def define_flags():
   define.DEFINE_integer("seed", 1, "Seed of initialization, data order and sampling.")
   define.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
                      "Keras mixed-precision policy; the codebook stays float32.")
+  define.DEFINE_bool("jit_compile", False, "Compile the training step with XLA (once per batch "
+                     "shape); for GPUs. Random draws (dropout, soft-EM samples) then come from "
+                     "XLA's generator: the same distributions, other numbers.")
   define.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices, to try and "
                         "test multi-device training without GPUs.")
   define.mark_flag_as_required("model_dir")
@@ -44,7 +47,7 @@ def make_trainer(log=print):
   config = trainer.TrainConfig(
       problem=FLAGS.problem, hparams=FLAGS.hparams, hparams_overrides=FLAGS.hparams_overrides,
       data_dir=FLAGS.data_dir, raw_dir=flags.raw_dir(), model_dir=FLAGS.model_dir,
-      seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision)
+      seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile)
   return trainer.Trainer(config, distribute.make_strategy(FLAGS.strategy), log=log)
 
 

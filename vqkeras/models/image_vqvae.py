@@ -121,10 +121,12 @@ class ImageVQVAE(keras.Model):
     quantized = self.quantizer(self.encoder(scale_images(images)), training=training)
     return self.pixel_logits(quantized)
 
-  def negative_log_likelihoods(self, images, training=False):
+  def negative_log_likelihoods(self, images, training=False, squared_error=False):
     """Per image, in bits: reconstruction -log p(x | z_q(x)) and prior -log p(z); `[batch]` each.
 
-    Also the squared error of the decoder's mean image, summed per image.
+    squared_error: also the squared error of the decoder's mean image, summed per image
+    (for evaluation: its softmax over every sub-pixel's 256 values costs a training step
+    two more tensors of the logits' size).
     """
     out = self.quantizer(self.encoder(scale_images(images)), training=training,
                          return_codes=True)
@@ -135,9 +137,10 @@ class ImageVQVAE(keras.Model):
     if self.prior is not None:
       result["prior"] = self.prior.negative_log_likelihood(
           out["codes"], out["samples"], training=training) / LN2
-    mean = tf.reduce_sum(tf.nn.softmax(logits) * tf.range(PIXEL_VALUES, dtype=tf.float32), -1)
-    result["squared_error"] = tf.reduce_sum(
-        tf.square(scale_images(mean) - scale_images(images)), axis=[1, 2, 3])
+    if squared_error:
+      mean = tf.reduce_sum(tf.nn.softmax(logits) * tf.range(PIXEL_VALUES, dtype=tf.float32), -1)
+      result["squared_error"] = tf.reduce_sum(
+          tf.square(scale_images(mean) - scale_images(images)), axis=[1, 2, 3])
     return result
 
   def loss_and_weight(self, features, training=False):
@@ -150,7 +153,7 @@ class ImageVQVAE(keras.Model):
   def metric_sums(self, features):
     """Evaluation metrics as (sum, weight) pairs, to aggregate over a split."""
     images = features["image"]
-    nll = self.negative_log_likelihoods(images, training=False)
+    nll = self.negative_log_likelihoods(images, training=False, squared_error=True)
     dims = tf.cast(tf.size(images), tf.float32)
     sums = {"bits_per_dim_reconstruction": (tf.reduce_sum(nll["reconstruction"]), dims),
             "mse": (tf.reduce_sum(nll["squared_error"]), dims)}

@@ -107,7 +107,7 @@ class LatentPrior(CodeGridPrior):
   """
 
   def __init__(self, codebook_size, num_blocks, num_layers, hidden_size, filter_size,
-               num_heads, dropout=0.0, block_layers=2, **kwargs):
+               num_heads, dropout=0.0, block_layers=1, **kwargs):
     super().__init__(codebook_size, num_blocks, hidden_size, **kwargs)
     self.code_embedding = keras.layers.Embedding(self.start_id + 1, hidden_size,
                                                  name="code_embedding")
