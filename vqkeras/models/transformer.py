@@ -414,7 +414,7 @@ def smoothed_cross_entropy(logits, targets, label_smoothing):
   Returns:
     (sum of the losses, number of real tokens), to divide once over the global batch.
   """
-  logits = tf.cast(logits, tf.float32)
+  logits, targets = tf.cast(logits, tf.float32), tf.convert_to_tensor(targets)
   vocab_size = logits.shape[-1]
   confidence = 1.0 - label_smoothing
   low = label_smoothing / (vocab_size - 1)
