@@ -301,3 +301,19 @@ def test_smoothed_cross_entropy_against_numpy(label_smoothing):
   expected = ((-(soft * log_probs).sum(-1) - entropy) * (targets != 0)).sum()
   np.testing.assert_allclose(float(total), expected, rtol=1e-5)
   assert float(weight) == 8
+
+
+def test_smoothed_cross_entropy_gradient_against_numpy():
+  """The written-out gradient equals softmax - smoothed target, in float64."""
+  rng = np.random.default_rng(2)
+  logits = rng.normal(size=(3, 4, 9)) * 2
+  targets = rng.integers(1, 9, size=(3, 4))
+  z = tf.constant(logits, tf.float32)
+  with tf.GradientTape() as tape:
+    tape.watch(z)
+    total, _ = smoothed_cross_entropy(z, tf.constant(targets, tf.int32), 0.2)
+  low = 0.2 / 8
+  soft = np.full(logits.shape, low)
+  np.put_along_axis(soft, targets[..., None], 0.8, axis=-1)
+  probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  np.testing.assert_allclose(tape.gradient(total, z).numpy(), probs - soft, atol=1e-6)

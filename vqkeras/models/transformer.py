@@ -406,10 +406,7 @@ def smoothed_cross_entropy(logits, targets, label_smoothing):
   """Label-smoothed cross-entropy summed over real (non-padding) target tokens.
 
   The smoothed target gives the reference token 1 - label_smoothing and every other
-  token label_smoothing / (vocab - 1). Its cross-entropy with softmax(z) is
-  logsumexp(z) - low * sum_j z_j - (confidence - low) * z_target, computed without
-  forming the `[tokens, vocab]` target (which costs a training step one more tensor of
-  the logits' size: 0.5 GB at the base sizes).
+  token label_smoothing / (vocab - 1); see `smoothed_token_losses`.
 
   Returns:
     (sum of the losses, number of real tokens), to divide once over the global batch.
@@ -418,12 +415,38 @@ def smoothed_cross_entropy(logits, targets, label_smoothing):
   vocab_size = logits.shape[-1]
   confidence = 1.0 - label_smoothing
   low = label_smoothing / (vocab_size - 1)
-  losses = (tf.reduce_logsumexp(logits, axis=-1) -
-            (confidence - low) * tf.gather(logits, targets, batch_dims=targets.shape.rank))
-  if low:
-    losses -= low * tf.reduce_sum(logits, axis=-1)
+  losses = smoothed_token_losses(tf.reshape(logits, [-1, vocab_size]),
+                                 tf.reshape(targets, [-1]), confidence, low)
   # Subtract the entropy of the smoothed target, so that a perfect model scores 0.
   normalizer = -(confidence * math.log(confidence) +
                  (vocab_size - 1) * low * math.log(low + 1e-20))
-  weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
+  weights = tf.cast(tf.not_equal(tf.reshape(targets, [-1]), PAD_ID), tf.float32)
   return tf.reduce_sum((losses - normalizer) * weights), tf.reduce_sum(weights)
+
+
+def smoothed_token_losses(logits, targets, confidence, low):
+  """Cross-entropy `[tokens]` of softmax(logits `[tokens, vocab]`) against the smoothed
+  targets (confidence at `targets` `[tokens]`, low elsewhere).
+
+  It is logsumexp(z) - low * sum_j z_j - (confidence - low) * z_target, and its gradient
+  softmax(z) - low - (confidence - low) * onehot(target), written out: the backward
+  pass then holds no `[tokens, vocab]` tensor besides the logits and their gradient
+  (the one-hot targets and autodiff's intermediates each cost another, 0.5 GB at the
+  base sizes).
+  """
+  @tf.custom_gradient
+  def losses(z):
+    normalizers = tf.reduce_logsumexp(z, axis=-1)
+    picked = tf.gather(z, targets, batch_dims=1)
+    value = normalizers - (confidence - low) * picked
+    if low:
+      value -= low * tf.reduce_sum(z, axis=-1)
+
+    def gradient(upstream):
+      probs = tf.exp(z - normalizers[:, None]) - low
+      at_targets = tf.stack([tf.range(tf.shape(targets)[0]), targets], axis=1)
+      probs = tf.tensor_scatter_nd_sub(probs, at_targets,
+                                       tf.fill(tf.shape(targets), confidence - low))
+      return probs * upstream[:, None]
+    return value, gradient
+  return losses(logits)
