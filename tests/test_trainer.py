@@ -334,7 +334,9 @@ def test_the_predictor_only_stage_trains_the_latent_predictor_alone(tmp_path, mu
 def real_translation_batches(tokenizer, count=3, size=8):
   folder = shared_data_dir() / "multi30k"
   lines = {side: read_lines(folder / f"train.{side}.gz")[:count * size] for side in ("en", "de")}
-  ids = {side: tokenizer.tokenize(tf.constant(lines[side])).to_tensor() for side in lines}
+  # One shape for all batches: XLA compiles once per shape.
+  ids = {side: tokenizer.tokenize(tf.constant(lines[side])).to_tensor(shape=[None, 40])
+         for side in lines}
   return [{name: ids[side][i * size:(i + 1) * size]
            for name, side in (("inputs", "en"), ("targets", "de"))} for i in range(count)]
 

@@ -20,14 +20,24 @@ def images():
                               "data_batch_1.bin"])[0]
 
 
-@pytest.fixture(params=["positions", "raster"])
-def model(images, request):
+def tiny_model(images, prior_factorization):
   keras.utils.set_random_seed(0)
-  hparams = registry.hparams("vq_em_cifar_tiny").derive(prior_factorization=request.param,
+  hparams = registry.hparams("vq_em_cifar_tiny").derive(prior_factorization=prior_factorization,
                                                        num_blocks=4)
   model = ImageVQVAE.from_hparams(hparams)
   model.loss_and_weight({"image": images[:2]})
   return model
+
+
+@pytest.fixture(params=["positions", "raster"])
+def model(images, request):
+  """The model with each prior: both must be exact likelihoods in the same order."""
+  return tiny_model(images, request.param)
+
+
+@pytest.fixture
+def positions_model(images):
+  return tiny_model(images, "positions")
 
 
 def prior_transformers(prior):
@@ -36,7 +46,8 @@ def prior_transformers(prior):
   return [prior.position_transformer, prior.block_transformer]
 
 
-def test_shapes(model, images):
+def test_shapes(positions_model, images):
+  model = positions_model
   assert model(images[:3]).shape == (3, 32, 32, 3, 256)
   codes = model.encode_images(images[:3])
   assert codes.shape == (3, 8, 8, 4) and codes.dtype == tf.int32
@@ -105,7 +116,8 @@ def test_each_sampled_code_is_the_draw_from_its_teacher_forced_distribution(mode
   assert len(np.unique(codes.numpy())) > 8   # draws, not one repeated code
 
 
-def test_a_few_steps_on_real_records_lower_the_loss(model, images):
+def test_a_few_steps_on_real_records_lower_the_loss(positions_model, images):
+  model = positions_model
   step = training.make_train_step(model, keras.optimizers.Adam(3e-3))
   losses = [float(step({"image": images[16 * i:16 * (i + 1)]})["loss"]) for i in range(60)]
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
