@@ -43,12 +43,11 @@ FLOAT = 4
 # Activations the backward pass reads, in floats (a lower bound: no dropout masks, no
 # copies, no temporaries of the forward pass).
 
-def stack_activations(tokens, length, layers, hparams, memory_length=0, causal_cross=False):
+def stack_activations(tokens, length, layers, hparams, memory_length=0):
   """Per Transformer layer and position: the residual stream and layer norm output of each
   sublayer (2h each), queries, keys and values (3h), attention weights (heads x keys),
   attention output (h); with cross-attention its queries, weights and output (2h + heads
   x memory length); the feed-forward's ReLU output (filter)."""
-  del causal_cross
   h, heads = hparams["hidden_size"], hparams["num_heads"]
   per_token = 2 * h + 3 * h + heads * length + h + 2 * h + hparams["filter_size"]
   if memory_length:
