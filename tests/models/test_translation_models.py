@@ -317,3 +317,59 @@ def test_smoothed_cross_entropy_gradient_against_numpy():
   np.put_along_axis(soft, targets[..., None], 0.8, axis=-1)
   probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
   np.testing.assert_allclose(tape.gradient(total, z).numpy(), probs - soft, atol=1e-6)
+
+
+def batches_of(count, size, rng):
+  """The indices 0..count-1 shuffled and cut into batches of `size`."""
+  order = rng.permutation(count)
+  return [order[i:i + size] for i in range(0, count, size)]
+
+
+def unpadded(ids):
+  """A batch's rows of ids without their padding columns: as the row would come alone."""
+  return ids[:, :max(1, int(tf.reduce_max(tf.reduce_sum(tf.cast(ids != PAD_ID, tf.int32), 1))))]
+
+
+def test_the_latent_decoder_gives_a_sentence_the_same_logits_in_any_batch(multi30k_tokenizer):
+  """From the targets' own codes: compression and decompression read no padding."""
+  text = first_short_pairs("val", 64, max_words=30)
+  inputs = padded_ids(multi30k_tokenizer, [en for en, _ in text])
+  targets = padded_ids(multi30k_tokenizer, [de for _, de in text])
+  keras.utils.set_random_seed(0)
+  model = registry.model_class(registry.hparams("vq_em_tiny")).from_hparams(
+      registry.hparams("vq_em_tiny"))
+  model.loss_and_weight({"inputs": inputs[:2], "targets": targets[:2]})
+  full = model({"inputs": inputs, "targets": targets}).numpy()
+  lengths = np.sum(targets.numpy() != PAD_ID, axis=1)
+  rng = np.random.default_rng(0)
+  for size in (1, 5, 13):
+    for batch in batches_of(len(text), size, rng):
+      got = model({"inputs": unpadded(tf.gather(inputs, batch)),
+                   "targets": unpadded(tf.gather(targets, batch))}).numpy()
+      for row, i in enumerate(batch):
+        np.testing.assert_allclose(got[row, :lengths[i]], full[i, :lengths[i]], atol=1e-4)
+
+
+@pytest.mark.parametrize("kind,beam_size", [("transformer", 1), ("transformer", 4),
+                                            ("latent_transformer", 1),
+                                            ("latent_transformer", 2)])
+def test_a_sentence_gets_the_same_translation_alone_and_in_any_batch(
+    kind, beam_size, request, pairs, multi30k_tokenizer):
+  """64 real sources (32 the model has learned, 32 unseen) translated alone, in one batch
+  and in shuffled batches of 13."""
+  model = request.getfixturevalue(kind)
+  unseen = padded_ids(multi30k_tokenizer, [en for en, _ in first_short_pairs("val", 32)])
+  sources = [row[row != PAD_ID] for ids in (pairs["inputs"], unseen) for row in ids.numpy()]
+  translate = tf.function(lambda ids: model.translate(ids, beam_size=beam_size),
+                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
+
+  def translations(batch):
+    ids = tf.ragged.constant([sources[i] for i in batch], dtype=tf.int32).to_tensor()
+    return [without_padding(row) for row in translate(ids).numpy()]
+
+  reference = translations(range(len(sources)))
+  rng = np.random.default_rng(0)
+  for size in (1, 13):
+    for batch in batches_of(len(sources), size, rng):
+      for i, translation in zip(batch, translations(batch)):
+        assert translation == reference[i], (size, i)

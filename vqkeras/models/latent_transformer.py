@@ -36,7 +36,12 @@ from vqkeras.tokenizer import EOS_ID, PAD_ID
 
 class ResidualConv(keras.layers.Layer):
   """x + dropout(convs(layer_norm(x))): three kernel-3 convolutions, each after a ReLU
-  (T2T's residual_conv: conv_block with first_relu)."""
+  (T2T's residual_conv: conv_block with first_relu).
+
+  Each convolution reads 0 at padding positions (`mask` False): a kernel-3 convolution
+  reads the next position, and at padding the layer norm gives its beta, so the last
+  real positions of a sequence would depend on how far its batch pads it.
+  """
 
   def __init__(self, hidden_size, dropout, kernel_size=3, **kwargs):
     super().__init__(**kwargs)
@@ -45,10 +50,12 @@ class ResidualConv(keras.layers.Layer):
                                       name=f"conv_{i}") for i in range(3)]
     self.dropout = keras.layers.Dropout(dropout)
 
-  def call(self, x, training=False):
+  def call(self, x, mask, training=False):
+    """x `[batch, length, hidden]`; mask `[batch, length]` bool, True at real positions."""
+    real = tf.cast(mask, x.dtype)[:, :, None]
     y = self.norm(x)
     for conv in self.convs:
-      y = conv(tf.nn.relu(y))
+      y = conv(tf.nn.relu(y) * real)
     return x + self.dropout(y, training=training)
 
 
@@ -59,7 +66,9 @@ class Compress(keras.layers.Layer):
   As in T2T (conv_block with first_relu), the latents are the last convolution's
   linear output; a ReLU after it would leave half of every latent at 0.
 
-  T must be a multiple of 2^n_c (`pad_to_multiple`).
+  T must be a multiple of 2^n_c (`pad_to_multiple`). Every convolution reads 0 past
+  the real positions of its level (ceil(tokens / 2^k)), so a sequence compresses alike
+  in any batch.
   """
 
   def __init__(self, hidden_size, compression_steps, dropout, **kwargs):
@@ -69,17 +78,21 @@ class Compress(keras.layers.Layer):
     self.halvings = [keras.layers.Conv1D(hidden_size, 2, strides=2, name=f"compress_{i}")
                      for i in range(compression_steps)]
 
-  def call(self, x, training=False):
+  def call(self, x, tokens, training=False):
+    """x `[batch, T, hidden]`; tokens `[batch]`, the real positions of each row."""
     for layer in self.residual:
-      x = layer(x, training=training)
-    for halve in self.halvings:
-      x = halve(tf.nn.relu(x))
+      x = layer(x, tf.sequence_mask(tokens, tf.shape(x)[1]), training=training)
+    for level, halve in enumerate(self.halvings):
+      real = tf.sequence_mask(-(-tokens // 2 ** level), tf.shape(x)[1])
+      x = halve(tf.nn.relu(x) * tf.cast(real, x.dtype)[:, :, None])
     return x
 
 
 class Decompress(keras.layers.Layer):
   """`[batch, L, hidden]` to `[batch, L * 2^n_c, hidden]`: n_c times a residual
   convolution, then a 1x1 convolution to twice the width read as twice the length.
+
+  The residual convolutions read 0 past each row's latents (times 2^k at level k).
   """
 
   def __init__(self, hidden_size, compression_steps, dropout, **kwargs):
@@ -91,9 +104,11 @@ class Decompress(keras.layers.Layer):
                                          name=f"decompress_{i}")
                       for i in range(compression_steps)]
 
-  def call(self, x, training=False):
-    for residual, double in zip(self.residual, self.doublings):
-      x = double(residual(x, training=training))
+  def call(self, x, lengths, training=False):
+    """x `[batch, L, hidden]`; lengths `[batch]`, the latents in use of each row."""
+    for level, (residual, double) in enumerate(zip(self.residual, self.doublings)):
+      x = double(residual(x, tf.sequence_mask(lengths * 2 ** level, tf.shape(x)[1]),
+                          training=training))
       x = tf.reshape(x, [tf.shape(x)[0], -1, self.hidden_size])
     return x
 
@@ -279,7 +294,8 @@ class LatentTransformer(TranslationModel):
     real = tf.cast(tf.not_equal(targets, PAD_ID), self.compute_dtype)[:, :, None]
     x = self.input_dropout(self.embedding(targets), training=training) * real
     lengths = latent_lengths(targets, self.compression)
-    latents = self.compress(x, training=training)
+    tokens = tf.reduce_sum(tf.cast(tf.not_equal(targets, PAD_ID), tf.int32), axis=1)
+    latents = self.compress(x, tokens, training=training)
     return self.normalize_latents(latents, lengths, training), lengths
 
   def normalize_latents(self, latents, lengths, training=False):
@@ -320,7 +336,7 @@ class LatentTransformer(TranslationModel):
     """
     in_use = tf.sequence_mask(lengths, tf.shape(quantized)[1])[:, :, None]
     quantized = tf.where(in_use, quantized, tf.zeros_like(quantized))
-    d = self.decompress(quantized, training=training)
+    d = self.decompress(quantized, lengths, training=training)
     d += tf.cast(timing_signal(tf.shape(d)[1], self.hparams.hidden_size)[None], d.dtype)
     if gold_targets is not None:
       gold = self.embedding(shift_right(pad_to_multiple(gold_targets, self.compression)))
