@@ -350,10 +350,13 @@ def real_translation_batches(tokenizer, count=3, size=8):
 ])
 def test_an_xla_step_trains_as_the_plain_step(name, changes, multi30k_tokenizer, cifar_images):
   hparams = registry.hparams(name).derive(**changes)
+  # Two steps: the second's loss reads the first's update. Later, a latent whose two
+  # nearest codes are within rounding of each other can take the other code under XLA's
+  # other summation order, and the losses part by a discrete step (seen at step 3).
   if "cifar" in name:
-    batches = [{"image": cifar_images[8 * i:8 * (i + 1)]} for i in range(3)]
+    batches = [{"image": cifar_images[8 * i:8 * (i + 1)]} for i in range(2)]
   else:
-    batches = real_translation_batches(multi30k_tokenizer)
+    batches = real_translation_batches(multi30k_tokenizer, count=2)
   losses = {}
   for jit_compile in (False, True):
     keras.utils.set_random_seed(0)
