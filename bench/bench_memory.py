@@ -262,7 +262,7 @@ def print_table(results, cpu_count):
   kinds = sorted({r["peak_kind"] for r in results if "peak_kind" in r})
   print(f"(start: RSS with the model and optimizer built, before the first step; peak: "
         f"{', '.join(kinds)} of the process over the training steps; decode: translating "
-        f"64 sentences with beam 4, or 16 samples of the image prior)")
+        f"64 sentences with beam 4, or 16 samples of the image prior, one call with its tracing)")
 
 
 def main():
