@@ -56,7 +56,7 @@ class LatentTransformerHParams(TransformerHParams):
   """The non-autoregressive model: compression, bottleneck, latent predictor, schedule."""
   # Runs recorded before this field normalized per latent.
   ADDED_FIELDS = {**HParams.ADDED_FIELDS, "latent_normalization": "layer",
-                  "predictor_only_steps": 0}
+                  "predictor_only_steps": 0, "decoder_layers": 0}
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
   bottleneck: str = "soft_em"        # "gradient", "ema" (hard EM) or "soft_em"
@@ -76,9 +76,15 @@ class LatentTransformerHParams(TransformerHParams):
   # The last predictor_only_steps of train_steps train the latent predictor alone, on
   # the nearest codes of the frozen autoencoder (LatentTransformer.training_stage).
   predictor_only_steps: int = 0
+  # Layers of the parallel target decoder (0: num_layers, as the encoder and the latent
+  # predictor). It runs once per translation on every target position: at batch 1 on a
+  # CPU a layer of it costs about a token step of the autoregressive decoder.
+  decoder_layers: int = 0
 
   def validate(self):
     super().validate()
+    check(self.decoder_layers >= 0, "decoder_layers", self.decoder_layers,
+          "an integer >= 0 (0: num_layers)")
     check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
           " or ".join(BOTTLENECKS))
     check(1 <= self.bottleneck_bits <= 20, "bottleneck_bits", self.bottleneck_bits,

@@ -37,8 +37,14 @@ def log_probs_np(logits_table):
 
 def exhaustive_best(logits_table, alpha):
   """The best sequence (ending at EOS, or unfinished at MAX_LENGTH) and its score, in float64."""
+  return exhaustive_ranking(logits_table, alpha)[0]
+
+
+def exhaustive_ranking(logits_table, alpha):
+  """Every sequence (ending at EOS, or unfinished at MAX_LENGTH) with its score, in float64,
+  best first."""
   log_probs = log_probs_np(logits_table)
-  best, best_score = None, -np.inf
+  ranking = []
   for length in range(1, MAX_LENGTH + 1):
     for words in itertools.product([2, 3], repeat=length - 1):
       for ending in ([EOS] if length < MAX_LENGTH else [EOS, 2, 3]):
@@ -47,10 +53,8 @@ def exhaustive_best(logits_table, alpha):
         for position, token in enumerate(sequence):
           total += log_probs[position, previous, token]
           previous = token
-        score = total / ((5.0 + length) / 6.0) ** alpha
-        if score > best_score:
-          best, best_score = sequence, score
-  return best, best_score
+        ranking.append((sequence, total / ((5.0 + length) / 6.0) ** alpha))
+  return sorted(ranking, key=lambda pair: -pair[1])
 
 
 def greedy_np(logits_table):
@@ -86,6 +90,22 @@ def test_wide_beam_search_finds_the_exhaustive_optimum(seed, alpha):
   best, best_score = exhaustive_best(table, alpha)
   assert unpadded(ids[0]) == best
   np.testing.assert_allclose(scores[0], best_score, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_beam_hypotheses_of_a_beam_wider_than_all_sequences_are_the_exhaustive_ranking(seed,
+                                                                                     alpha):
+  table = chain(seed)
+  ranking = exhaustive_ranking(table, alpha)   # 63 sequences
+  beam = len(ranking) + 1
+  ids, scores = decoding.beam_hypotheses(step_of(table), tf.zeros([beam, 1]), 1, beam,
+                                         MAX_LENGTH, EOS, alpha)
+  assert [unpadded(row) for row in ids[0, :len(ranking)]] == [seq for seq, _ in ranking]
+  np.testing.assert_allclose(scores[0, :len(ranking)], [score for _, score in ranking],
+                             rtol=1e-5)
+  # One slot more than there are sequences: it holds a path through a forbidden token.
+  assert scores[0, -1] <= decoding.NEG_INF / 2
 
 
 @pytest.mark.parametrize("seed", range(6))

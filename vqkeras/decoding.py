@@ -87,8 +87,9 @@ def search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.0, st
   search (its state tiled to `[batch * beam_size, ...]`)."""
   if beam_size == 1:
     return greedy_search(step, state, batch_size, max_length, eos_id, start_id, pad_id)
-  return beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha, start_id,
-                     pad_id)[0]
+  ids, _ = beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha, start_id,
+                       pad_id)
+  return ids
 
 
 def tile_beams(structure, beam_size):
@@ -103,6 +104,17 @@ def length_penalty(length, alpha):
 
 def beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.0,
                 start_id=PAD_ID, pad_id=PAD_ID):
+  """The best hypothesis of `beam_hypotheses`: (ids `[batch, length]`, score `[batch]`).
+
+  The search stops as soon as no alive hypothesis can beat the best finished one.
+  """
+  ids, scores = beam_hypotheses(step, state, batch_size, beam_size, max_length, eos_id, alpha,
+                                start_id, pad_id, best_only=True)
+  return ids[:, 0], scores[:, 0]
+
+
+def beam_hypotheses(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.0,
+                    start_id=PAD_ID, pad_id=PAD_ID, best_only=False):
   """Beam search with a length penalty (the search of Tensor2Tensor).
 
   Every step extends the `beam_size` alive hypotheses by every token and ranks
@@ -110,17 +122,20 @@ def beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.
   alive; those that end in EOS and rank among the best `beam_size` overall
   compete for the finished set by their score log p / length_penalty (as in
   fairseq: so beam size 1 is greedy search). The search stops when no alive
-  hypothesis can beat the best finished one, or at max_length.
+  hypothesis can beat the worst of the finished set (as T2T's), or at max_length.
 
   Args:
     step: the step function (module docstring); its state is tiled: `[b*k, ...]`.
     state: the initial state, already `[batch * beam_size, ...]`.
     alpha: the length penalty's exponent; 0 ranks by log-probability.
+    best_only: stop when no alive hypothesis can beat the best finished one (the
+      first hypothesis is the same; the others may not be the best k).
 
   Returns:
-    (ids `[batch, length]` of the best hypothesis, ending with EOS unless it
-    reached max_length, then pad_id; its score `[batch]`). A hypothesis cut at
-    max_length competes with the finished ones, scored at that length.
+    (ids `[batch, beam_size, length]` of the beam_size best hypotheses, best first,
+    each ending with EOS unless it reached max_length, then pad_id; their scores
+    `[batch, beam_size]`, -inf where fewer hypotheses finished). Hypotheses cut at
+    max_length compete with the finished ones, scored at that length.
   """
   k = beam_size
   batch_beams = batch_size * k
@@ -154,7 +169,7 @@ def beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.
     # Log-probabilities only fall as hypotheses grow, and the penalty is largest at
     # max_length: no alive hypothesis can score above this bound.
     best_alive_bound = alive_log_probs[:, 0] / length_penalty(max_length, alpha)
-    can_improve = tf.reduce_any(best_alive_bound > finished_scores[:, 0])
+    can_improve = tf.reduce_any(best_alive_bound > finished_scores[:, 0 if best_only else -1])
     return (position < max_length) & can_improve
 
   # Hypotheses start with the first input; it is dropped at the end.
@@ -166,8 +181,10 @@ def beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.
                 tf.TensorShape([None, k]), tf.nest.map_structure(open_shape, state))
   position, alive, alive_log_probs, finished, finished_scores, _ = tf.while_loop(
       not_done, body, start, shape_invariants=invariants)
-  # Hypotheses cut at max_length compete with the finished ones, scored at their length.
-  cut_scores = alive_log_probs[:, 0] / length_penalty(position, alpha)
-  take_cut = (position >= max_length) & (cut_scores > finished_scores[:, 0])
-  ids = tf.where(take_cut[:, None], alive[:, 0, 1:], finished[:, 0, 1:])
-  return ids, tf.where(take_cut, cut_scores, finished_scores[:, 0])
+  # Hypotheses cut at max_length compete with the finished ones, scored at their length
+  # (top_k puts the finished one first on a tie).
+  cut_scores = tf.where(position >= max_length,
+                        alive_log_probs / length_penalty(position, alpha), -np.inf)
+  scores, picked = tf.math.top_k(tf.concat([finished_scores, cut_scores], axis=1), k)
+  ids = tf.gather(tf.concat([finished, alive], axis=1), picked, batch_dims=1)
+  return ids[:, :, 1:], scores

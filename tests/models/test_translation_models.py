@@ -350,17 +350,23 @@ def test_the_latent_decoder_gives_a_sentence_the_same_logits_in_any_batch(multi3
         np.testing.assert_allclose(got[row, :lengths[i]], full[i, :lengths[i]], atol=1e-4)
 
 
-@pytest.mark.parametrize("kind,beam_size", [("transformer", 1), ("transformer", 4),
-                                            ("latent_transformer", 1),
-                                            ("latent_transformer", 2)])
+@pytest.mark.parametrize("kind,beam_size,candidates", [
+    ("transformer", 1, None), ("transformer", 4, None), ("latent_transformer", 1, None),
+    ("latent_transformer", 2, None), ("latent_transformer", 1, "own"),
+    ("latent_transformer", 1, "teacher")])
 def test_a_sentence_gets_the_same_translation_alone_and_in_any_batch(
-    kind, beam_size, request, pairs, multi30k_tokenizer):
+    kind, beam_size, candidates, request, pairs, multi30k_tokenizer):
   """64 real sources (32 the model has learned, 32 unseen) translated alone, in one batch
-  and in shuffled batches of 13."""
+  and in shuffled batches of 13; candidates: 4 of them, scored by the model itself or by
+  the Transformer as teacher."""
   model = request.getfixturevalue(kind)
   unseen = padded_ids(multi30k_tokenizer, [en for en, _ in first_short_pairs("val", 32)])
   sources = [row[row != PAD_ID] for ids in (pairs["inputs"], unseen) for row in ids.numpy()]
-  translate = tf.function(lambda ids: model.translate(ids, beam_size=beam_size),
+  options = {}
+  if candidates:
+    options = {"num_candidates": 4, "scorer": None if candidates == "own" else
+               request.getfixturevalue("transformer").candidate_log_likelihoods}
+  translate = tf.function(lambda ids: model.translate(ids, beam_size=beam_size, **options),
                           input_signature=[tf.TensorSpec([None, None], tf.int32)])
 
   def translations(batch):
@@ -373,3 +379,65 @@ def test_a_sentence_gets_the_same_translation_alone_and_in_any_batch(
     for batch in batches_of(len(sources), size, rng):
       for i, translation in zip(batch, translations(batch)):
         assert translation == reference[i], (size, i)
+
+
+def test_one_candidate_of_a_beam_of_one_is_greedy_decoding(latent_transformer, held_out):
+  ids, _ = latent_transformer.translate_candidates(held_out, 1, 1, 64)
+  greedy = latent_transformer.translate(held_out)
+  for a, b in zip(ids[:, 0].numpy(), greedy.numpy()):
+    assert without_padding(a) == without_padding(b)
+
+
+def test_candidates_are_scored_as_each_alone_and_the_best_is_chosen(latent_transformer,
+                                                                    held_out):
+  """Own scores against the latent predictor's log p(codes | each goes on), by teacher
+  forcing, plus the decoder's log-likelihood of the tokens of each candidate decoded alone."""
+  model, k = latent_transformer, 4
+  ids, scores = model.translate_candidates(held_out, k, k, 64)
+  memory, memory_padding = model.encode(held_out)
+  codes, lengths, _ = model.latent_predictor.candidates(memory, memory_padding, 8, k)
+  for i in range(held_out.shape[0]):
+    for j in range(k):
+      if lengths[i, j] in (0, 8):   # not found, or cut without its STOP
+        continue
+      one = codes[i:i + 1, j, :lengths[i, j]]
+      symbol_log_probs = tf.nn.log_softmax(model.latent_predictor(
+          one[:, :, None], memory[i:i + 1], memory_padding[i:i + 1])[0]).numpy()
+      symbol_log_probs = symbol_log_probs.astype(np.float64)
+      stop = model.latent_predictor.stop
+      code_log_p = sum(symbol_log_probs[t, c] - np.log1p(-np.exp(symbol_log_probs[t, stop]))
+                       for t, c in enumerate(one[0].numpy()))
+      logits = model.code_logits(one, lengths[i:i + 1, j], memory[i:i + 1],
+                                 memory_padding[i:i + 1])
+      alone = model.tokens_of(logits, lengths[i:i + 1, j], 64)
+      assert without_padding(alone[0]) == without_padding(ids[i, j])
+      log_probs = tf.nn.log_softmax(logits[0]).numpy().astype(np.float64)
+      tokens = without_padding(alone[0])
+      token_log_p = sum(log_probs[t, token] for t, token in enumerate(tokens))
+      np.testing.assert_allclose(scores[i, j], code_log_p + token_log_p, rtol=1e-4,
+                                 atol=1e-3)
+  chosen = model.translate(held_out, num_candidates=k)
+  best = np.argmax(scores.numpy(), axis=1)
+  for i in range(held_out.shape[0]):
+    assert without_padding(chosen[i]) == without_padding(ids[i, best[i]])
+
+
+def test_the_teacher_score_of_a_candidate_is_its_log_likelihood_token_by_token(
+    transformer, latent_transformer, held_out):
+  ids, _ = latent_transformer.translate_candidates(held_out, 3, 3, 64)
+  scores = transformer.candidate_log_likelihoods(held_out, ids).numpy()
+  for j in range(3):
+    step, cache = transformer.decoding_step(held_out)
+    previous = tf.fill([held_out.shape[0]], PAD_ID)
+    expected = np.zeros(held_out.shape[0])
+    for position in range(ids.shape[2]):
+      logits, cache = step(previous, position, cache)
+      log_probs = tf.nn.log_softmax(logits).numpy().astype(np.float64)
+      target = ids[:, j, position].numpy()
+      expected += np.where(target != PAD_ID, log_probs[np.arange(len(target)), target], 0.0)
+      previous = ids[:, j, position]
+    np.testing.assert_allclose(scores[:, j], expected, rtol=1e-4, atol=5e-3)   # float32 sums
+  chosen = latent_transformer.translate(held_out, num_candidates=3,
+                                        scorer=transformer.candidate_log_likelihoods)
+  for i, best in enumerate(np.argmax(scores, axis=1)):
+    assert without_padding(chosen[i]) == without_padding(ids[i, best])

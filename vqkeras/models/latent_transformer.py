@@ -29,7 +29,8 @@ from vqkeras import decoding
 from vqkeras import quantization
 from vqkeras import registry
 from vqkeras.layers import BatchStandardization, VectorQuantizer
-from vqkeras.models.transformer import (TranslationModel, decoder_stack, shift_right,
+from vqkeras.models.transformer import (TranslationModel, decoder_stack,
+                                        sequence_log_likelihood, shift_right,
                                         smoothed_cross_entropy, timing_signal)
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
@@ -171,6 +172,25 @@ class LatentPredictor(keras.layers.Layer):
 
   def predict(self, memory, memory_padding, max_latents, beam_size=1):
     """Codes `[batch, L]` (L <= max_latents) and their lengths `[batch]`; STOP fills the ends."""
+    step, cache = self.decoding_step(memory, memory_padding, beam_size)
+    codes = decoding.search(step, cache, tf.shape(memory)[0], beam_size, max_latents, self.stop,
+                            start_id=self.start, pad_id=self.stop)
+    return codes, self.lengths_of(codes)
+
+  def candidates(self, memory, memory_padding, max_latents, beam_size):
+    """The beam_size best code sequences of a beam search, best first: codes
+    `[batch, beam_size, L]`, lengths `[batch, beam_size]` and their log-probabilities
+    `[batch, beam_size]` (given that each goes on where it does; <= NEG_INF / 2 where
+    fewer sequences were found)."""
+    step, cache = self.decoding_step(memory, memory_padding, beam_size)
+    codes, log_probs = decoding.beam_hypotheses(step, cache, tf.shape(memory)[0], beam_size,
+                                                max_latents, self.stop, start_id=self.start,
+                                                pad_id=self.stop)
+    return codes, self.lengths_of(codes), log_probs
+
+  def decoding_step(self, memory, memory_padding, beam_size=1):
+    """The step function of `vqkeras.decoding` over code symbols, and its empty cache
+    (the memory repeated for the beams)."""
     batch_size = tf.shape(memory)[0]
     if beam_size > 1:
       memory, memory_padding = decoding.tile_beams((memory, memory_padding), beam_size)
@@ -182,12 +202,11 @@ class LatentPredictor(keras.layers.Layer):
                               cache=cache)
       return tf.cast(self.head(y)[:, 0], tf.float32), cache
 
-    step = stop_decided_first(step, self.stop)
-    cache = self.decoder.empty_cache(batch_size * beam_size)
-    codes = decoding.search(step, cache, batch_size, beam_size, max_latents, self.stop,
-                            start_id=self.start, pad_id=self.stop)
-    lengths = tf.reduce_sum(tf.cast(tf.not_equal(codes, self.stop), tf.int32), axis=1)
-    return codes, lengths
+    return stop_decided_first(step, self.stop), self.decoder.empty_cache(batch_size * beam_size)
+
+  def lengths_of(self, codes):
+    """The codes before STOP of each row of `[..., L]` codes."""
+    return tf.reduce_sum(tf.cast(tf.not_equal(codes, self.stop), tf.int32), axis=-1)
 
 
 def stop_decided_first(step, stop):
@@ -257,7 +276,7 @@ class LatentTransformer(TranslationModel):
     self.decompress = Decompress(*sizes, name="decompress")
     # Self-attention stays causal, as in T2T: while the schedule feeds gold
     # targets, a position must not see the token it predicts.
-    self.decoder = decoder_stack(hparams)
+    self.decoder = decoder_stack(hparams, num_layers=hparams.decoder_layers)   # 0: num_layers
     self.predictor_only = False   # see training_stage
 
   def build(self, input_shape=None):
@@ -406,22 +425,65 @@ class LatentTransformer(TranslationModel):
                                              tf.reduce_sum(weights)),
             "latent_nll_per_latent": (tf.reduce_sum(latent_nll), latents)}
 
-  def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None):
+  def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None,
+                num_candidates=1, scorer=None):
     """Target ids `[batch, length]` of source ids: the codes one by one, the tokens at once.
 
     Args:
       beam_size: of the search over codes (latent_beam_size); 1 is greedy.
-      length_penalty: unused (the code sequence is searched by log-probability).
+      length_penalty: alpha of the candidates' score / ((5 + tokens) / 6)^alpha (the
+        code sequence itself is searched by log-probability).
       max_decode_length: at most this many tokens (default: max_length).
+      num_candidates: k > 1 decodes the k best code sequences of a latent beam of
+        max(beam_size, k), all in one batch, and keeps the best-scored translation
+        (noisy parallel decoding, Gu et al. 2018; `translate_candidates`).
+      scorer: the score of the candidates (`translate_candidates`); None: the model's own.
 
     Returns:
       ids ending with EOS (unless they reached max_decode_length), then padding.
     """
-    del length_penalty
     max_decode_length = max_decode_length or self.hparams.max_length
+    if num_candidates > 1:
+      ids, scores = self.translate_candidates(inputs, max(beam_size, num_candidates),
+                                              num_candidates, max_decode_length, scorer)
+      return pick_best(ids, scores, length_penalty)
     codes, lengths, memory, memory_padding = self.predict_codes(inputs, beam_size,
                                                                 max_decode_length)
     return self.decode_codes(codes, lengths, memory, memory_padding, max_decode_length)
+
+  def translate_candidates(self, inputs, beam_size, num_candidates, max_decode_length,
+                           scorer=None):
+    """The translations of the num_candidates best code sequences of a latent beam search,
+    decoded in one batch, and their scores.
+
+    Args:
+      scorer: None scores a candidate by the model itself, log p(codes | source) +
+        log p(tokens | codes, source) of the decoder's own tokens; or a function of
+        (source ids `[batch, S]`, candidate ids `[batch, k, T]`) to log-likelihoods
+        `[batch, k]`, e.g. an autoregressive teacher's (`Transformer.candidate_log_likelihoods`).
+
+    Returns:
+      (ids `[batch, k, T]` as `translate` gives them, scores `[batch, k]`: -inf for a
+      candidate the beam did not find).
+    """
+    memory, memory_padding = self.encode(inputs)
+    max_latents = -(-max_decode_length // self.compression)
+    codes, lengths, code_log_probs = self.latent_predictor.candidates(
+        memory, memory_padding, max_latents, beam_size)
+    codes, lengths = codes[:, :num_candidates], lengths[:, :num_candidates]
+    code_log_probs = code_log_probs[:, :num_candidates]
+    batch_size, latents = tf.shape(codes)[0], tf.shape(codes)[2]
+    lengths = tf.reshape(lengths, [-1])
+    memory, memory_padding = decoding.tile_beams((memory, memory_padding), num_candidates)
+    logits = self.code_logits(tf.reshape(codes, [-1, latents]), lengths, memory, memory_padding)
+    flat_ids = self.tokens_of(logits, lengths, max_decode_length)
+    ids = tf.reshape(flat_ids, [batch_size, num_candidates, -1])
+    if scorer is None:
+      own = sequence_log_likelihood(logits[:, :tf.shape(flat_ids)[1]], flat_ids)
+      scores = code_log_probs + tf.reshape(own, [batch_size, num_candidates])
+    else:
+      scores = tf.cast(scorer(inputs, ids), tf.float32)
+    return ids, tf.where(code_log_probs > decoding.NEG_INF / 2, scores, -float("inf"))
 
   def predict_codes(self, inputs, beam_size, max_decode_length):
     """The sequential half of `translate`: encodes the source and searches the codes.
@@ -447,13 +509,31 @@ class LatentTransformer(TranslationModel):
 
   def decode_codes(self, codes, lengths, memory, memory_padding, max_decode_length):
     """The parallel half of `translate`: every target token of the codes at once."""
+    logits = self.code_logits(codes, lengths, memory, memory_padding)
+    return self.tokens_of(logits, lengths, max_decode_length)
+
+  def code_logits(self, codes, lengths, memory, memory_padding):
+    """Token logits `[batch, L * 2^n_c, vocab]` of codes `[batch, L]` (`lengths` in use)."""
     in_use = tf.sequence_mask(lengths, tf.shape(codes)[1])
     quantized = self.quantizer.decode(tf.where(in_use, codes, 0)[:, :, None])
-    logits = self.decode_latents(quantized, lengths, memory, memory_padding)
+    return self.decode_latents(quantized, lengths, memory, memory_padding)
+
+  def tokens_of(self, logits, lengths, max_decode_length):
+    """The most likely token of every position, up to the first EOS, at most
+    2^n_c tokens per latent in use and max_decode_length; padding after."""
     ids = tf.argmax(decoding.forbid(tf.cast(logits, tf.float32), PAD_ID), axis=-1,
                     output_type=tf.int32)
     ids = end_at_eos(ids, tf.minimum(lengths * self.compression, max_decode_length))
     return ids[:, :max_decode_length]
+
+
+def pick_best(ids, scores, length_penalty=0.0):
+  """The best candidate of each row: ids `[batch, k, T]` by scores `[batch, k]` over
+  ((5 + tokens) / 6)^length_penalty (ties: the earlier candidate); `[batch, T]`."""
+  tokens = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=-1)
+  best = tf.argmax(scores / decoding.length_penalty(tokens, length_penalty), axis=1,
+                   output_type=tf.int32)
+  return tf.gather(ids, best, batch_dims=1)
 
 
 def end_at_eos(ids, lengths):

@@ -295,9 +295,10 @@ def source_encoder(hparams, name="encoder"):
                           hparams.num_heads, hparams.dropout, name=name)
 
 
-def decoder_stack(hparams, causal=True, name="decoder"):
-  """A Transformer decoder attending to the source encoder's output."""
-  return TransformerStack(hparams.num_layers, hparams.hidden_size, hparams.filter_size,
+def decoder_stack(hparams, causal=True, name="decoder", num_layers=None):
+  """A Transformer decoder attending to the source encoder's output (num_layers: default
+  the hyper-parameters')."""
+  return TransformerStack(num_layers or hparams.num_layers, hparams.hidden_size, hparams.filter_size,
                           hparams.num_heads, hparams.dropout, causal=causal,
                           cross_attention=True, name=name)
 
@@ -360,9 +361,17 @@ class Transformer(TranslationModel):
 
   def log_likelihood(self, inputs, targets):
     """log p(targets | inputs) `[batch]`, summed over the real target tokens (EOS included)."""
-    logits = tf.cast(self({"inputs": inputs, "targets": targets}), tf.float32)
-    log_probs = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
-    return tf.reduce_sum(log_probs * tf.cast(tf.not_equal(targets, PAD_ID), tf.float32), -1)
+    return sequence_log_likelihood(self({"inputs": inputs, "targets": targets}), targets)
+
+  def candidate_log_likelihoods(self, inputs, candidates):
+    """log p(candidate | inputs) `[batch, k]` of candidates `[batch, k, T]` (ids, padded),
+    the source encoded once, all candidates in one teacher-forced pass (a rescorer of
+    the latent model's candidates: `LatentTransformer.translate_candidates`)."""
+    batch_size, k = tf.shape(candidates)[0], tf.shape(candidates)[1]
+    memory, memory_padding = decoding.tile_beams(self.encode(inputs), k)
+    targets = tf.reshape(candidates, [batch_size * k, -1])
+    logits = self.decode(shift_right(targets), memory, memory_padding)
+    return tf.reshape(sequence_log_likelihood(logits, targets), [batch_size, k])
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None):
     """Target ids `[batch, length]` of source ids `[batch, source length]`.
@@ -400,6 +409,13 @@ class Transformer(TranslationModel):
       return decoding.forbid(logits, PAD_ID), cache
 
     return step, self.decoder.empty_cache(tf.shape(memory)[0])
+
+
+def sequence_log_likelihood(logits, targets):
+  """sum_t log softmax(logits)[t, targets_t] `[batch]` over the real (non-PAD) targets;
+  logits `[batch, T, vocab]`, targets `[batch, T]`."""
+  log_probs = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
+  return tf.reduce_sum(log_probs * tf.cast(tf.not_equal(targets, PAD_ID), tf.float32), -1)
 
 
 def smoothed_cross_entropy(logits, targets, label_smoothing):

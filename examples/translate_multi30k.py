@@ -1,0 +1,114 @@
+"""From the raw Multi30k files to the translation benchmark table, resumably.
+
+The paper's translation experiment (Roy et al. 2018; docs in README, Translation) at CPU
+size, each stage one of the documented commands:
+  1. datagen:  the shared SentencePiece vocabulary (bin/datagen);
+  2. teacher:  the autoregressive Transformer, baseline and teacher (bin/train);
+  3. distill:  the teacher translates the training sources with beam 4 (bin/decode), the
+               targets of the `translate_ende_multi30k_distilled` problem;
+  4. latent:   the non-autoregressive latent model (soft EM, n_c = 3) on the distilled
+               pairs, its last steps training the latent predictor alone (bin/train with
+               `predictor_only_steps`);
+  5. bench:    bench/bench_translation.py, the speed/quality table on Multi30k validation.
+
+  python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k
+
+Re-running the same command resumes: a finished training or translation is not redone,
+an interrupted training continues from its latest checkpoint. `--stages=bench` reruns
+only the benchmark. On two CPU cores, otherwise idle: teacher about 25 minutes, distillation
+about 15, latent model about 70 (README, Speed, gives the measured times).
+"""
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+STAGES = ("datagen", "teacher", "distill", "latent", "bench")
+
+
+def parse_args():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--work_dir", default=str(REPO / "runs" / "multi30k"),
+                      help="Holds data/ (vocabulary, distilled targets), the runs and the table.")
+  parser.add_argument("--raw_dir", default=str(REPO.parent / "shared" / "data" / "multi30k"),
+                      help="The Multi30k raw files (downloaded there when missing).")
+  parser.add_argument("--stages", default=",".join(STAGES),
+                      help=f"Comma-separated stages to run, of {','.join(STAGES)}.")
+  parser.add_argument("--teacher_hparams", default="transformer_small")
+  parser.add_argument("--latent_hparams", default="vq_em_small")
+  parser.add_argument("--latent_overrides", default="",
+                      help="More hparams_overrides of the latent model, e.g. decoder_layers=1.")
+  parser.add_argument("--joint_steps", type=int, default=1600,
+                      help="Steps of the latent model trained jointly.")
+  parser.add_argument("--predictor_steps", type=int, default=1600,
+                      help="Steps after them that train the latent predictor alone.")
+  parser.add_argument("--bench_args", default="",
+                      help="More arguments for bench/bench_translation.py.")
+  args = parser.parse_args()
+  unknown = set(args.stages.split(",")) - set(STAGES)
+  if unknown:
+    parser.error(f"unknown --stages {','.join(sorted(unknown))}: choose from {','.join(STAGES)}")
+  return args
+
+
+def run(command, log_path=None):
+  """Runs a command of the repository, echoing it; its output also goes to `log_path`."""
+  print("+ " + " ".join(command), flush=True)
+  start = time.time()
+  if log_path:
+    pathlib.Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+  with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True) as process:
+    with open(log_path, "a", encoding="utf-8") if log_path else open(os.devnull, "w") as log:
+      for line in process.stdout:
+        sys.stdout.write(line)
+        log.write(line)
+  if process.returncode:
+    sys.exit(f"stopped: `{command[0]}` exited with {process.returncode}; fix the cause and rerun "
+             f"the same command to resume.")
+  print(f"  ({(time.time() - start) / 60:.1f} min)", flush=True)
+
+
+def main():
+  args = parse_args()
+  stages = args.stages.split(",")
+  work = pathlib.Path(args.work_dir).resolve()
+  data = work / "data"
+  teacher, latent = work / "teacher", work / "latent_distilled"
+  work.mkdir(parents=True, exist_ok=True)
+  common = [f"--data_dir={data}", f"--raw_dir={args.raw_dir}"]
+  problem = "--problem=translate_ende_multi30k"
+  distilled_targets = data / "translate_ende_multi30k.distilled.train.de"
+
+  if "datagen" in stages:
+    run(["bin/datagen", problem, f"--hparams={args.teacher_hparams}"] + common)
+  if "teacher" in stages:
+    run(["bin/train", problem, f"--hparams={args.teacher_hparams}", f"--model_dir={teacher}"]
+        + common, teacher / "train.log")
+  if "distill" in stages:
+    if distilled_targets.exists():   # bin/decode writes it whole or not at all
+      print(f"distillation: {distilled_targets} is there")
+    else:
+      run(["bin/decode", problem, f"--hparams={args.teacher_hparams}", f"--model_dir={teacher}",
+           "--decode_hparams=beam_size=4,batch_size=64",
+           f"--decode_from_file={pathlib.Path(args.raw_dir) / 'train.en.gz'}",
+           f"--decode_to_file={distilled_targets}"] + common)
+  if "latent" in stages:
+    budget = (f"train_steps={args.joint_steps + args.predictor_steps},"
+              f"predictor_only_steps={args.predictor_steps}")
+    overrides = ",".join(filter(None, [budget, args.latent_overrides]))
+    run(["bin/train", "--problem=translate_ende_multi30k_distilled",
+         f"--hparams={args.latent_hparams}", f"--hparams_overrides={overrides}",
+         f"--model_dir={latent}"] + common, latent / "train.log")
+  if "bench" in stages:
+    run([sys.executable, "bench/bench_translation.py", f"--data_dir={data}",
+         f"--raw_dir={args.raw_dir}", f"--ar={teacher}", f"--nat={latent}",
+         f"--json={work / 'bench.json'}"] + args.bench_args.split(), work / "bench.log")
+
+
+if __name__ == "__main__":
+  main()
