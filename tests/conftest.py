@@ -105,5 +105,13 @@ def cifar_run(tmp_path_factory):
                       tmp_path_factory.mktemp("cifar_data"), shared_data_dir() / "cifar10")
 
 
+@pytest.fixture(scope="session")
+def latent_and_teacher_runs(tmp_path_factory, multi30k_data_dir):
+  """bin/train flags of briefly trained latent model and Transformer on one vocabulary."""
+  return [_trained_run(tmp_path_factory, "translate_ende_multi30k", name, multi30k_data_dir,
+                       shared_data_dir() / "multi30k")
+          for name in ("vq_em_tiny", "transformer_tiny")]
+
+
 def flag_value(flags, name):
   return next(flag.split("=", 1)[1] for flag in flags if flag.startswith(f"--{name}="))

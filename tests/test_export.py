@@ -14,7 +14,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import flag_value, run_tool, shared_data_dir
+from vqkeras import registry
 from vqkeras import translation
+from vqkeras.files import read_lines
 from vqkeras.trainer import Trainer
 
 QUIET = lambda _: None  # pylint: disable=unnecessary-lambda-assignment
@@ -113,6 +115,32 @@ def test_translation_export_serves_text_and_ids_as_the_python_model(translation_
   expected_ids = trainer.model.translate(ids, 2, trainer.hparams.length_penalty).numpy()
   np.testing.assert_array_equal(served["ids/outputs"], expected_ids)
   assert served["empty_batch/outputs"].shape == (0,)
+
+
+def test_an_export_with_a_teacher_serves_its_candidates_alike_alone_and_in_a_batch(
+    latent_and_teacher_runs, multi30k_data_dir, tmp_path_factory, tmp_path):
+  """The latent model's 3 candidates scored by the Transformer, both in one SavedModel:
+  16 real sentences in one request equal each sentence alone and Python decoding."""
+  latent_flags, teacher_flags = latent_and_teacher_runs
+  teacher_dir = flag_value(teacher_flags, "model_dir")
+  export_dir = exported(tmp_path_factory, latent_flags, "--decode_hparams=num_candidates=3",
+                        f"--teacher_dir={teacher_dir}")
+  raw_dir = shared_data_dir() / "multi30k"
+  sentences = [line.encode() for line in read_lines(raw_dir / "val.en.gz")[:16]]
+  requests = {"all": ("serving_default", {"inputs": tensor([s.hex() for s in sentences], "hex")})}
+  requests.update({f"alone_{i}": ("serving_default", {"inputs": tensor([s.hex()], "hex")})
+                   for i, s in enumerate(sentences)})
+  served = serve_in_fresh_process(export_dir / "3", requests, tmp_path)
+  for i in range(len(sentences)):
+    assert served[f"alone_{i}/outputs"][0] == served["all/outputs"][i], i
+  model = Trainer.from_model_dir(flag_value(latent_flags, "model_dir"), multi30k_data_dir,
+                                 raw_dir, log=QUIET).model
+  teacher = Trainer.from_model_dir(teacher_dir, multi30k_data_dir, raw_dir, log=QUIET).model
+  tokenizer = registry.problem("translate_ende_multi30k").tokenizer(
+      multi30k_data_dir, None, model.hparams)
+  expected = translation.translate_text(model, tokenizer, tf.constant(sentences), 1,
+                                        model.hparams.length_penalty, 3, teacher).numpy()
+  assert list(served["all/outputs"]) == list(expected)
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,15 @@ class DecodeHParams(hparams_lib.HParams):
   beam_size: int = 1            # tokens (Transformer) or codes (latent model); 1: greedy
   length_penalty: float = 0.6   # alpha of ((5 + length) / 6)^alpha in the beam score
   batch_size: int = 64          # sentences per batch
+  num_candidates: int = 1       # latent model: translations decoded at once, the best kept
   temperature: float = 1.0      # of the prior's softmax when sampling image codes
   seed: int = 0                 # of image sampling
 
   def validate(self):
     hparams_lib.check(self.beam_size >= 1, "beam_size", self.beam_size, "a positive integer")
     hparams_lib.check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
+    hparams_lib.check(self.num_candidates >= 1, "num_candidates", self.num_candidates,
+                      "a positive integer")
     hparams_lib.check(self.length_penalty >= 0, "length_penalty", self.length_penalty,
                       "a float >= 0")
     hparams_lib.check(self.temperature > 0, "temperature", self.temperature, "a float > 0")

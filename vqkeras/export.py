@@ -11,7 +11,9 @@ Translation models:
                    -> outputs: string `[batch]` translations
   translate_ids    inputs: int32 `[batch, length]` token ids (EOS-ended, 0-padded)
                    -> outputs: int32 `[batch, length]` ids
-  The beam size and length penalty are fixed when exporting (--decode_hparams).
+  The beam size, length penalty and candidates are fixed when exporting
+  (--decode_hparams); with --teacher_dir the teacher that scores the candidates is
+  exported with the model.
 Image models:
   sample           num_images: int32 `[]`, seed: int32 `[2]`, temperature: float32 `[]`
                    -> images: uint8 `[num_images, H, W, 3]`
@@ -25,7 +27,7 @@ import shutil
 
 import tensorflow as tf
 
-from vqkeras.translation import translate_text
+from vqkeras.translation import check_candidates, translate_ids, translate_text
 
 
 def _variables_of(model):
@@ -41,17 +43,22 @@ class TranslationServing(tf.Module):
     model: a model with `translate` (Transformer or LatentTransformer).
     tokenizer: the problem's `Tokenizer`.
     beam_size, length_penalty: the search of every request.
+    num_candidates, teacher: the latent model's candidates and the Transformer that
+      scores them (`translation.translate_ids`); the SavedModel then holds both models.
   """
 
-  def __init__(self, model, tokenizer, beam_size, length_penalty):
+  def __init__(self, model, tokenizer, beam_size, length_penalty, num_candidates=1,
+               teacher=None):
     super().__init__(name="translation")
+    check_candidates(model, num_candidates, teacher)
     self.model_variables = _variables_of(model)
+    self.teacher_variables = [] if teacher is None else _variables_of(teacher)
+    search = (beam_size, length_penalty, num_candidates, teacher)
     self.translate = tf.function(
-        lambda inputs: {"outputs": translate_text(model, tokenizer, inputs, beam_size,
-                                                  length_penalty)},
+        lambda inputs: {"outputs": translate_text(model, tokenizer, inputs, *search)},
         input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     self.translate_ids = tf.function(
-        lambda inputs: {"outputs": model.translate(inputs, beam_size, length_penalty)},
+        lambda inputs: {"outputs": translate_ids(model, inputs, *search)},
         input_signature=[tf.TensorSpec([None, None], tf.int32, name="inputs")])
 
   def signatures(self):

@@ -325,7 +325,8 @@ class Trainer:
 
   # Evaluation.
 
-  def evaluate(self, split="validation", decode_options=None, bleu_sentences=None):
+  def evaluate(self, split="validation", decode_options=None, bleu_sentences=None,
+               teacher=None):
     """Metrics over all of `split`, and codebook health; written to TensorBoard on the chief.
 
     The metrics are the model's `metric_sums(features)` ({name: (sum, weight)},
@@ -336,6 +337,8 @@ class Trainer:
       decode_options: `decoding.DecodeHParams` of the BLEU translations (default:
         the model's hyper-parameters').
       bleu_sentences: score the first N sentences of the split only (default: all).
+      teacher: the Transformer that scores the latent model's candidates (num_candidates
+        of decode_options > 1); None: the model scores them.
     """
     dataset = self.strategy.distribute_datasets_from_function(
         lambda context: self._dataset(split, False, context))
@@ -371,19 +374,20 @@ class Trainer:
     if self.chief and hasattr(self.model, "summaries"):
       self._write_summaries(split, next(iter(self._dataset(split, training=False))))
     if self.chief and hasattr(self.model, "translate"):
-      metrics.update(self._bleu(split, decode_options, bleu_sentences))
+      metrics.update(self._bleu(split, decode_options, bleu_sentences, teacher))
     self.log(f"eval {split} at step {self.step}: " +
              "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                        for k, v in metrics.items() if k not in ("step", "split")))
     return metrics
 
-  def _bleu(self, split, decode_options=None, sentences=None):
+  def _bleu(self, split, decode_options=None, sentences=None, teacher=None):
     """BLEU of the split's translations (sacrebleu, detokenized), in TensorBoard with examples."""
     options = decode_options or decoding.decode_hparams(self.hparams)
     sources, references = self.problem.text_lines(split, self.config.data_dir,
                                                   self.config.raw_dir or None)
     sources, references = sources[:sentences], references[:sentences]
-    key = (options.beam_size, options.length_penalty, options.batch_size)
+    key = (options.beam_size, options.length_penalty, options.batch_size,
+           options.num_candidates, teacher)
     if key not in self._translators:   # one per decoding setting: its functions stay traced
       tokenizer = self.problem.tokenizer(self.config.data_dir, self.config.raw_dir or None,
                                          self.hparams)

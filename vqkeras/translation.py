@@ -45,15 +45,45 @@ def source_ids(tokenizer, text, max_length):
   return cut[:, :tf.reduce_max(kept)], lengths
 
 
-def translate_text(model, tokenizer, text, beam_size=1, length_penalty=0.0):
+def check_candidates(model, num_candidates=1, teacher=None):
+  """Raises ValueError unless the model can take num_candidates and the teacher."""
+  if num_candidates > 1 and not hasattr(model, "translate_candidates"):
+    raise ValueError(f"num_candidates={num_candidates}: only the latent model decodes several "
+                     f"candidates; the {type(model).__name__} searches with beam_size.")
+  if teacher is not None:
+    if num_candidates == 1:
+      raise ValueError("A teacher scores candidates: give num_candidates > 1 in "
+                       "--decode_hparams, e.g. num_candidates=4, or drop --teacher_dir.")
+    if not hasattr(teacher, "candidate_log_likelihoods"):
+      raise ValueError(f"The teacher must be an autoregressive Transformer run, not a "
+                       f"{type(teacher).__name__}.")
+    if teacher.hparams.vocab_size != model.hparams.vocab_size:
+      raise ValueError(f"The teacher's vocabulary has {teacher.hparams.vocab_size} pieces, the "
+                       f"model's {model.hparams.vocab_size}: they must share the vocabulary.")
+
+
+def translate_ids(model, ids, beam_size=1, length_penalty=0.0, num_candidates=1, teacher=None):
+  """The model's translation ids of source ids; num_candidates > 1: the best of that many
+  candidates of the latent model, scored by `teacher` (a Transformer) or the model itself."""
+  if num_candidates == 1:
+    return model.translate(ids, beam_size, length_penalty)
+  scorer = None if teacher is None else teacher.candidate_log_likelihoods
+  return model.translate(ids, beam_size, length_penalty, num_candidates=num_candidates,
+                         scorer=scorer)
+
+
+def translate_text(model, tokenizer, text, beam_size=1, length_penalty=0.0, num_candidates=1,
+                   teacher=None):
   """Translations `[batch]` (strings) of sentences `[batch]`, all in the TF graph.
 
-  Tokenization, the model's search and detokenization; over-long sentences are
-  translated up to the model's max_length; empty or blank sentences translate
-  to empty strings. The exported serving signature and `Translator` both run this.
+  Tokenization, the model's search (`translate_ids`) and detokenization; over-long
+  sentences are translated up to the model's max_length; empty or blank sentences
+  translate to empty strings. The exported serving signature and `Translator` both
+  run this.
   """
   ids, _ = source_ids(tokenizer, text, model.hparams.max_length)
-  translations = tokenizer.detokenize(model.translate(ids, beam_size, length_penalty))
+  translations = tokenizer.detokenize(translate_ids(model, ids, beam_size, length_penalty,
+                                                    num_candidates, teacher))
   blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
   return tf.where(blank, "", translations)
 
@@ -68,13 +98,17 @@ class Translator:
       latent model).
     length_penalty: alpha of the beam score.
     batch_size: sentences per batch.
+    num_candidates, teacher: the latent model's candidates and their scorer (`translate_ids`).
   """
 
-  def __init__(self, model, tokenizer, beam_size=1, length_penalty=0.0, batch_size=64):
+  def __init__(self, model, tokenizer, beam_size=1, length_penalty=0.0, batch_size=64,
+               num_candidates=1, teacher=None):
+    check_candidates(model, num_candidates, teacher)
     self.tokenizer, self.batch_size = tokenizer, batch_size
     self.max_length = model.hparams.max_length
     self.translate_batch = tf.function(
-        lambda text: translate_text(model, tokenizer, text, beam_size, length_penalty),
+        lambda text: translate_text(model, tokenizer, text, beam_size, length_penalty,
+                                    num_candidates, teacher),
         input_signature=[tf.TensorSpec([None], tf.string)])
 
   def translate(self, lines, progress=None):

@@ -57,7 +57,8 @@ def decode_text(trainer, options):
   tokenizer = trainer.problem.tokenizer(FLAGS.data_dir, flags.raw_dir(), trainer.hparams,
                                         log_to_stderr)
   translator = Translator(trainer.model, tokenizer, options.beam_size, options.length_penalty,
-                          options.batch_size)
+                          options.batch_size, options.num_candidates,
+                          flags.teacher(log_to_stderr))
   lines = files.read_lines(FLAGS.decode_from_file)
   start = time.perf_counter()
   reported = [start]
@@ -119,8 +120,7 @@ def run():
   train.define_flags()
   define = flags.flags
   define.DEFINE_integer("num_samples", 16, "Images to sample or reconstruct.")
-  define.DEFINE_string("decode_hparams", "", "Decoding options (vqkeras.decoding.DecodeHParams): "
-                       "'beam_size=4,length_penalty=0.6', 'temperature=0.9,seed=3'.")
+  flags.define_decode_flags("of translations or images ('temperature=0.9,seed=3')")
   define.DEFINE_string("decode_from_file", None, "Text to translate, a sentence per line "
                        "(default or '-': stdin).")
   define.DEFINE_string("decode_to_file", None, "Where to write the translations, a line per "

@@ -30,15 +30,15 @@ def main(argv):
   if trainer.restore() == 0 and not trainer.manager.latest_checkpoint:
     raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
   options = decoding.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
-  print(json.dumps(trainer.evaluate(FLAGS.split, options, FLAGS.bleu_sentences)))
+  print(json.dumps(trainer.evaluate(FLAGS.split, options, FLAGS.bleu_sentences,
+                                    flags.teacher())))
 
 
 def run():
   train.define_flags()
   flags.flags.DEFINE_enum("split", "validation", ["train", "validation", "test"],
                           "The split to evaluate.")
-  flags.flags.DEFINE_string("decode_hparams", "", "Decoding options of the BLEU translations: "
-                            "'beam_size=4,length_penalty=0.6'.")
+  flags.define_decode_flags("of the BLEU translations")
   flags.flags.DEFINE_integer("bleu_sentences", None, "Score BLEU on the first N sentences of "
                              "the split only (default: all).")
   app.run(flags.run_reporting_errors(main))

@@ -2,6 +2,7 @@
 
   bin/export --problem=translate_ende_multi30k --hparams=vq_em_small --data_dir=D \
       --model_dir=M --export_dir=E [--decode_hparams="beam_size=1"]
+  bin/export ... --decode_hparams=num_candidates=4 --teacher_dir=T   # both models in one
 
 writes E/<training step>/ (see vqkeras/export.py for the signatures). Serve it with
   docker run -p 8501:8501 -v E:/models/ende -e MODEL_NAME=ende tensorflow/serving
@@ -27,7 +28,8 @@ def serving_module(trainer, options):
   model = trainer.model
   if hasattr(model, "translate"):
     tokenizer = trainer.problem.tokenizer(FLAGS.data_dir, flags.raw_dir(), trainer.hparams)
-    return export.TranslationServing(model, tokenizer, options.beam_size, options.length_penalty)
+    return export.TranslationServing(model, tokenizer, options.beam_size, options.length_penalty,
+                                     options.num_candidates, flags.teacher())
   if hasattr(model, "encode_images"):
     return export.ImageServing(model, trainer.problem.image_shape)
   raise ValueError(f"The {type(model).__name__} model of --hparams={FLAGS.hparams} has no "
@@ -61,8 +63,7 @@ def run():
   define = flags.flags
   define.DEFINE_string("export_dir", None, "TF Serving's model base path; the model goes to "
                        "EXPORT_DIR/<training step>/.")
-  define.DEFINE_string("decode_hparams", "", "Decoding of the served translations: "
-                       "'beam_size=4,length_penalty=0.6' (fixed in the export).")
+  flags.define_decode_flags("of the served translations, fixed in the export")
   app.run(flags.run_reporting_errors(main))
 
 

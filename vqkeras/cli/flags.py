@@ -20,6 +20,24 @@ def define_data_flags():
   flags.mark_flags_as_required(["problem", "data_dir"])
 
 
+def define_decode_flags(what):
+  """--decode_hparams (what they decode) and --teacher_dir, of bin/decode, eval and export."""
+  flags.DEFINE_string("decode_hparams", "", f"Decoding options {what} (vqkeras.decoding."
+                      f"DecodeHParams): 'beam_size=4,length_penalty=0.6', 'num_candidates=4'.")
+  flags.DEFINE_string("teacher_dir", None, "The run of an autoregressive Transformer on the "
+                      "same vocabulary that scores the latent model's candidates "
+                      "(num_candidates > 1); default: the latent model scores them itself.")
+
+
+def teacher(log=print):
+  """The model of --teacher_dir restored to its latest checkpoint, or None."""
+  if not FLAGS.teacher_dir:
+    return None
+  from vqkeras import trainer  # pylint: disable=import-outside-toplevel
+  return trainer.Trainer.from_model_dir(FLAGS.teacher_dir, FLAGS.data_dir, raw_dir(),
+                                        log=log).model
+
+
 def raw_dir():
   return FLAGS.raw_dir or os.path.join(FLAGS.data_dir, "raw")
 
