@@ -5,9 +5,10 @@ sentence at batch 1 and batch 64, and BLEU (sacrebleu, detokenized, from the
 batch-64 outputs), for
   - the autoregressive Transformer with beam 4 and greedy,
   - the non-autoregressive latent Transformer, for every run given (n_c = 3
-    and 4, with and without distillation), decoding its codes greedily; and its
-    BLEU from the references' own codes (what a perfect latent predictor would
-    give: it separates the predictor's errors from the autoencoder's),
+    and 4, with and without distillation, decoder depths), decoding its codes
+    greedily; its BLEU from the references' own codes (what a perfect latent
+    predictor would give: it separates the predictor's errors from the
+    autoencoder's) and its latent predictor's accuracy and NLL on them,
 and the wall time each model trained for (from its TensorBoard events). A second
 table shows where the batch-1 time goes: the source encoder, the sequential search
 (steps and milliseconds per step) and the latent model's parallel decoding.
@@ -15,8 +16,11 @@ table shows where the batch-1 time goes: the source encoder, the sequential sear
   python bench/bench_translation.py --data_dir=D --ar=runs/ar \\
       --nat=runs/vq_em_nc3,runs/vq_em_nc3_distilled,runs/vq_em_nc4,runs/vq_em_nc4_distilled
 
-Targets (the issue): n_c = 3 at least 4x faster than greedy autoregressive
-decoding at batch 1; after distillation within 1 BLEU of it.
+Each latent run is also measured with k candidates (--candidates): the k best code
+sequences of its latent beam decoded in one batch, the translation kept by the
+model's own score or by the teacher's log-likelihood (--teacher, default --ar).
+The table ends with the targets: (a) some latent setting within 1 BLEU of greedy
+decoding and at least 2x faster at batch 1; (b) within 4 BLEU and at least 4x faster.
 """
 
 import argparse
@@ -57,27 +61,47 @@ def seconds_per_sentence(translator, sources):
   return (time.perf_counter() - start) / len(sources), translations
 
 
-def measure(trainer, label, beam_size, sources, references, batch1_sentences):
+def measure(trainer, label, beam_size, sources, references, batch1_sentences,
+            num_candidates=1, teacher=None, predictor=None):
+  """A row of the table: BLEU and latency of one decoding setting of a run."""
   tokenizer = trainer.problem.tokenizer(trainer.config.data_dir, trainer.config.raw_dir or None,
                                         trainer.hparams)
-  single = translation.Translator(trainer.model, tokenizer, beam_size,
-                                  trainer.hparams.length_penalty, batch_size=1)
-  batched = translation.Translator(trainer.model, tokenizer, beam_size,
-                                   trainer.hparams.length_penalty, batch_size=64)
+  single, batched = (translation.Translator(trainer.model, tokenizer, beam_size,
+                                            trainer.hparams.length_penalty, batch_size,
+                                            num_candidates, teacher)
+                     for batch_size in (1, 64))
   latency_1, _ = seconds_per_sentence(single, sources[:batch1_sentences])
   latency_64, translations = seconds_per_sentence(batched, sources)
   score, signature = translation.bleu(translations, references)
   hparams = trainer.hparams
-  own_codes_bleu = None
-  if hasattr(trainer.model, "reconstruct"):
-    own_codes_bleu = translation.bleu(reconstructions(trainer.model, tokenizer, sources,
-                                                      references), references)[0]
   return {"model": label, "n_c": getattr(hparams, "compression_steps", None),
-          "bleu_own_codes": own_codes_bleu,
           "n_s": hparams.num_samples if getattr(hparams, "bottleneck", "") == "soft_em" else None,
+          "decoder_layers": getattr(hparams, "decoder_layers", 0) or hparams.num_layers,
+          "num_candidates": num_candidates, "score": "teacher" if teacher else "own",
           "bleu": score, "latency_batch1_ms": 1000 * latency_1,
           "latency_batch64_ms": 1000 * latency_64, "signature": signature,
+          **(predictor or {}),
           "train_seconds": training_seconds(trainer.model_dir), "steps": trainer.step}
+
+
+def predictor_metrics(trainer, tokenizer, sources, references, batch_size=64):
+  """On the validation pairs: BLEU from the references' own codes (what a perfect latent
+  predictor would give), and the latent predictor's accuracy and NLL per latent on
+  their nearest codes (teacher forcing)."""
+  model = trainer.model
+  own_codes_bleu = translation.bleu(reconstructions(model, tokenizer, sources, references),
+                                    references)[0]
+  metric_sums = tf.function(model.metric_sums)
+  totals = {}
+  for i in range(0, len(sources), batch_size):
+    features = {name: translation.source_ids(tokenizer, tf.constant(lines[i:i + batch_size]),
+                                             model.hparams.max_length)[0]
+                for name, lines in (("inputs", sources), ("targets", references))}
+    for name, (total, weight) in metric_sums(features).items():
+      totals[name] = [a + float(b) for a, b in zip(totals.get(name, (0.0, 0.0)), (total, weight))]
+  return {"bleu_own_codes": own_codes_bleu,
+          "code_accuracy": totals["latent_accuracy"][0] / totals["latent_accuracy"][1],
+          "code_nll": totals["latent_nll_per_latent"][0] / totals["latent_nll_per_latent"][1]}
 
 
 def reconstructions(model, tokenizer, sources, references, batch_size=64):
@@ -147,25 +171,58 @@ def nat_label(trainer):
           (", layer norm" if hparams.latent_normalization == "layer" else ""))
 
 
+def setting(row):
+  """How a row decodes: 'k=4 teacher' for candidates, else '-'."""
+  if row.get("num_candidates", 1) == 1:
+    return "-"
+  return f"k={row['num_candidates']} {row['score']}"
+
+
 def print_table(rows):
   ar_beam = next((r for r in rows if r["model"].endswith("beam 4")), None)
   ar_greedy = next((r for r in rows if r["model"].endswith("greedy")), None)
-  print(f"\n{'model':42s} {'n_c':>3s} {'n_s':>3s} {'BLEU':>5s} {'own':>5s} {'ms b=1':>7s} "
-        f"{'ms b=64':>7s} {'vs beam':>7s} {'vs greedy':>9s} {'trained':>9s}")
+  print(f"\n{'model':42s} {'n_c':>3s} {'dec':>3s} {'candidates':>11s} {'BLEU':>5s} "
+        f"{'own':>5s} {'acc':>5s} {'nll':>5s} {'ms b=1':>7s} {'ms b=64':>7s} {'vs beam':>7s} "
+        f"{'vs greedy':>9s} {'trained':>9s}")
   for r in rows:
-    vs_beam = ar_beam["latency_batch1_ms"] / r["latency_batch1_ms"] if ar_beam else float("nan")
-    vs_greedy = (ar_greedy["latency_batch1_ms"] / r["latency_batch1_ms"] if ar_greedy
-                 else float("nan"))
+    r["vs_beam"] = (ar_beam["latency_batch1_ms"] / r["latency_batch1_ms"] if ar_beam
+                    else float("nan"))
+    r["vs_greedy"] = (ar_greedy["latency_batch1_ms"] / r["latency_batch1_ms"] if ar_greedy
+                      else float("nan"))
     trained = (f"{format_seconds(r['train_seconds'])}/{r['steps']}" if r["train_seconds"]
                else "-")
-    own = "-" if r.get("bleu_own_codes") is None else f"{r['bleu_own_codes']:.1f}"
-    print(f"{r['model']:42s} {r['n_c'] or '-':>3} {r['n_s'] or '-':>3} {r['bleu']:5.1f} "
-          f"{own:>5s} {r['latency_batch1_ms']:7.1f} {r['latency_batch64_ms']:7.2f} {vs_beam:6.2f}x "
-          f"{vs_greedy:8.2f}x {trained:>9s}")
+    shown = {name: "-" if r.get(name) is None else f"{r[name]:.{digits}f}"
+             for name, digits in (("bleu_own_codes", 1), ("code_accuracy", 3), ("code_nll", 2))}
+    dec = r["decoder_layers"] if r["n_c"] else "-"
+    print(f"{r['model']:42s} {r['n_c'] or '-':>3} {dec:>3} {setting(r):>11s} {r['bleu']:5.1f} "
+          f"{shown['bleu_own_codes']:>5s} {shown['code_accuracy']:>5s} {shown['code_nll']:>5s} "
+          f"{r['latency_batch1_ms']:7.1f} {r['latency_batch64_ms']:7.2f} {r['vs_beam']:6.2f}x "
+          f"{r['vs_greedy']:8.2f}x {trained:>9s}")
   if rows:
     print(f"\nBLEU: sacrebleu {rows[0]['signature']}; latency per sentence; speed-ups at batch 1; "
-          f"own: BLEU of the latent model decoding the references' own codes (a perfect latent "
-          f"predictor); trained: wall time/steps.")
+          f"dec: layers of the parallel decoder; candidates: k code sequences of the latent "
+          f"beam decoded at once, the best by the model's own score or the teacher's; own: "
+          f"BLEU from the references' own codes (a perfect latent predictor); acc, nll: the "
+          f"latent predictor's accuracy and NLL per latent on them; trained: wall time/steps.")
+  if ar_greedy:
+    print_targets(rows, ar_greedy)
+
+
+def print_targets(rows, greedy):
+  """The issue's targets: (a) within 1 BLEU of greedy decoding and >= 2x faster at batch 1;
+  (b) within 4 BLEU and >= 4x faster."""
+  latent = [r for r in rows if r["n_c"]]
+  for name, bleu_gap, speed_up in (("a", 1.0, 2.0), ("b", 4.0, 4.0)):
+    met = [r for r in latent if r["bleu"] >= greedy["bleu"] - bleu_gap and
+           r["vs_greedy"] >= speed_up]
+    best = max(latent, key=lambda r, gap=bleu_gap: (r["bleu"] >= greedy["bleu"] - gap,
+                                                    r["vs_greedy"]), default=None)
+    print(f"target ({name}) within {bleu_gap:.0f} BLEU of greedy ({greedy['bleu']:.1f}) and "
+          f">= {speed_up:.0f}x faster at batch 1: " +
+          (", ".join(f"met by {r['model']} {setting(r)} ({r['bleu']:.1f}, "
+                     f"{r['vs_greedy']:.2f}x)" for r in met) if met else
+           "not met" + (f"; nearest {best['model']} {setting(best)} ({best['bleu']:.1f} BLEU, "
+                        f"{best['vs_greedy']:.2f}x)" if best else "")))
 
 
 def main():
@@ -180,8 +237,14 @@ def main():
                       help="Use the first N validation sentences (default: all 1014).")
   parser.add_argument("--batch1_sentences", type=int, default=200,
                       help="Sentences timed at batch 1 (the first N).")
+  parser.add_argument("--teacher", help="model_dir of the Transformer that scores the latent "
+                      "models' candidates (default: --ar).")
+  parser.add_argument("--candidates", default="2,4,8",
+                      help="Comma-separated numbers of candidates (k > 1) to measure for every "
+                      "latent run, each scored by the model itself and by the teacher.")
   parser.add_argument("--json", help="Also write the rows here.")
   args = parser.parse_args()
+  candidates = [int(k) for k in args.candidates.split(",") if k and int(k) > 1]
 
   raw_dir = pathlib.Path(args.raw_dir)
   sources, references = read_lines(raw_dir / "val.en.gz"), read_lines(raw_dir / "val.de.gz")
@@ -197,11 +260,20 @@ def main():
       rows.append(measure(trainer, label, beam_size, sources, references, args.batch1_sentences))
       print(json.dumps(rows[-1]), flush=True)
     stage_rows.append(stages(trainer, "autoregressive Transformer", batch1_sources))
+  teacher_dir = args.teacher or args.ar
+  teacher = (Trainer.from_model_dir(teacher_dir, args.data_dir, raw_dir, log=quiet).model
+             if teacher_dir else None)
   for model_dir in filter(None, args.nat.split(",")):
     trainer = Trainer.from_model_dir(model_dir, args.data_dir, raw_dir, log=quiet)
-    rows.append(measure(trainer, nat_label(trainer), trainer.hparams.latent_beam_size, sources,
-                        references, args.batch1_sentences))
-    print(json.dumps(rows[-1]), flush=True)
+    tokenizer = trainer.problem.tokenizer(args.data_dir, raw_dir, trainer.hparams)
+    predictor = predictor_metrics(trainer, tokenizer, sources, references)
+    settings = [(1, None)] + [(k, scorer) for k in candidates for scorer in
+                              ([None] + ([teacher] if teacher else []))]
+    for num_candidates, scorer in settings:
+      rows.append(measure(trainer, nat_label(trainer), trainer.hparams.latent_beam_size,
+                          sources, references, args.batch1_sentences, num_candidates, scorer,
+                          predictor))
+      print(json.dumps(rows[-1]), flush=True)
     stage_rows.append(stages(trainer, f"{nat_label(trainer)}, n_c={rows[-1]['n_c']}",
                              batch1_sources))
   print_table(rows)

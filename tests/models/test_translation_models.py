@@ -441,3 +441,26 @@ def test_the_teacher_score_of_a_candidate_is_its_log_likelihood_token_by_token(
                                         scorer=transformer.candidate_log_likelihoods)
   for i, best in enumerate(np.argmax(scores, axis=1)):
     assert without_padding(chosen[i]) == without_padding(ids[i, best])
+
+
+def test_latent_metrics_are_the_predictors_nll_and_accuracy_on_the_nearest_codes(
+    latent_transformer, multi30k_tokenizer):
+  text = first_short_pairs("val", 16)
+  features = {"inputs": padded_ids(multi30k_tokenizer, [en for en, _ in text]),
+              "targets": padded_ids(multi30k_tokenizer, [de for _, de in text])}
+  sums = latent_transformer.metric_sums(features)
+  model = latent_transformer
+  memory, memory_padding = model.encode(features["inputs"])
+  bottleneck, lengths = model.quantize_targets(features["targets"])
+  codes = bottleneck["codes"][:, :, 0].numpy()
+  log_probs = tf.nn.log_softmax(model.latent_predictor(
+      bottleneck["codes"], memory, memory_padding)).numpy().astype(np.float64)
+  nll = right = count = 0.0
+  for i, length in enumerate(lengths.numpy()):
+    symbols = list(codes[i, :length]) + [model.latent_predictor.stop]
+    for t, symbol in enumerate(symbols):
+      nll -= log_probs[i, t, symbol]
+      right += np.argmax(log_probs[i, t]) == symbol
+      count += 1
+  np.testing.assert_allclose(sums["latent_nll_per_latent"], (nll, count), rtol=1e-4)
+  np.testing.assert_allclose(sums["latent_accuracy"], (right, count))

@@ -163,12 +163,18 @@ class LatentPredictor(keras.layers.Layer):
     Under soft EM the target of a position is the mean of its m one-hots.
     """
     logits = self(samples, memory, memory_padding, training=training)
+    targets, weights = self.targets(samples, lengths)
+    return tf.reduce_sum(quantization.sample_cross_entropy(logits, targets) * weights, axis=1)
+
+  def targets(self, samples, lengths):
+    """The symbols to predict `[batch, L + 1, m]` (the codes, STOP at position `lengths`,
+    STOP after) and the weights `[batch, L + 1]` of the positions to predict (1 up to and
+    including the STOP)."""
     length = tf.shape(samples)[1]
     in_use = tf.sequence_mask(lengths, length + 1)
     padded = tf.pad(samples, [[0, 0], [0, 1], [0, 0]], constant_values=self.stop)
-    targets = tf.where(in_use[:, :, None], padded, self.stop)   # STOP at position `lengths`
-    weights = tf.cast(tf.sequence_mask(lengths + 1, length + 1), tf.float32)
-    return tf.reduce_sum(quantization.sample_cross_entropy(logits, targets) * weights, axis=1)
+    targets = tf.where(in_use[:, :, None], padded, self.stop)
+    return targets, tf.cast(tf.sequence_mask(lengths + 1, length + 1), tf.float32)
 
   def predict(self, memory, memory_padding, max_latents, beam_size=1):
     """Codes `[batch, L]` (L <= max_latents) and their lengths `[batch]`; STOP fills the ends."""
@@ -414,16 +420,23 @@ class LatentTransformer(TranslationModel):
 
   def metric_sums(self, features):
     """Evaluation metrics as (sum, weight): token NLL given the target's own codes
-    (the reconstruction) and the latent predictor's NLL per latent."""
+    (the reconstruction); the latent predictor's NLL per latent and the share of latents
+    whose nearest code (or STOP) it ranks first, given the codes before (teacher forcing)."""
     logits, bottleneck, lengths, memory, memory_padding = self.forward(features)
     targets = features["targets"]
     weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
     nll = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
-    latent_nll = self.latent_predictor.loss(bottleneck["codes"], lengths, memory, memory_padding)
-    latents = tf.cast(tf.reduce_sum(lengths + 1), tf.float32)   # + the STOP of each
+    codes = bottleneck["codes"]
+    code_logits = tf.cast(self.latent_predictor(codes, memory, memory_padding), tf.float32)
+    code_targets, latent_weights = self.latent_predictor.targets(codes, lengths)
+    latent_nll = quantization.sample_cross_entropy(code_logits, code_targets) * latent_weights
+    right = tf.equal(tf.argmax(code_logits, -1, output_type=tf.int32), code_targets[:, :, 0])
+    latents = tf.reduce_sum(latent_weights)   # + the STOP of each
     return {"reconstruction_nll_per_token": (tf.reduce_sum(nll * weights),
                                              tf.reduce_sum(weights)),
-            "latent_nll_per_latent": (tf.reduce_sum(latent_nll), latents)}
+            "latent_nll_per_latent": (tf.reduce_sum(latent_nll), latents),
+            "latent_accuracy": (tf.reduce_sum(tf.cast(right, tf.float32) * latent_weights),
+                                latents)}
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None,
                 num_candidates=1, scorer=None):
