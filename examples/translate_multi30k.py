@@ -12,6 +12,8 @@ size, each stage one of the documented commands:
   5. bench:    bench/bench_translation.py, the speed/quality table on Multi30k validation.
 
   python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k
+  python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k --stages=latent,bench \
+      --latent_name=latent_dec1 --latent_overrides=decoder_layers=1   # a variant beside it
 
 Re-running the same command resumes: a finished training or translation is not redone,
 an interrupted training continues from its latest checkpoint. `--stages=bench` reruns
@@ -42,6 +44,10 @@ def parse_args():
   parser.add_argument("--latent_hparams", default="vq_em_small")
   parser.add_argument("--latent_overrides", default="",
                       help="More hparams_overrides of the latent model, e.g. decoder_layers=1.")
+  parser.add_argument("--latent_name", default="latent_distilled",
+                      help="The latent run's directory in --work_dir: another name trains a "
+                      "variant beside it (e.g. --latent_name=latent_dec1 "
+                      "--latent_overrides=decoder_layers=1); the benchmark measures them all.")
   parser.add_argument("--joint_steps", type=int, default=1600,
                       help="Steps of the latent model trained jointly.")
   parser.add_argument("--predictor_steps", type=int, default=1600,
@@ -78,7 +84,7 @@ def main():
   stages = args.stages.split(",")
   work = pathlib.Path(args.work_dir).resolve()
   data = work / "data"
-  teacher, latent = work / "teacher", work / "latent_distilled"
+  teacher, latent = work / "teacher", work / args.latent_name
   work.mkdir(parents=True, exist_ok=True)
   common = [f"--data_dir={data}", f"--raw_dir={args.raw_dir}"]
   problem = "--problem=translate_ende_multi30k"
@@ -105,8 +111,9 @@ def main():
          f"--hparams={args.latent_hparams}", f"--hparams_overrides={overrides}",
          f"--model_dir={latent}"] + common, latent / "train.log")
   if "bench" in stages:
+    latent_runs = sorted(str(path.parent) for path in work.glob("latent_*/config.json"))
     run([sys.executable, "bench/bench_translation.py", f"--data_dir={data}",
-         f"--raw_dir={args.raw_dir}", f"--ar={teacher}", f"--nat={latent}",
+         f"--raw_dir={args.raw_dir}", f"--ar={teacher}", f"--nat={','.join(latent_runs)}",
          f"--json={work / 'bench.json'}"] + args.bench_args.split(), work / "bench.log")
 
 

@@ -464,3 +464,23 @@ def test_latent_metrics_are_the_predictors_nll_and_accuracy_on_the_nearest_codes
       count += 1
   np.testing.assert_allclose(sums["latent_nll_per_latent"], (nll, count), rtol=1e-4)
   np.testing.assert_allclose(sums["latent_accuracy"], (right, count))
+
+
+@pytest.mark.parametrize("options", [{}, {"beam_size": 2}, {"num_candidates": 3}])
+def test_the_soft_em_model_draws_nothing_at_random_when_it_translates(options):
+  """Decoding is a function of the checkpoint and the settings: no random op in the traced
+  translation (loops and conditionals included); the training step does draw (soft EM)."""
+  from test_step_memory import graph_tensors   # pylint: disable=import-outside-toplevel
+  hparams = registry.hparams("vq_em_tiny")
+  model = registry.model_class(hparams).from_hparams(hparams)
+  features = {"inputs": tf.constant([[5, 6, 1]]), "targets": tf.constant([[7, 8, 9, 1]])}
+  model.loss_and_weight(features)
+
+  def random_ops(function, *specs):
+    graph = tf.function(function).get_concrete_function(*specs).graph
+    return {t.op.type for t in graph_tensors(graph) if "Random" in t.op.type}
+
+  spec = tf.TensorSpec([None, None], tf.int32)
+  assert not random_ops(lambda ids: model.translate(ids, **options), spec)
+  assert random_ops(lambda f: model.loss_and_weight(f, training=True)[0],
+                    {"inputs": spec, "targets": spec})
