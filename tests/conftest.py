@@ -82,8 +82,19 @@ def run_tool(tool, *args, **kwargs):
                         text=True, timeout=600, **kwargs)
 
 
+_TRAINED_RUNS = {}
+
+
 def _trained_run(tmp_path_factory, problem, hparams, data_dir, raw_dir):
-  """The flags of a run of bin/train for 3 steps (for the tools that read a trained run)."""
+  """The flags of a run of bin/train for 3 steps (for the tools that read a trained run),
+  trained once per session."""
+  key = (problem, hparams, str(data_dir))
+  if key not in _TRAINED_RUNS:
+    _TRAINED_RUNS[key] = _train_run(tmp_path_factory, problem, hparams, data_dir, raw_dir)
+  return _TRAINED_RUNS[key]
+
+
+def _train_run(tmp_path_factory, problem, hparams, data_dir, raw_dir):
   flags = [f"--problem={problem}", f"--hparams={hparams}", f"--data_dir={data_dir}",
            f"--raw_dir={raw_dir}", f"--model_dir={tmp_path_factory.mktemp('run')}"]
   result = run_tool("train", *flags, "--train_steps=3")

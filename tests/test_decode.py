@@ -62,22 +62,16 @@ def test_eval_reports_bleu_with_its_signature(translation_run):
   assert metrics["beam_size"] == 1
 
 
-def test_decode_and_eval_score_candidates_with_a_teacher_and_refuse_misuse(
-    latent_and_teacher_runs, tmp_path):
+def test_eval_scores_candidates_with_a_teacher_and_decode_refuses_misuse(
+    latent_and_teacher_runs):
   latent, teacher = latent_and_teacher_runs
   teacher_dir = next(f for f in teacher if f.startswith("--model_dir=")).split("=", 1)[1]
-  result = run_tool("decode", *latent, "--decode_hparams=num_candidates=2",
-                    f"--teacher_dir={teacher_dir}", input="A man rides a bike.\n\nTwo dogs.\n")
-  assert result.returncode == 0, result.stderr
-  assert len(result.stdout.split("\n")) == 4
   result = run_tool("eval", *latent, "--decode_hparams=num_candidates=2",
                     f"--teacher_dir={teacher_dir}", "--bleu_sentences=20")
   assert result.returncode == 0, result.stderr
   assert json.loads(result.stdout.strip().splitlines()[-1])["bleu_sentences"] == 20
   refusals = [(teacher, ["--decode_hparams=num_candidates=2"], "only the latent model"),
-              (latent, [f"--teacher_dir={teacher_dir}"], "give num_candidates > 1"),
-              (latent, ["--decode_hparams=num_candidates=2", f"--teacher_dir={tmp_path}"],
-               f"No run in {tmp_path}")]
+              (latent, [f"--teacher_dir={teacher_dir}"], "give num_candidates > 1")]
   for run, extra, message in refusals:
     result = run_tool("decode", *run, *extra, input="A man rides a bike.\n")
     assert result.returncode == 2 and message in result.stderr, result.stderr

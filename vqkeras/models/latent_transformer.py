@@ -542,7 +542,7 @@ class LatentTransformer(TranslationModel):
 
 def pick_best(ids, scores, length_penalty=0.0):
   """The best candidate of each row: ids `[batch, k, T]` by scores `[batch, k]` over
-  ((5 + tokens) / 6)^length_penalty (ties: the earlier candidate); `[batch, T]`."""
+  ((5 + tokens) / 6)^length_penalty; `[batch, T]`."""
   tokens = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=-1)
   best = tf.argmax(scores / decoding.length_penalty(tokens, length_penalty), axis=1,
                    output_type=tf.int32)
