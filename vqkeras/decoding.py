@@ -137,7 +137,8 @@ def beam_hypotheses(step, state, batch_size, beam_size, max_length, eos_id, alph
   Returns:
     (ids `[batch, beam_size, length]` of the beam_size best hypotheses, best first,
     each ending with EOS unless it reached max_length, then pad_id; their scores
-    `[batch, beam_size]`, -inf where fewer hypotheses finished). Hypotheses cut at
+    `[batch, beam_size]`, -inf or <= NEG_INF / 2, a path through a forbidden token,
+    where fewer hypotheses were found). Hypotheses cut at
     max_length compete with the finished ones, scored at that length.
   """
   k = beam_size
