@@ -253,22 +253,23 @@ def main():
   quiet = lambda _: None  # pylint: disable=unnecessary-lambda-assignment
   rows, stage_rows = [], []
   batch1_sources = sources[:args.batch1_sentences]
+  teacher = None
   if args.ar:
     trainer = Trainer.from_model_dir(args.ar, args.data_dir, raw_dir, log=quiet)
+    teacher = trainer.model   # the default teacher, loaded once
     for beam_size, label in ((4, "autoregressive Transformer, beam 4"),
                              (1, "autoregressive Transformer, greedy")):
       rows.append(measure(trainer, label, beam_size, sources, references, args.batch1_sentences))
       print(json.dumps(rows[-1]), flush=True)
     stage_rows.append(stages(trainer, "autoregressive Transformer", batch1_sources))
-  teacher_dir = args.teacher or args.ar
-  teacher = (Trainer.from_model_dir(teacher_dir, args.data_dir, raw_dir, log=quiet).model
-             if teacher_dir else None)
+  if args.teacher:
+    teacher = Trainer.from_model_dir(args.teacher, args.data_dir, raw_dir, log=quiet).model
   for model_dir in filter(None, args.nat.split(",")):
     trainer = Trainer.from_model_dir(model_dir, args.data_dir, raw_dir, log=quiet)
     tokenizer = trainer.problem.tokenizer(args.data_dir, raw_dir, trainer.hparams)
     predictor = predictor_metrics(trainer, tokenizer, sources, references)
-    settings = [(1, None)] + [(k, scorer) for k in candidates for scorer in
-                              ([None] + ([teacher] if teacher else []))]
+    scorers = [None] + ([teacher] if teacher else [])
+    settings = [(1, None)] + [(k, scorer) for k in candidates for scorer in scorers]
     for num_candidates, scorer in settings:
       rows.append(measure(trainer, nat_label(trainer), trainer.hparams.latent_beam_size,
                           sources, references, args.batch1_sentences, num_candidates, scorer,

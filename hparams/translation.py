@@ -77,8 +77,7 @@ class LatentTransformerHParams(TransformerHParams):
   # the nearest codes of the frozen autoencoder (LatentTransformer.training_stage).
   predictor_only_steps: int = 0
   # Layers of the parallel target decoder (0: num_layers, as the encoder and the latent
-  # predictor). It runs once per translation on every target position: at batch 1 on a
-  # CPU a layer of it costs about a token step of the autoregressive decoder.
+  # predictor); it runs once per translation on every target position.
   decoder_layers: int = 0
 
   def validate(self):

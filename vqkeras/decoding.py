@@ -90,9 +90,8 @@ def search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.0, st
   search (its state tiled to `[batch * beam_size, ...]`)."""
   if beam_size == 1:
     return greedy_search(step, state, batch_size, max_length, eos_id, start_id, pad_id)
-  ids, _ = beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha, start_id,
-                       pad_id)
-  return ids
+  return beam_search(step, state, batch_size, beam_size, max_length, eos_id, alpha, start_id,
+                     pad_id)[0]
 
 
 def tile_beams(structure, beam_size):
