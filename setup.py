@@ -2,27 +2,32 @@
 
 import setuptools
 
-# Versions seen working together on Python 3.11 (see README). The full
-# `tensorflow` package, not `tensorflow-cpu`: tensorflow-text requires it.
+# Ranges, so that vqkeras installs into an environment that holds other versions: the lowest
+# version of each that the test suite passed with (README.md, Versions), no upper
+# bound unless a newer release is known to break. TensorFlow, tf-keras, TensorFlow Text and
+# TensorFlow Probability move together: tf-keras and TF Text of a minor version require
+# TensorFlow of the same minor version (pip picks matching ones), and TFP supports the
+# TensorFlow of its release and the next. The exact set CI tests is constraints.txt.
+# The full `tensorflow` package, not `tensorflow-cpu`: tensorflow-text requires it.
 INSTALL_REQUIRES = [
-    "tensorflow==2.21.0",
-    "keras==3.15.1",
-    "tensorflow-datasets==4.9.10",
-    "importlib_resources==7.1.0",   # tensorflow-datasets needs it to download, undeclared
-    "tensorflow-probability==0.25.0",
-    "tf-keras==2.21.0",
-    "tensorflow-text==2.21.1",
-    "tensorboard==2.21.0",
-    "sentencepiece==0.2.3",
-    "sacrebleu==2.6.0",
-    "absl-py==2.5.1",
-    "numpy>=1.26,<3",
+    "tensorflow>=2.21",
+    "tf-keras>=2.21",
+    "tensorflow-text>=2.21",
+    "tensorflow-probability>=0.25",
+    "keras>=3.12",
+    "tensorboard>=2.21",
+    "tensorflow-datasets>=4.9.4",
+    "importlib_resources>=6",   # tensorflow-datasets needs it to download, undeclared
+    "sentencepiece>=0.2.0",
+    "sacrebleu>=2.0",
+    "absl-py>=1.4",
+    "numpy>=1.26",
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest==9.0.3", "scipy==1.17.1"],
+    "test": ["pytest>=8", "scipy>=1.11"],
     # Sonnet is the peer the bottleneck benchmark measures against.
-    "bench": ["dm-sonnet==2.0.2", "dm-tree==0.1.10"],
+    "bench": ["dm-sonnet>=2.0.2", "dm-tree>=0.1.8"],
 }
 
 setuptools.setup(

@@ -1,5 +1,6 @@
 """Test setup: two logical CPU devices for the multi-replica tests, and the real data."""
 
+import gzip
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,19 +22,21 @@ tf.config.set_logical_device_configuration(
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def shared_data_dir():
-  """../shared/data beside the repository, or $VQKERAS_SHARED_DATA."""
-  path = pathlib.Path(os.environ.get("VQKERAS_SHARED_DATA", REPO.parent / "shared" / "data"))
-  if not path.is_dir():
-    pytest.fail(f"The real test data is missing: expected {path} (the shared/data folder "
-                f"beside the repository); set VQKERAS_SHARED_DATA to its location.")
-  return path
+# A sample of the real data, kept in the repository (tests/testdata/README.md): the tests
+# need nothing beside a fresh clone. ../shared/data serves examples and benchmarks.
+TESTDATA = REPO / "tests" / "testdata"
+
+
+def multi30k_lines(name):
+  """The lines of the sample's Multi30k file `name`, e.g. "val.en.gz"."""
+  with gzip.open(TESTDATA / "multi30k" / name, "rt", encoding="utf-8") as f:
+    return f.read().splitlines()
 
 
 @pytest.fixture(scope="session")
 def cifar_images():
-  """The first 1017 images of CIFAR-10 data_batch_1, read from the raw bytes: uint8 [n, 32, 32, 3]."""
-  raw = np.fromfile(shared_data_dir() / "cifar10" / "cifar-10-batches-bin" / "data_batch_1.bin",
+  """The 100 images of the sample's data_batch_1, from the raw bytes: uint8 [n, 32, 32, 3]."""
+  raw = np.fromfile(TESTDATA / "cifar10" / "cifar-10-batches-bin" / "data_batch_1.bin",
                     dtype=np.uint8)
   records = raw.reshape(-1, 1 + 3 * 32 * 32)
   return records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -64,7 +67,7 @@ def multi30k_data_dir(tmp_path_factory):
   from vqkeras import registry  # pylint: disable=import-outside-toplevel
   data_dir = tmp_path_factory.mktemp("multi30k_data")
   registry.problem("translate_ende_multi30k").prepare(
-      data_dir, shared_data_dir() / "multi30k", registry.hparams("transformer_tiny"),
+      data_dir, TESTDATA / "multi30k", registry.hparams("transformer_tiny"),
       lambda _: None)
   return data_dir
 
@@ -106,21 +109,21 @@ def _train_run(tmp_path_factory, problem, hparams, data_dir, raw_dir):
 def translation_run(request, tmp_path_factory, multi30k_data_dir):
   """bin/train flags of a briefly trained translation model of each kind."""
   return _trained_run(tmp_path_factory, "translate_ende_multi30k", request.param,
-                      multi30k_data_dir, shared_data_dir() / "multi30k")
+                      multi30k_data_dir, TESTDATA / "multi30k")
 
 
 @pytest.fixture(scope="session")
 def cifar_run(tmp_path_factory):
   """bin/train flags of a briefly trained image VQ-VAE with a prior."""
   return _trained_run(tmp_path_factory, "image_cifar10", "vq_em_cifar_tiny",
-                      tmp_path_factory.mktemp("cifar_data"), shared_data_dir() / "cifar10")
+                      tmp_path_factory.mktemp("cifar_data"), TESTDATA / "cifar10")
 
 
 @pytest.fixture(scope="session")
 def latent_and_teacher_runs(tmp_path_factory, multi30k_data_dir):
   """bin/train flags of briefly trained latent model and Transformer on one vocabulary."""
   return [_trained_run(tmp_path_factory, "translate_ende_multi30k", name, multi30k_data_dir,
-                       shared_data_dir() / "multi30k")
+                       TESTDATA / "multi30k")
           for name in ("vq_em_tiny", "transformer_tiny")]
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import tensorflow as tf
 
-from conftest import run_tool, shared_data_dir
+from conftest import run_tool, TESTDATA
 from vqkeras import problem as problem_lib
 from vqkeras import registry
 from vqkeras.files import read_lines
@@ -80,7 +80,7 @@ def test_eval_scores_candidates_with_a_teacher_and_decode_refuses_misuse(
 
 def test_distilled_problem_pairs_training_sources_with_the_teachers_translations(tmp_path):
   distilled = registry.problem("translate_ende_multi30k_distilled")
-  raw_dir = shared_data_dir() / "multi30k"
+  raw_dir = TESTDATA / "multi30k"
   with pytest.raises(problem_lib.DataError, match="bin/decode --problem=translate_ende_multi30k"):
     distilled.text_pairs("train", tmp_path, raw_dir, lambda _: None)
   sources = read_lines(raw_dir / "train.en.gz")

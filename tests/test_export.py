@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import flag_value, run_tool, shared_data_dir
+from conftest import flag_value, run_tool, TESTDATA
 from vqkeras import registry
 from vqkeras import translation
 from vqkeras.files import read_lines
@@ -96,7 +96,7 @@ def test_translation_export_serves_text_and_ids_as_the_python_model(translation_
   model_dir = flag_value(flags, "model_dir")
   versions = [p.name for p in export_dir.iterdir()]
   assert versions == ["3"]                       # the training step, nothing half-written
-  trainer = Trainer.from_model_dir(model_dir, multi30k_data_dir, shared_data_dir() / "multi30k",
+  trainer = Trainer.from_model_dir(model_dir, multi30k_data_dir, TESTDATA / "multi30k",
                                    log=QUIET)
   tokenizer = trainer.problem.tokenizer(multi30k_data_dir, None, trainer.hparams)
   ids, _ = translation.source_ids(tokenizer, tf.constant(SENTENCE_BYTES), 64)
@@ -125,7 +125,7 @@ def test_an_export_with_a_teacher_serves_its_candidates_alike_alone_and_in_a_bat
   teacher_dir = flag_value(teacher_flags, "model_dir")
   export_dir = exported(tmp_path_factory, latent_flags, "--decode_hparams=num_candidates=3",
                         f"--teacher_dir={teacher_dir}")
-  raw_dir = shared_data_dir() / "multi30k"
+  raw_dir = TESTDATA / "multi30k"
   sentences = [line.encode() for line in read_lines(raw_dir / "val.en.gz")[:16]]
   requests = {"all": ("serving_default", {"inputs": tensor([s.hex() for s in sentences], "hex")})}
   requests.update({f"alone_{i}": ("serving_default", {"inputs": tensor([s.hex()], "hex")})
@@ -152,7 +152,7 @@ def test_image_export_samples_encodes_and_decodes_as_the_python_model(image_expo
                                                                       tmp_path):
   flags, export_dir = image_export
   trainer = Trainer.from_model_dir(flag_value(flags, "model_dir"), flag_value(flags, "data_dir"),
-                                   shared_data_dir() / "cifar10", log=QUIET)
+                                   TESTDATA / "cifar10", log=QUIET)
   model = trainer.model
   images = cifar_images[:4]
   codes = model.encode_images(images).numpy()

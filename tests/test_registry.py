@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, shared_data_dir
+from conftest import REPO, TESTDATA
 from vqkeras import hparams_lib
 from vqkeras import registry
 
@@ -71,9 +71,9 @@ def run_datagen(*args):
 
 def test_datagen_prepares_a_problem(tmp_path):
   result = run_datagen("--problem=translate_ende_multi30k", "--hparams=transformer_tiny",
-                       f"--data_dir={tmp_path}", f"--raw_dir={shared_data_dir() / 'multi30k'}")
+                       f"--data_dir={tmp_path}", f"--raw_dir={TESTDATA / 'multi30k'}")
   assert result.returncode == 0, result.stderr
-  assert "training pairs 29000" in result.stdout
+  assert "training pairs 500" in result.stdout
   assert (tmp_path / "translate_ende_multi30k.sentencepiece1000.model").is_file()
 
 

@@ -14,20 +14,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, shared_data_dir
+from conftest import REPO, TESTDATA
 from vqkeras import registry
 from vqkeras import trainer as trainer_lib
 from vqkeras import training
 from vqkeras.files import read_lines
 from vqkeras.models import ImageVQVAE
 
-CIFAR_FLAGS = ["--problem=image_cifar10", f"--raw_dir={shared_data_dir() / 'cifar10'}"]
+CIFAR_FLAGS = ["--problem=image_cifar10", f"--raw_dir={TESTDATA / 'cifar10'}"]
 
 
 def config(tmp_path, name, hparams="vq_ema_cifar_tiny", overrides=""):
   return trainer_lib.TrainConfig(
       problem="image_cifar10", hparams=hparams, hparams_overrides=overrides,
-      data_dir=str(tmp_path / "data"), raw_dir=str(shared_data_dir() / "cifar10"),
+      data_dir=str(tmp_path / "data"), raw_dir=str(TESTDATA / "cifar10"),
       model_dir=str(tmp_path / name), seed=3)
 
 
@@ -277,7 +277,7 @@ def test_a_restored_run_continues_exactly_as_the_uninterrupted_one(tmp_path, mul
   run = trainer_lib.TrainConfig(
       problem="translate_ende_multi30k", hparams="vq_em_tiny",
       hparams_overrides="mask_startup_steps=0", data_dir=str(multi30k_data_dir),
-      raw_dir=str(shared_data_dir() / "multi30k"), model_dir=str(tmp_path / "run"), seed=3)
+      raw_dir=str(TESTDATA / "multi30k"), model_dir=str(tmp_path / "run"), seed=3)
   trainer = trainer_lib.Trainer(run, tf.distribute.get_strategy(), log=quiet)
   trainer.train(8, checkpoint_every=0, log_every=100)
   trainer.save()
@@ -308,7 +308,7 @@ def test_the_predictor_only_stage_trains_the_latent_predictor_alone(tmp_path, mu
     config = trainer_lib.TrainConfig(
         problem="translate_ende_multi30k", hparams="vq_em_tiny",
         hparams_overrides=f"mask_startup_steps=0,predictor_only_steps={alone}",
-        data_dir=str(multi30k_data_dir), raw_dir=str(shared_data_dir() / "multi30k"),
+        data_dir=str(multi30k_data_dir), raw_dir=str(TESTDATA / "multi30k"),
         model_dir=str(tmp_path / "run"), seed=3)
     return trainer_lib.Trainer(config, tf.distribute.get_strategy(), log=log)
 
@@ -332,7 +332,7 @@ def test_the_predictor_only_stage_trains_the_latent_predictor_alone(tmp_path, mu
 
 
 def real_translation_batches(tokenizer, count=3, size=8):
-  folder = shared_data_dir() / "multi30k"
+  folder = TESTDATA / "multi30k"
   lines = {side: read_lines(folder / f"train.{side}.gz")[:count * size] for side in ("en", "de")}
   # One shape for all batches: XLA compiles once per shape.
   ids = {side: tokenizer.tokenize(tf.constant(lines[side])).to_tensor(shape=[None, 40])

@@ -12,6 +12,7 @@ character outside the vocabulary as bytes, so nothing is lost.
 import io
 import os
 import pathlib
+import tempfile
 
 import sentencepiece
 import tensorflow as tf
@@ -22,6 +23,13 @@ from vqkeras import files
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
+
+# No NFKC: it rewrites characters such as the no-break space of real corpora, and
+# detokenization must give back the text (runs of spaces are still collapsed). SentencePiece's
+# "identity" rule set would do, but its model has an empty character map, and every load of
+# it logs "precompiled_charsmap is empty" (also inside a served model). One rule that no text
+# meets instead: the noncharacter U+FFFF becomes the replacement character U+FFFD.
+NORMALIZATION_RULES = "FFFF\tFFFD\n"
 
 
 def train_sentencepiece(sentences, vocab_size, path, max_sentences=1_000_000):
@@ -35,15 +43,16 @@ def train_sentencepiece(sentences, vocab_size, path, max_sentences=1_000_000):
     max_sentences: at most this many sentences (sampled) train the model.
   """
   model = io.BytesIO()
-  sentencepiece.SentencePieceTrainer.train(
-      sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
-      model_type="unigram", character_coverage=1.0, byte_fallback=True,
-      # No NFKC: it rewrites characters such as the no-break space of real corpora, and
-      # detokenization must give back the text. Runs of spaces are still collapsed.
-      normalization_rule_name="identity",
-      pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
-      input_sentence_size=max_sentences, shuffle_input_sentence=True,
-      hard_vocab_limit=False, num_threads=os.cpu_count() or 1, minloglevel=2)
+  with tempfile.TemporaryDirectory() as scratch:
+    rules = pathlib.Path(scratch) / "normalization.tsv"
+    rules.write_text(NORMALIZATION_RULES)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
+        model_type="unigram", character_coverage=1.0, byte_fallback=True,
+        normalization_rule_tsv=str(rules),
+        pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
+        input_sentence_size=max_sentences, shuffle_input_sentence=True,
+        hard_vocab_limit=False, num_threads=os.cpu_count() or 1, minloglevel=2)
   with files.atomic_write(path) as partial:
     partial.write_bytes(model.getvalue())
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import shared_data_dir
+from conftest import TESTDATA
 from vqkeras import registry
 from vqkeras import training
 from vqkeras.models import ImageVQVAE
@@ -16,7 +16,7 @@ from vqkeras.problems.image_cifar10 import read_cifar10_binary
 
 @pytest.fixture(scope="module")
 def images():
-  return read_cifar10_binary([shared_data_dir() / "cifar10" / "cifar-10-batches-bin" /
+  return read_cifar10_binary([TESTDATA / "cifar10" / "cifar-10-batches-bin" /
                               "data_batch_1.bin"])[0]
 
 

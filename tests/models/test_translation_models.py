@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import shared_data_dir
+from conftest import TESTDATA
 from vqkeras import decoding
 from vqkeras import registry
 from vqkeras import training
@@ -25,7 +25,7 @@ SIZES = dict(hidden_size=128, filter_size=256, num_layers=2, num_heads=4, dropou
 
 
 def first_short_pairs(split, count, max_words=10):
-  folder = shared_data_dir() / "multi30k"
+  folder = TESTDATA / "multi30k"
   pairs = zip(read_lines(folder / f"{split}.en.gz"), read_lines(folder / f"{split}.de.gz"))
   return [(en, de) for en, de in pairs if len(en.split()) <= max_words][:count]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import shared_data_dir
+from conftest import TESTDATA
 from vqkeras import problem as problem_lib
 from vqkeras import registry
 from vqkeras.input_pipeline import scale_images
@@ -17,10 +17,10 @@ BATCHES = [f"data_batch_{i}.bin" for i in range(1, 6)]
 
 
 def raw_bytes_reading():
-  """Images and labels of the five shared files, straight from the bytes."""
+  """Images and labels of the five sample files, straight from the bytes."""
   images, labels = [], []
   for name in BATCHES:
-    raw = np.fromfile(shared_data_dir() / "cifar10" / "cifar-10-batches-bin" / name, np.uint8)
+    raw = np.fromfile(TESTDATA / "cifar10" / "cifar-10-batches-bin" / name, np.uint8)
     records = raw.reshape(-1, 3073)
     labels.append(records[:, 0])
     planes = records[:, 1:].reshape(-1, 3, 1024)          # red, green, blue planes
@@ -46,7 +46,7 @@ def check_splits(cifar, data_dir, raw_dir, expected):
 
 def test_binary_folder(tmp_path, expected):
   cifar = registry.problem("image_cifar10")
-  check_splits(cifar, tmp_path / "data", shared_data_dir() / "cifar10", expected)
+  check_splits(cifar, tmp_path / "data", TESTDATA / "cifar10", expected)
   with pytest.raises(problem_lib.DataError, match="no 'test' split"):
     cifar.arrays("test", tmp_path / "data", None)
 
@@ -55,7 +55,7 @@ def test_binary_archive(tmp_path, expected):
   raw = tmp_path / "raw"
   raw.mkdir()
   with tarfile.open(raw / "cifar-10-binary.tar.gz", "w:gz") as tar:
-    tar.add(shared_data_dir() / "cifar10" / "cifar-10-batches-bin", "cifar-10-batches-bin")
+    tar.add(TESTDATA / "cifar10" / "cifar-10-batches-bin", "cifar-10-batches-bin")
   check_splits(registry.problem("image_cifar10"), tmp_path / "data", raw, expected)
 
 
@@ -63,7 +63,7 @@ def write_python_batches(folder):
   """The official python version: pickled dicts with b'data' [n, 3072] in plane order."""
   folder.mkdir(parents=True)
   for index, name in enumerate(BATCHES, 1):
-    raw = np.fromfile(shared_data_dir() / "cifar10" / "cifar-10-batches-bin" / name, np.uint8)
+    raw = np.fromfile(TESTDATA / "cifar10" / "cifar-10-batches-bin" / name, np.uint8)
     records = raw.reshape(-1, 3073)
     batch = {b"batch_label": b"training batch", b"labels": records[:, 0].tolist(),
              b"data": records[:, 1:], b"filenames": [b"x.png"] * len(records)}
@@ -86,7 +86,7 @@ def test_truncated_file_names_the_file_and_the_record(tmp_path):
   raw = tmp_path / "raw"
   raw.mkdir()
   for name in BATCHES:
-    shutil.copy(shared_data_dir() / "cifar10" / "cifar-10-batches-bin" / name, raw / name)
+    shutil.copy(TESTDATA / "cifar10" / "cifar-10-batches-bin" / name, raw / name)
   data = (raw / "data_batch_3.bin").read_bytes()
   (raw / "data_batch_3.bin").write_bytes(data[:3073 * 10 + 500])
   with pytest.raises(problem_lib.DataError, match=r"data_batch_3.bin is truncated.*record 10 "):
@@ -127,13 +127,13 @@ def test_missing_data_offline_says_what_to_put_where(tmp_path, monkeypatch):
     assert expected in message
 
 
-def test_image_batches(tmp_path):
+def test_image_batches(tmp_path, expected):
   hparams = registry.hparams("vq_em_cifar_tiny")
   cifar = registry.problem("image_cifar10")
-  dataset = cifar.dataset("validation", tmp_path, shared_data_dir() / "cifar10", hparams,
+  dataset = cifar.dataset("validation", tmp_path, TESTDATA / "cifar10", hparams,
                           training=False)
   batches = list(dataset)
-  assert sum(len(b["label"]) for b in batches) == 508
+  assert sum(len(b["label"]) for b in batches) == len(expected["validation"][1])
   first = batches[0]
   assert first["image"].shape == (16, 32, 32, 3) and first["image"].dtype == np.uint8
   np.testing.assert_allclose(scale_images(first["image"]).numpy(),
