@@ -10,12 +10,13 @@ codes used and steps/s. Roy et al. 2018 report soft EM beating hard EM.
 """
 
 import argparse
-import os
 import pathlib
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vqkeras import startup
+
+startup.quiet()   # before TensorFlow loads
 
 import tensorflow as tf
 

@@ -10,12 +10,13 @@ batch 1 and batch 64. The export must not be slower.
 """
 
 import argparse
-import os
 import pathlib
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vqkeras import startup
+
+startup.quiet()   # before TensorFlow loads
 
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  pylint: disable=unused-import  (the SentencePiece ops)

@@ -9,11 +9,12 @@ least 5x what training consumes, so that it is never the bottleneck.
 """
 
 import argparse
-import os
 import pathlib
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vqkeras import startup
+
+startup.quiet()   # before TensorFlow loads
 
 import keras
 import tensorflow as tf

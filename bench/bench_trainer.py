@@ -15,7 +15,9 @@ import pathlib
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vqkeras import startup
+
+startup.quiet()   # before TensorFlow loads
 
 import tensorflow as tf
 

@@ -25,11 +25,12 @@ decoding and at least 2x faster at batch 1; (b) within 4 BLEU and at least 4x fa
 
 import argparse
 import json
-import os
 import pathlib
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vqkeras import startup
+
+startup.quiet()   # before TensorFlow loads
 
 import tensorflow as tf
 

@@ -24,7 +24,9 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vqkeras import startup
+
+startup.quiet()   # before TensorFlow loads
 
 import numpy as np
 import tensorflow as tf

@@ -3,22 +3,26 @@
 The short end-to-end job of the README: the trainer of bin/train runs
 `vq_em_cifar_small` (the paper's autoencoder, narrower, with a soft-EM
 bottleneck and a Transformer prior over the codes) on the CIFAR-10 records in
-../shared/data; then held-out images beside their reconstructions, and images
+../shared/data/cifar10 (--raw_dir), else on tensorflow-datasets' copy, downloaded into
+--data_dir; then held-out images beside their reconstructions, and images
 sampled from the prior, go to PNGs.
 
   python examples/train_cifar_vqvae.py --steps=600 --model_dir=runs/example
 """
 
 import argparse
-import os
 import pathlib
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vqkeras import startup
+
+startup.quiet()   # before TensorFlow loads
 
 import numpy as np
 import tensorflow as tf
 
 from vqkeras import images
+from vqkeras import problem
 from vqkeras import trainer as trainer_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -39,7 +43,12 @@ def main():
   config = trainer_lib.TrainConfig(problem="image_cifar10", hparams=args.hparams,
                                    data_dir=args.data_dir, raw_dir=args.raw_dir,
                                    model_dir=args.model_dir)
-  trainer = trainer_lib.Trainer(config, tf.distribute.get_strategy())
+  try:
+    trainer = trainer_lib.Trainer(config, tf.distribute.get_strategy())
+  except problem.DataNotFound:
+    sys.exit(f"error: CIFAR-10 is not in --raw_dir={args.raw_dir} and cannot be downloaded "
+             f"from here: put cifar-10-binary.tar.gz (https://www.cs.toronto.edu/~kriz/"
+             f"cifar.html) in that directory, or run with internet access.")
   trainer.train(args.steps, eval_every=args.steps, checkpoint_every=args.steps, log_every=100)
 
   held_out, _ = trainer.problem.arrays("validation", args.data_dir, args.raw_dir)

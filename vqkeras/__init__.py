@@ -6,7 +6,16 @@ bottleneck; `vqkeras.problems` and `vqkeras.hparams` the datasets and
 hyper-parameter sets (installed from the top-level `problems/` and `hparams/`).
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
-from vqkeras import layers
-from vqkeras import quantization
+# Loaded on first use (`vqkeras.layers`, or `from vqkeras import layers`), so that
+# `vqkeras.startup` runs before TensorFlow loads.
+_SUBMODULES = ("layers", "quantization")
+
+
+def __getattr__(name):
+  if name in _SUBMODULES:
+    return importlib.import_module(f"vqkeras.{name}")
+  raise AttributeError(f"module 'vqkeras' has no attribute {name!r}")

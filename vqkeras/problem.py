@@ -28,6 +28,10 @@ class DataError(ValueError):
   """Data that is missing, truncated or inconsistent, with what to do about it."""
 
 
+class DataNotFound(DataError):
+  """A dataset that is neither in --raw_dir or --data_dir nor downloadable from here."""
+
+
 def check_split(split):
   if split not in SPLITS:
     raise DataError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
@@ -80,7 +84,7 @@ def prepare_tfds(builder, url, raw_dir, missing_message, log=log_progress):
     builder.download_and_prepare(
         download_dir=None if raw_dir is None else str(pathlib.Path(raw_dir) / "downloads"))
   except Exception as error:  # tfds raises many kinds when it cannot download.
-    raise DataError(missing_message(error)) from error
+    raise DataNotFound(missing_message(error)) from error
   return builder
 
 

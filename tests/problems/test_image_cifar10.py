@@ -117,7 +117,7 @@ def test_tensorflow_datasets_path(tmp_path, monkeypatch):
 
 def test_missing_data_offline_says_what_to_put_where(tmp_path, monkeypatch):
   monkeypatch.setattr(problem_lib, "reachable", lambda url: False)
-  with pytest.raises(problem_lib.DataError) as error:
+  with pytest.raises(problem_lib.DataNotFound) as error:
     registry.problem("image_cifar10").prepare(tmp_path / "data", tmp_path / "raw",
                                               log=lambda _: None)
   message = str(error.value)

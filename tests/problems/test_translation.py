@@ -1,6 +1,5 @@
 """Translation problems on real Multi30k text, their errors, and the tfds and download paths."""
 
-import gzip
 import io
 import shutil
 import urllib.error

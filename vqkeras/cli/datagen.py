@@ -4,12 +4,6 @@
       --data_dir=~/vqkeras_data --raw_dir=~/vqkeras_data/raw
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app
-
 from vqkeras import registry
 from vqkeras.cli import flags
 
@@ -29,7 +23,7 @@ def main(argv):
 
 def run():
   flags.define_data_flags()
-  app.run(flags.run_reporting_errors(main))
+  flags.run_tool(main)
 
 
 if __name__ == "__main__":

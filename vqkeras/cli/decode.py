@@ -10,14 +10,10 @@ Images, written as a PNG grid:
   bin/decode ... --reconstructions --decode_to_file=reconstructions.png
 """
 
-import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
-from absl import app
 
 from vqkeras import decoding
 from vqkeras import files
@@ -127,7 +123,7 @@ def run():
                        "input line (default or '-': stdout), or the PNG grid of images.")
   define.DEFINE_bool("reconstructions", False, "Write validation images beside their "
                      "reconstructions instead of samples.")
-  app.run(flags.run_reporting_errors(main))
+  flags.run_tool(main)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,6 @@ signature is printed with the score).
 """
 
 import json
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app
 
 from vqkeras import decoding
 from vqkeras.cli import flags
@@ -41,7 +36,7 @@ def run():
   flags.define_decode_flags("of the BLEU translations")
   flags.flags.DEFINE_integer("bleu_sentences", None, "Score BLEU on the first N sentences of "
                              "the split only (default: all).")
-  app.run(flags.run_reporting_errors(main))
+  flags.run_tool(main)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,7 @@ writes E/<training step>/ (see vqkeras/export.py for the signatures). Serve it w
   docker run -p 8501:8501 -v E:/models/ende -e MODEL_NAME=ende tensorflow/serving
 """
 
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app
 
 from vqkeras import decoding
 from vqkeras.cli import flags
@@ -64,7 +59,7 @@ def run():
   define.DEFINE_string("export_dir", None, "TF Serving's model base path; the model goes to "
                        "EXPORT_DIR/<training step>/.")
   flags.define_decode_flags("of the served translations, fixed in the export")
-  app.run(flags.run_reporting_errors(main))
+  flags.run_tool(main)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@
 import os
 import sys
 
+from absl import app
 from absl import flags
+from absl import logging
+
+from vqkeras import startup
 
 FLAGS = flags.FLAGS
 
@@ -56,3 +60,17 @@ def run_reporting_errors(main):
       print(f"error: {error}\n(set VQKERAS_DEBUG=1 to see where it was raised)", file=sys.stderr)
       sys.exit(2)
   return wrapped
+
+
+def run_tool(main):
+  """Runs a tool's main() under absl with its errors reported (run_reporting_errors).
+
+  absl raises its logging to INFO when --verbosity is not given, and TensorFlow's
+  Python code logs at INFO (checkpoint sharding times, ...): a quiet tool keeps to
+  warnings unless --verbosity asks for more.
+  """
+  def quiet_main(argv):
+    if startup.is_quiet():
+      logging.set_verbosity(logging.WARNING)
+    return main(argv)
+  app.run(run_reporting_errors(quiet_main))

@@ -6,12 +6,7 @@
 Re-running the same command resumes from the latest checkpoint in --model_dir.
 """
 
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app
 
 from vqkeras.cli import flags
 
@@ -67,7 +62,7 @@ def main(argv):
 
 def run():
   define_flags()
-  app.run(flags.run_reporting_errors(main))
+  flags.run_tool(main)
 
 
 if __name__ == "__main__":
