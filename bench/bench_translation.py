@@ -1,4 +1,4 @@
-"""Speed and quality of translation: the paper's table (PAPERS.md section 2) on Multi30k.
+"""Speed and quality of translation: the paper's table (docs/papers.md section 2) on Multi30k.
 
 In one process, on the same sentences (Multi30k validation): latency per
 sentence at batch 1 and batch 64, and BLEU (sacrebleu, detokenized, from the

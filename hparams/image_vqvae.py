@@ -1,6 +1,6 @@
 """Hyper-parameters of the CIFAR-10 VQ-VAE with a Transformer prior over its codes.
 
-Full sizes from van den Oord et al. 2017 (PAPERS.md section 1): 256 channels,
+Full sizes from van den Oord et al. 2017 (docs/papers.md section 1): 256 channels,
 8 x 8 latents with 10 codebooks per position, Adam 2e-4, batch 128, 250k steps.
 """
 

@@ -2,7 +2,7 @@
 
 The autoregressive Transformer (baseline and distillation teacher) and the
 non-autoregressive latent Transformer with a discrete bottleneck of Roy et al.
-2018 (PAPERS.md section 2): hidden 512, filter 4096, 6 layers, 8 heads, target
+2018 (docs/papers.md section 2): hidden 512, filter 4096, 6 layers, 8 heads, target
 compressed 2^3 times into 12-bit codes, Adam(0.9, 0.997, 1e-9) with warm-up.
 """
 

@@ -1,6 +1,6 @@
 """Float64 NumPy statements of the papers' equations, independent of vqkeras.
 
-Written from PAPERS.md, not from the library: each function is one equation.
+Written from docs/papers.md, not from the library: each function is one equation.
 """
 
 import numpy as np

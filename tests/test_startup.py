@@ -45,7 +45,7 @@ sys.exit(3)
 
 def run(*args, **environ):
   env = {key: value for key, value in os.environ.items()
-         if key not in ("TF_CPP_MIN_LOG_LEVEL", startup._SET_BY_QUIET)}  # pylint: disable=protected-access
+         if key not in ("TF_CPP_MIN_LOG_LEVEL", startup.SET_BY_QUIET)}
   return subprocess.run([sys.executable, "-c", PROGRAM, *args], capture_output=True, text=True,
                         env={**env, **environ}, timeout=300, check=False)
 
@@ -71,4 +71,4 @@ def test_what_counts_as_asking_for_logs():
   assert startup.user_asks_for_logs([], {"TF_CPP_MIN_LOG_LEVEL": "3"})
   # Set by a parent's quiet(), not by the user:
   assert not startup.user_asks_for_logs(
-      [], {"TF_CPP_MIN_LOG_LEVEL": "2", startup._SET_BY_QUIET: "1"})  # pylint: disable=protected-access
+      [], {"TF_CPP_MIN_LOG_LEVEL": "2", startup.SET_BY_QUIET: "1"})

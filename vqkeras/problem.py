@@ -258,7 +258,7 @@ class TranslationProblem(Problem):
 class DistilledTranslationProblem(TranslationProblem):
   """A translation problem whose training targets are a teacher's translations.
 
-  Knowledge distillation (PAPERS.md section 2): an autoregressive teacher
+  Knowledge distillation (docs/papers.md section 2): an autoregressive teacher
   translates the training sources with beam search (bin/decode); the
   non-autoregressive model trains on those outputs. Everything else - the
   sources, the validation and test splits, the vocabulary - is the parent

@@ -5,7 +5,7 @@ and calls them. A sliced ("decomposed") codebook of `num_blocks` blocks is one
 tensor `[blocks, K, d]`; inputs come flattened and split as `[blocks, N, d]`, so a
 single codebook is simply `blocks = 1`.
 
-Symbols follow PAPERS.md: x is z_e(x), e_1..e_K the codes, m the number of soft-EM
+Symbols follow docs/papers.md: x is z_e(x), e_1..e_K the codes, m the number of soft-EM
 samples, lambda the EMA decay.
 """
 
@@ -324,7 +324,7 @@ def laplace_smoothed_counts(counts, epsilon):
 
 
 def ema_codebook_update(ema_count, ema_sum, counts, sums, decay, epsilon):
-  """Online (hard or Monte-Carlo soft) EM M-step of PAPERS.md section 2.
+  """Online (hard or Monte-Carlo soft) EM M-step of docs/papers.md section 2.
 
   c_j <- lambda c_j + (1 - lambda) n_j;  m_j <- lambda m_j + (1 - lambda) s_j;
   e_j = m_j / smoothed(c_j). No zero-debiasing, as in the reference code.

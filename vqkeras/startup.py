@@ -32,7 +32,9 @@ NOISE = re.compile(
     rb"|computation placer already registered)"
     rb"|normalizer\.cc\(\d+\) LOG\(INFO\) precompiled_charsmap is empty)")
 
-_SET_BY_QUIET = "VQKERAS_QUIET_SET_TF_CPP_MIN_LOG_LEVEL"
+# In the environment of a process that quiet() filters and of its children: their
+# TF_CPP_MIN_LOG_LEVEL is ours, not the user's.
+SET_BY_QUIET = "VQKERAS_QUIET_SET_TF_CPP_MIN_LOG_LEVEL"
 
 _filter = None
 
@@ -42,7 +44,7 @@ def user_asks_for_logs(argv=None, environ=None):
   argv = sys.argv[1:] if argv is None else argv
   environ = os.environ if environ is None else environ
   flags = ("--verbosity", "-v", "--v")
-  user_set_level = "TF_CPP_MIN_LOG_LEVEL" in environ and _SET_BY_QUIET not in environ
+  user_set_level = "TF_CPP_MIN_LOG_LEVEL" in environ and SET_BY_QUIET not in environ
   return user_set_level or any(
       arg == flag or arg.startswith(flag + "=") for arg in argv for flag in flags)
 
@@ -59,7 +61,7 @@ def quiet():
     # Hides TensorFlow's C++ INFO and WARNING lines once its logging starts (errors stay),
     # in child processes too, which quiet themselves as well.
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    os.environ[_SET_BY_QUIET] = "1"
+    os.environ[SET_BY_QUIET] = "1"
     _filter = _LineFilter(2, NOISE)
     atexit.register(_filter.close)
 

@@ -1,7 +1,7 @@
 """The discrete bottleneck: a Keras 3 vector-quantization layer.
 
 One layer covers the three ways of training a codebook that the two papers use
-(PAPERS.md sections 1 and 2); the choice is the `update` argument:
+(docs/papers.md sections 1 and 2); the choice is the `update` argument:
 
 - "gradient": VQ-VAE. The optimizer moves the codebook through the codebook loss
   ||sg[z_e] - e||^2.
@@ -31,7 +31,7 @@ class VectorQuantizer(keras.layers.Layer):
   soft EM in training, by the mean of m sampled code vectors); gradients pass
   straight through to z_e. With `num_blocks = B` the vector is cut into B slices of
   D/B and each slice is quantized with a codebook of its own (product
-  quantization, PAPERS.md section 3): a position then has B codes.
+  quantization, docs/papers.md section 3): a position then has B codes.
 
   Losses, added with `add_loss`: the commitment loss beta ||z_e - sg[e]||^2 and,
   for `update="gradient"`, the codebook loss ||sg[z_e] - e||^2; both are means over

@@ -1,4 +1,4 @@
-"""The VQ-VAE image autoencoder of van den Oord et al. 2017 (PAPERS.md section 1)."""
+"""The VQ-VAE image autoencoder of van den Oord et al. 2017 (docs/papers.md section 1)."""
 
 import math
 

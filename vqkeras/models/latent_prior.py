@@ -75,7 +75,7 @@ class CodeGridPrior(keras.layers.Layer):
     Args:
       codes: `[batch, H, W, B]` the codes the prior is conditioned on (teacher forcing).
       samples: `[batch, H, W, B, m]` targets; under soft EM the m draws (a soft
-        target, PAPERS.md section 2); None: the codes themselves.
+        target, docs/papers.md section 2); None: the codes themselves.
       training: dropout.
     """
     logits = self(codes, training=training)

@@ -1,5 +1,5 @@
 """The non-autoregressive latent Transformer of Kaiser et al. 2018 with the discrete
-bottleneck of Roy et al. 2018 (PAPERS.md section 2).
+bottleneck of Roy et al. 2018 (docs/papers.md section 2).
 
 Training reads the source and the target:
   1. a Transformer encoder reads the source;
