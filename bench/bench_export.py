@@ -21,9 +21,9 @@ startup.quiet()   # before TensorFlow loads
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  pylint: disable=unused-import  (the SentencePiece ops)
 
-from vqkeras import decoding
+from vqkeras import beam_search
 from vqkeras import export
-from vqkeras import translation
+from vqkeras import translate
 from vqkeras.files import read_lines
 from vqkeras.trainer import Trainer
 
@@ -61,9 +61,9 @@ def main():
 
   trainer = Trainer.from_model_dir(args.model_dir, args.data_dir, args.raw_dir,
                                    log=lambda _: None)
-  options = decoding.decode_hparams(trainer.hparams, args.decode_hparams)
+  options = beam_search.decode_hparams(trainer.hparams, args.decode_hparams)
   tokenizer = trainer.problem.tokenizer(args.data_dir, args.raw_dir, trainer.hparams)
-  translator = translation.Translator(trainer.model, tokenizer, options.beam_size,
+  translator = translate.Translator(trainer.model, tokenizer, options.beam_size,
                                       options.length_penalty, batch_size=10**9)
   serving = export.TranslationServing(trainer.model, tokenizer, options.beam_size,
                                       options.length_penalty)

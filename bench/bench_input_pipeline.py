@@ -2,7 +2,7 @@
 
 For each problem with its default small hyper-parameters: tokens (or images) per
 second that the tf.data pipeline delivers alone, and that the training step
-(vqkeras.training) consumes on the same batches. The pipeline must deliver at
+(vqkeras.train_step) consumes on the same batches. The pipeline must deliver at
 least 5x what training consumes, so that it is never the bottleneck.
 
   python bench/bench_input_pipeline.py [--data_dir=/tmp/vqkeras_bench]
@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from vqkeras import registry
-from vqkeras import training
+from vqkeras import train_step
 from vqkeras.tokenizer import PAD_ID
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -48,7 +48,7 @@ def pipeline_rate(dataset, count, batches):
 def training_rate(model, dataset, count, steps):
   """Units per second one training step consumes, on batches taken ahead of time."""
   optimizer = keras.optimizers.Adam(1e-3)
-  step = training.make_train_step(model, optimizer, training.feature_signature(dataset))
+  step = train_step.make_train_step(model, optimizer, train_step.feature_signature(dataset))
   batches = list(dataset.take(steps + 2))
   for batch in batches[:2]:
     step(batch)

@@ -171,7 +171,7 @@ def measure(name, steps, jit_compile):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from vqkeras import export  # pylint: disable=import-outside-toplevel
   from vqkeras import registry  # pylint: disable=import-outside-toplevel
-  from vqkeras import training  # pylint: disable=import-outside-toplevel
+  from vqkeras import train_step  # pylint: disable=import-outside-toplevel
 
   rng = np.random.default_rng(0)
   hparams = registry.hparams(name)
@@ -190,7 +190,7 @@ def measure(name, steps, jit_compile):
   optimizer.build(model.trainable_variables)
   signature = tf.nest.map_structure(
       lambda v: tf.TensorSpec([None] * v.ndim, tf.as_dtype(v.dtype)), batches[0])
-  step = training.make_train_step(model, optimizer, signature, hparams.clip_grad_norm,
+  step = train_step.make_train_step(model, optimizer, signature, hparams.clip_grad_norm,
                                   jit_compile=jit_compile)
   trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
   other = sum(int(np.prod(v.shape)) for v in model.non_trainable_variables)

@@ -43,13 +43,13 @@ def loop_seconds_per_step(strategy, steps, data_dir, hparams):
 def bare_seconds_per_step(trainer, steps):
   """Seconds per step of a tf.function step on batches held in memory (no loop around it)."""
   from vqkeras import registry  # pylint: disable=import-outside-toplevel
-  from vqkeras import training  # pylint: disable=import-outside-toplevel
+  from vqkeras import train_step  # pylint: disable=import-outside-toplevel
   hparams = trainer.hparams
   model_class = registry.model_class(hparams)
   model, optimizer = model_class.from_hparams(hparams), model_class.make_optimizer(hparams)
   dataset = trainer._dataset("train", training=True)  # pylint: disable=protected-access
   batches = list(dataset.take(steps + 10))
-  step = training.make_train_step(model, optimizer, training.feature_signature(dataset))
+  step = train_step.make_train_step(model, optimizer, train_step.feature_signature(dataset))
   for batch in batches[:10]:
     step(batch)["loss"].numpy()
   start = time.perf_counter()

@@ -34,7 +34,8 @@ startup.quiet()   # before TensorFlow loads
 
 import tensorflow as tf
 
-from vqkeras import translation
+from vqkeras import bleu
+from vqkeras import translate
 from vqkeras.files import read_lines
 from vqkeras.trainer import Trainer, format_seconds
 
@@ -67,13 +68,13 @@ def measure(trainer, label, beam_size, sources, references, batch1_sentences,
   """A row of the table: BLEU and latency of one decoding setting of a run."""
   tokenizer = trainer.problem.tokenizer(trainer.config.data_dir, trainer.config.raw_dir or None,
                                         trainer.hparams)
-  single, batched = (translation.Translator(trainer.model, tokenizer, beam_size,
+  single, batched = (translate.Translator(trainer.model, tokenizer, beam_size,
                                             trainer.hparams.length_penalty, batch_size,
                                             num_candidates, teacher)
                      for batch_size in (1, 64))
   latency_1, _ = seconds_per_sentence(single, sources[:batch1_sentences])
   latency_64, translations = seconds_per_sentence(batched, sources)
-  score, signature = translation.bleu(translations, references)
+  score, signature = bleu.corpus_bleu(translations, references)
   hparams = trainer.hparams
   return {"model": label, "n_c": getattr(hparams, "compression_steps", None),
           "n_s": hparams.num_samples if getattr(hparams, "bottleneck", "") == "soft_em" else None,
@@ -90,12 +91,12 @@ def predictor_metrics(trainer, tokenizer, sources, references, batch_size=64):
   predictor would give), and the latent predictor's accuracy and NLL per latent on
   their nearest codes (teacher forcing)."""
   model = trainer.model
-  own_codes_bleu = translation.bleu(reconstructions(model, tokenizer, sources, references),
+  own_codes_bleu = bleu.corpus_bleu(reconstructions(model, tokenizer, sources, references),
                                     references)[0]
   metric_sums = tf.function(model.metric_sums)
   totals = {}
   for i in range(0, len(sources), batch_size):
-    features = {name: translation.source_ids(tokenizer, tf.constant(lines[i:i + batch_size]),
+    features = {name: translate.source_ids(tokenizer, tf.constant(lines[i:i + batch_size]),
                                              model.hparams.max_length)[0]
                 for name, lines in (("inputs", sources), ("targets", references))}
     for name, (total, weight) in metric_sums(features).items():
@@ -110,9 +111,9 @@ def reconstructions(model, tokenizer, sources, references, batch_size=64):
   reconstruct = tf.function(model.reconstruct)
   texts = []
   for i in range(0, len(sources), batch_size):
-    inputs, _ = translation.source_ids(tokenizer, tf.constant(sources[i:i + batch_size]),
+    inputs, _ = translate.source_ids(tokenizer, tf.constant(sources[i:i + batch_size]),
                                        model.hparams.max_length)
-    targets, _ = translation.source_ids(tokenizer, tf.constant(references[i:i + batch_size]),
+    targets, _ = translate.source_ids(tokenizer, tf.constant(references[i:i + batch_size]),
                                         model.hparams.max_length)
     texts += [t.decode() for t in tokenizer.detokenize(reconstruct(inputs, targets)).numpy()]
   return texts
@@ -134,7 +135,7 @@ def stages(trainer, label, sources):
   model, hparams = trainer.model, trainer.hparams
   tokenizer = trainer.problem.tokenizer(trainer.config.data_dir, trainer.config.raw_dir or None,
                                         hparams)
-  ids = [translation.source_ids(tokenizer, tf.constant([line]), hparams.max_length)[0]
+  ids = [translate.source_ids(tokenizer, tf.constant([line]), hparams.max_length)[0]
          for line in sources]
   spec = [tf.TensorSpec([1, None], tf.int32)]
   encode_ms, _ = mean_ms(tf.function(model.encode, input_signature=spec), ids)

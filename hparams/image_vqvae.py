@@ -7,30 +7,26 @@ Full sizes from van den Oord et al. 2017 (docs/papers.md section 1): 256 channel
 import dataclasses
 
 from vqkeras import registry
-from vqkeras.hparams_lib import HParams, check
+from vqkeras.hparams.bottleneck import BottleneckHParams
+from vqkeras.hparams_lib import check
 
-BOTTLENECKS = ("gradient", "ema", "soft_em")
 PRIOR_FACTORIZATIONS = ("positions", "raster")
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageVQVAEHParams(HParams):
-  """Autoencoder, bottleneck, pixel likelihood, latent prior and optimization."""
-  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "prior_factorization": "raster",
+class ImageVQVAEHParams(BottleneckHParams):
+  """Autoencoder, codebook size, pixel likelihood, latent prior and optimization.
+
+  The bottleneck's update rule and settings are BottleneckHParams' fields.
+  """
+  ADDED_FIELDS = {**BottleneckHParams.ADDED_FIELDS, "prior_factorization": "raster",
                   "prior_block_layers": 1}
   # Autoencoder.
   channels: int = 256                # width of the encoder and decoder convolutions
   latent_depth: int = 320            # D, depth of a latent position before slicing
-  # Bottleneck (vqkeras.layers.VectorQuantizer).
-  bottleneck: str = "soft_em"        # "gradient", "ema" (hard EM) or "soft_em"
+  # Codebook (the rest of the bottleneck: BottleneckHParams).
   codebook_size: int = 512           # K codes per block
   num_blocks: int = 10               # codebooks per position: the paper's 8 x 8 x 10
-  num_samples: int = 10              # m, soft-EM samples per position
-  decay: float = 0.99                # EMA decay lambda
-  epsilon: float = 1e-5              # Laplace smoothing of the counts
-  beta: float = 0.25                 # commitment loss weight
-  temperature: float = 1.0           # soft EM samples from softmax(-||z - e||^2 / T)
-  restart_dead_codes: bool = False
   # Latent prior over the code grid (vqkeras.models.latent_prior): "positions", a
   # Transformer over the H*W positions and one over each position's B codes; "raster",
   # one over all H*W*B codes (the same factorization; its attention over 640 codes
@@ -53,15 +49,13 @@ class ImageVQVAEHParams(HParams):
 
   def validate(self):
     super().validate()
-    check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
-          " or ".join(BOTTLENECKS))
     check(self.prior_factorization in PRIOR_FACTORIZATIONS, "prior_factorization",
           self.prior_factorization, " or ".join(PRIOR_FACTORIZATIONS))
     check(self.latent_depth % self.num_blocks == 0, "num_blocks", self.num_blocks,
           f"a divisor of latent_depth={self.latent_depth}")
     check(self.prior_hidden_size % self.prior_num_heads == 0, "prior_num_heads",
           self.prior_num_heads, f"a divisor of prior_hidden_size={self.prior_hidden_size}")
-    for name in ("channels", "codebook_size", "num_samples", "batch_size", "train_steps",
+    for name in ("channels", "codebook_size", "batch_size", "train_steps",
                  "prior_num_layers", "prior_block_layers"):
       check(getattr(self, name) >= 1, name, getattr(self, name), "a positive integer")
 

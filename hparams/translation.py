@@ -9,9 +9,8 @@ compressed 2^3 times into 12-bit codes, Adam(0.9, 0.997, 1e-9) with warm-up.
 import dataclasses
 
 from vqkeras import registry
+from vqkeras.hparams.bottleneck import BottleneckHParams
 from vqkeras.hparams_lib import HParams, check
-
-BOTTLENECKS = ("gradient", "ema", "soft_em")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,23 +51,19 @@ class TransformerHParams(HParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class LatentTransformerHParams(TransformerHParams):
-  """The non-autoregressive model: compression, bottleneck, latent predictor, schedule."""
-  # Runs recorded before this field normalized per latent.
-  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "latent_normalization": "layer",
-                  "predictor_only_steps": 0, "decoder_layers": 0}
+class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
+  """The non-autoregressive model: compression, codebook size, latent predictor, schedule.
+
+  The bottleneck's update rule and settings are BottleneckHParams' fields.
+  """
+  ADDED_FIELDS = {**TransformerHParams.ADDED_FIELDS, **BottleneckHParams.ADDED_FIELDS,
+                  "latent_normalization": "layer", "predictor_only_steps": 0,
+                  "decoder_layers": 0}
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
-  bottleneck: str = "soft_em"        # "gradient", "ema" (hard EM) or "soft_em"
   bottleneck_bits: int = 12          # K = 2^bits codes
-  num_samples: int = 10              # m = n_s, soft-EM samples per position
   decay: float = 0.999               # EMA decay lambda of Roy et al.
-  epsilon: float = 1e-5
-  beta: float = 0.25
-  temperature: float = 1.0
-  # Codes start on latents of the first batch and codes unused for 100 steps move onto
-  # latents of the batch: from T2T's initialization, far from the unit-scale latents,
-  # one code took every latent.
+  # From T2T's initialization, far from the unit-scale latents, one code took every latent.
   restart_dead_codes: bool = True
   latent_normalization: str = "batch"   # "batch" or "layer" (LatentTransformer.normalize_latents)
   mask_startup_steps: int = 50000    # the decoder moves from gold targets to latents
@@ -84,8 +79,6 @@ class LatentTransformerHParams(TransformerHParams):
     super().validate()
     check(self.decoder_layers >= 0, "decoder_layers", self.decoder_layers,
           "an integer >= 0 (0: num_layers)")
-    check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
-          " or ".join(BOTTLENECKS))
     check(1 <= self.bottleneck_bits <= 20, "bottleneck_bits", self.bottleneck_bits,
           "an integer in [1, 20]")
     check(self.latent_normalization in ("batch", "layer"), "latent_normalization",
@@ -94,6 +87,11 @@ class LatentTransformerHParams(TransformerHParams):
           "a positive integer")
     check(0 <= self.predictor_only_steps < self.train_steps, "predictor_only_steps",
           self.predictor_only_steps, f"an integer in [0, train_steps={self.train_steps})")
+
+  @property
+  def codebook_size(self):
+    """K = 2^bottleneck_bits."""
+    return 2 ** self.bottleneck_bits
 
 
 # CPU sizes for Multi30k: the same changes serve every model of the family.
@@ -107,12 +105,8 @@ SMALL = dict(vocab_size=8000, max_length=64, batch_size=4096, hidden_size=256,
              warmup_steps=400, train_steps=1200)
 TINY = dict(vocab_size=1000, max_length=64, batch_size=1024, hidden_size=64, filter_size=128,
             num_layers=1, num_heads=2, dropout=0.0, warmup_steps=50, train_steps=200)
-# mask_startup_steps=0: the decoder reads the latents from the first step. With
-# per-latent normalization (latent_normalization="layer") and a 400-step startup (gold
-# targets first) the latents of Multi30k collapsed onto one code by step 50; from step 0
-# they collapsed too, but the dead-code restarts brought them back for good by step
-# ~325 (n_c = 3), leaving the latent predictor most of a 1200-step budget. The latents
-# are now standardized over the batch, which keeps them from meeting in one point.
+# mask_startup_steps=0: the decoder reads the latents from the first step (after a
+# gold-target startup the latents of Multi30k had collapsed onto one code).
 LATENT_SMALL = dict(SMALL, bottleneck_bits=10, mask_startup_steps=0)
 LATENT_TINY = dict(TINY, bottleneck_bits=6, num_samples=4, mask_startup_steps=50)
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from conftest import flag_value, run_tool, TESTDATA
 from vqkeras import registry
-from vqkeras import translation
+from vqkeras import translate
 from vqkeras.files import read_lines
 from vqkeras.trainer import Trainer
 
@@ -99,14 +99,14 @@ def test_translation_export_serves_text_and_ids_as_the_python_model(translation_
   trainer = Trainer.from_model_dir(model_dir, multi30k_data_dir, TESTDATA / "multi30k",
                                    log=QUIET)
   tokenizer = trainer.problem.tokenizer(multi30k_data_dir, None, trainer.hparams)
-  ids, _ = translation.source_ids(tokenizer, tf.constant(SENTENCE_BYTES), 64)
+  ids, _ = translate.source_ids(tokenizer, tf.constant(SENTENCE_BYTES), 64)
   served = serve_in_fresh_process(export_dir / "3", {
       # Raw bytes, invalid UTF-8 included, as a client sends them.
       "text": ("serving_default", {"inputs": tensor([s.hex() for s in SENTENCE_BYTES], "hex")}),
       "ids": ("translate_ids", {"inputs": tensor(ids.numpy().tolist(), "int32")}),
       "empty_batch": ("serving_default", {"inputs": tensor([], "string")}),
   }, tmp_path)
-  expected = translation.translate_text(trainer.model, tokenizer, tf.constant(SENTENCE_BYTES), 2,
+  expected = translate.translate_text(trainer.model, tokenizer, tf.constant(SENTENCE_BYTES), 2,
                                         trainer.hparams.length_penalty).numpy()
   served_text = [s.decode("utf-8") for s in served["text/outputs"]]
   assert served_text == [s.decode("utf-8") for s in expected]
@@ -138,7 +138,7 @@ def test_an_export_with_a_teacher_serves_its_candidates_alike_alone_and_in_a_bat
   teacher = Trainer.from_model_dir(teacher_dir, multi30k_data_dir, raw_dir, log=QUIET).model
   tokenizer = registry.problem("translate_ende_multi30k").tokenizer(
       multi30k_data_dir, None, model.hparams)
-  expected = translation.translate_text(model, tokenizer, tf.constant(sentences), 1,
+  expected = translate.translate_text(model, tokenizer, tf.constant(sentences), 1,
                                         model.hparams.length_penalty, 3, teacher).numpy()
   assert list(served["all/outputs"]) == list(expected)
 

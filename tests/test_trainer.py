@@ -17,7 +17,7 @@ import tensorflow as tf
 from conftest import REPO, TESTDATA
 from vqkeras import registry
 from vqkeras import trainer as trainer_lib
-from vqkeras import training
+from vqkeras import train_step
 from vqkeras.files import read_lines
 from vqkeras.models import ImageVQVAE
 
@@ -73,20 +73,20 @@ def test_mirrored_training_reproduces_one_device_on_the_global_batch(tmp_path,
 
 def test_clip_by_global_norm_scales_every_gradient_by_one_factor():
   gradients = [tf.constant([3.0, 0.0]), None, tf.constant([[4.0]])]   # global norm 5
-  clipped, norm = training.clip_by_global_norm(gradients, 1.0)
+  clipped, norm = train_step.clip_by_global_norm(gradients, 1.0)
   assert float(norm) == 5.0 and clipped[1] is None
   np.testing.assert_allclose(clipped[0].numpy(), [0.6, 0.0], rtol=1e-6)
   np.testing.assert_allclose(clipped[2].numpy(), [[0.8]], rtol=1e-6)
-  unchanged, _ = training.clip_by_global_norm(gradients, 10.0)
+  unchanged, _ = train_step.clip_by_global_norm(gradients, 10.0)
   np.testing.assert_array_equal(unchanged[0].numpy(), [3.0, 0.0])
   # An embedding's sparse gradient with a repeated row: the norm of the dense sum, 2.
   repeated = tf.IndexedSlices(tf.constant([[1.0], [1.0]]), tf.constant([0, 0]),
                               tf.constant([2, 1]))
-  clipped, norm = training.clip_by_global_norm([repeated], 1.0)
+  clipped, norm = train_step.clip_by_global_norm([repeated], 1.0)
   assert float(norm) == 2.0
   np.testing.assert_allclose(clipped[0].numpy(), [[1.0], [0.0]], rtol=1e-6)
   # Under mixed_float16 the gradients carry the loss scale; the bound is on the true norm.
-  scaled, norm = training.clip_by_global_norm([g * 1024.0 for g in (gradients[0],)] + [None],
+  scaled, norm = train_step.clip_by_global_norm([g * 1024.0 for g in (gradients[0],)] + [None],
                                               1.0, loss_scale=1024.0)
   assert float(norm) == 3.0
   np.testing.assert_allclose(scaled[0].numpy(), [1024.0, 0.0], rtol=1e-6)   # true norm 1
@@ -284,7 +284,7 @@ def test_a_restored_run_continues_exactly_as_the_uninterrupted_one(tmp_path, mul
   batches = list(trainer._dataset("train", training=True).take(3))
 
   def continue_training(trainer):
-    step = training.make_train_step(trainer.model, trainer.optimizer)
+    step = train_step.make_train_step(trainer.model, trainer.optimizer)
     for batch in batches:
       step(batch)
     return [v.numpy() for v in trainer.model.weights + trainer.optimizer.variables]
@@ -362,7 +362,7 @@ def test_an_xla_step_trains_as_the_plain_step(name, changes, multi30k_tokenizer,
     keras.utils.set_random_seed(0)
     model_class = registry.model_class(hparams)
     model = model_class.from_hparams(hparams)
-    step = training.make_train_step(model, model_class.make_optimizer(hparams),
+    step = train_step.make_train_step(model, model_class.make_optimizer(hparams),
                                     jit_compile=jit_compile)
     losses[jit_compile] = [float(step(batch)["loss"]) for batch in batches]
   np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)

@@ -27,7 +27,7 @@ import shutil
 
 import tensorflow as tf
 
-from vqkeras.translation import check_candidates, translate_ids, translate_text
+from vqkeras.translate import check_candidates, translate_ids, translate_text
 
 
 def _variables_of(model):
@@ -44,7 +44,7 @@ class TranslationServing(tf.Module):
     tokenizer: the problem's `Tokenizer`.
     beam_size, length_penalty: the search of every request.
     num_candidates, teacher: the latent model's candidates and the Transformer that
-      scores them (`translation.translate_ids`); the SavedModel then holds both models.
+      scores them (`translate.translate_ids`); the SavedModel then holds both models.
   """
 
   def __init__(self, model, tokenizer, beam_size, length_penalty, num_candidates=1,

@@ -1,7 +1,7 @@
 """The training loop behind bin/train and bin/eval: one loop for one device, many, many machines.
 
 A custom loop (Keras' fit does not run MultiWorkerMirroredStrategy) around
-`vqkeras.training`'s step. It keeps in --model_dir:
+`vqkeras.train_step`'s step. It keeps in --model_dir:
   config.json      the problem and hyper-parameters; a different run is refused there
   checkpoints/     tf.train.CheckpointManager: model (codebook EMA state and the
                    layers' random state included), optimizer, step
@@ -21,13 +21,14 @@ import time
 import keras
 import tensorflow as tf
 
-from vqkeras import decoding
+from vqkeras import beam_search
+from vqkeras import bleu
 from vqkeras import distribute
 from vqkeras import files
 from vqkeras import hparams_lib
 from vqkeras import registry
-from vqkeras import training
-from vqkeras import translation
+from vqkeras import train_step
+from vqkeras import translate
 from vqkeras.layers import VectorQuantizer
 
 
@@ -220,7 +221,7 @@ class Trainer:
     return self.model.training_stage(self.step, train_steps)
 
   def _distributed_step(self, iterator):
-    step_fn = training.train_step_fn(self.model, self.optimizer, self.hparams.clip_grad_norm)
+    step_fn = train_step.train_step_fn(self.model, self.optimizer, self.hparams.clip_grad_norm)
     if self.config.jit_compile:
       step_fn = tf.function(step_fn, jit_compile=True)
 
@@ -334,7 +335,7 @@ class Trainer:
     that translates is also scored with BLEU on the split's text (chief only).
 
     Args:
-      decode_options: `decoding.DecodeHParams` of the BLEU translations (default:
+      decode_options: `beam_search.DecodeHParams` of the BLEU translations (default:
         the model's hyper-parameters').
       bleu_sentences: score the first N sentences of the split only (default: all).
       teacher: the Transformer that scores the latent model's candidates (num_candidates
@@ -382,7 +383,7 @@ class Trainer:
 
   def _bleu(self, split, decode_options=None, sentences=None, teacher=None):
     """BLEU of the split's translations (sacrebleu, detokenized), in TensorBoard with examples."""
-    options = decode_options or decoding.decode_hparams(self.hparams)
+    options = decode_options or beam_search.decode_hparams(self.hparams)
     sources, references = self.problem.text_lines(split, self.config.data_dir,
                                                   self.config.raw_dir or None)
     sources, references = sources[:sentences], references[:sentences]
@@ -391,9 +392,9 @@ class Trainer:
     if key not in self._translators:   # one per decoding setting: its functions stay traced
       tokenizer = self.problem.tokenizer(self.config.data_dir, self.config.raw_dir or None,
                                          self.hparams)
-      self._translators[key] = translation.Translator(self.model, tokenizer, *key)
+      self._translators[key] = translate.Translator(self.model, tokenizer, *key)
     translator = self._translators[key]
-    result = translation.evaluate_bleu(translator, sources, references)
+    result = bleu.evaluate_bleu(translator, sources, references)
     with tf.summary.create_file_writer(str(self.model_dir / "eval")).as_default(step=self.step):
       tf.summary.scalar(f"bleu_beam{options.beam_size}", result["bleu"])
       shown = range(min(8, len(sources)))

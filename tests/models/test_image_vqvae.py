@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from conftest import TESTDATA
 from vqkeras import registry
-from vqkeras import training
+from vqkeras import train_step
 from vqkeras.models import ImageVQVAE
 from vqkeras.problems.image_cifar10 import read_cifar10_binary
 
@@ -118,7 +118,7 @@ def test_each_sampled_code_is_the_draw_from_its_teacher_forced_distribution(mode
 
 def test_a_few_steps_on_real_records_lower_the_loss(positions_model, images):
   model = positions_model
-  step = training.make_train_step(model, keras.optimizers.Adam(3e-3))
+  step = train_step.make_train_step(model, keras.optimizers.Adam(3e-3))
   batches = images[:96].reshape((6, 16) + images.shape[1:])   # 10 passes over 96 images
   losses = [float(step({"image": batches[i % 6]})["loss"]) for i in range(60)]
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from vqkeras import registry
-from vqkeras import training
+from vqkeras import train_step
 
 BATCH, SOURCE_LENGTH, TARGET_LENGTH = 3, 5, 11
 # Hidden wider than the target is long: a [batch, vocab, hidden] gradient is then larger
@@ -49,7 +49,7 @@ def traced_step_tensors(model, features):
   model.loss_and_weight(features)
   optimizer = keras.optimizers.Adam(1e-3)
   optimizer.build(model.trainable_variables)
-  step = tf.function(training.train_step_fn(model, optimizer))
+  step = tf.function(train_step.train_step_fn(model, optimizer))
   specs = tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), features)
   return graph_tensors(step.get_concrete_function(specs).graph)
 

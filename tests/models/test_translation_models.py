@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import TESTDATA
-from vqkeras import decoding
+from vqkeras import beam_search
 from vqkeras import registry
-from vqkeras import training
+from vqkeras import train_step
 from vqkeras.models.latent_transformer import latent_lengths, stop_decided_first
 from vqkeras.models.transformer import smoothed_cross_entropy
 from vqkeras.files import read_lines
@@ -51,7 +51,7 @@ def overfit(hparams, features, steps):
   """A model of hparams trained on one batch by the training step of bin/train."""
   keras.utils.set_random_seed(0)
   model = registry.model_class(hparams).from_hparams(hparams)
-  step = tf.function(training.train_step_fn(model, keras.optimizers.Adam(3e-3)))
+  step = tf.function(train_step.train_step_fn(model, keras.optimizers.Adam(3e-3)))
   for _ in range(steps):
     parts = step(features)
   assert np.isfinite(float(parts["loss"]))
@@ -102,7 +102,7 @@ def test_incremental_decoding_equals_teacher_forcing(multi30k_tokenizer):
   for position in range(targets.shape[1]):
     logits, cache = step(previous, position, cache)
     expected = full[:, position].copy()
-    expected[:, PAD_ID] += decoding.NEG_INF
+    expected[:, PAD_ID] += beam_search.NEG_INF
     np.testing.assert_allclose(logits, expected, atol=1e-4)
     previous = targets[:, position]
 
@@ -117,7 +117,7 @@ def held_out(multi30k_tokenizer):
 def test_beam_search_of_width_one_is_greedy_search(transformer, held_out):
   step, cache = transformer.decoding_step(held_out)
   batch_size = held_out.shape[0]
-  beam, _ = decoding.beam_search(step, cache, batch_size, 1, 64, EOS_ID, alpha=0.0)
+  beam, _ = beam_search.beam_search(step, cache, batch_size, 1, 64, EOS_ID, alpha=0.0)
   greedy = transformer.translate(held_out, beam_size=1, max_decode_length=64)
   for a, b in zip(beam.numpy(), greedy.numpy()):
     assert without_padding(a) == without_padding(b)
@@ -183,14 +183,14 @@ def test_latent_predictor_loss_is_the_cross_entropy_of_the_codes_and_stop(multi3
   inputs = padded_ids(multi30k_tokenizer, [en for en, _ in text])
   hparams = registry.hparams("vq_em_tiny")
   model = registry.model_class(hparams).from_hparams(hparams)
-  memory, memory_padding = model.encode(inputs)
+  memory, memory_mask = model.encode(inputs)
   predictor = model.latent_predictor
-  codebook_size = 2 ** hparams.bottleneck_bits
+  codebook_size = hparams.codebook_size
   rng = np.random.default_rng(0)
   samples = rng.integers(0, codebook_size, size=(3, 4, hparams.num_samples)).astype(np.int32)
   lengths = np.array([4, 2, 1], np.int32)
-  loss = predictor.loss(samples, lengths, memory, memory_padding).numpy()
-  logits = predictor(samples, memory, memory_padding).numpy().astype(np.float64)
+  loss = predictor.loss(samples, lengths, memory, memory_mask).numpy()
+  logits = predictor(samples, memory, memory_mask).numpy().astype(np.float64)
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   for b in range(3):
     expected = -sum(log_probs[b, l, samples[b, l]].mean() for l in range(lengths[b]))
@@ -212,11 +212,11 @@ def test_the_code_sequence_stops_when_stop_is_likelier_than_all_codes_together()
     return tf.math.log(probabilities[position])[None], state
 
   stops = stop_decided_first(step, stop)
-  codes = decoding.greedy_search(stops, tf.zeros([1]), 1, 8, stop, start_id=stop + 1,
+  codes = beam_search.greedy_search(stops, tf.zeros([1]), 1, 8, stop, start_id=stop + 1,
                                  pad_id=stop)
   assert codes.numpy().tolist() == [[0, 0, stop]]
   # An argmax over all symbols would have stopped at once after position 0's code.
-  plain = decoding.greedy_search(step, tf.zeros([1]), 1, 8, stop, start_id=stop + 1,
+  plain = beam_search.greedy_search(step, tf.zeros([1]), 1, 8, stop, start_id=stop + 1,
                                  pad_id=stop)
   assert plain.numpy().tolist() == [[stop]]
 
@@ -261,8 +261,8 @@ def test_mirrored_step_reproduces_one_device_on_the_global_batch(name, pairs, mi
   mirrored, mirrored_optimizer = build(mirrored_strategy)
   for a, b in zip(single.weights, mirrored.weights):
     b.assign(a)
-  single_step = tf.function(training.train_step_fn(single, single_optimizer))
-  replica_step = training.train_step_fn(mirrored, mirrored_optimizer)
+  single_step = tf.function(train_step.train_step_fn(single, single_optimizer))
+  replica_step = train_step.train_step_fn(mirrored, mirrored_optimizer)
   halves = mirrored_strategy.experimental_distribute_values_from_function(
       lambda context: {key: value[4 * context.replica_id_in_sync_group:][:4]
                        for key, value in batch.items()})
@@ -394,21 +394,21 @@ def test_candidates_are_scored_as_each_alone_and_the_best_is_chosen(latent_trans
   forcing, plus the decoder's log-likelihood of the tokens of each candidate decoded alone."""
   model, k = latent_transformer, 4
   ids, scores = model.translate_candidates(held_out, k, k, 64)
-  memory, memory_padding = model.encode(held_out)
-  codes, lengths, _ = model.latent_predictor.candidates(memory, memory_padding, 8, k)
+  memory, memory_mask = model.encode(held_out)
+  codes, lengths, _ = model.latent_predictor.candidates(memory, memory_mask, 8, k)
   for i in range(held_out.shape[0]):
     for j in range(k):
       if lengths[i, j] in (0, 8):   # not found, or cut without its STOP
         continue
       one = codes[i:i + 1, j, :lengths[i, j]]
       symbol_log_probs = tf.nn.log_softmax(model.latent_predictor(
-          one[:, :, None], memory[i:i + 1], memory_padding[i:i + 1])[0]).numpy()
+          one[:, :, None], memory[i:i + 1], memory_mask[i:i + 1])[0]).numpy()
       symbol_log_probs = symbol_log_probs.astype(np.float64)
       stop = model.latent_predictor.stop
       code_log_p = sum(symbol_log_probs[t, c] - np.log1p(-np.exp(symbol_log_probs[t, stop]))
                        for t, c in enumerate(one[0].numpy()))
       logits = model.code_logits(one, lengths[i:i + 1, j], memory[i:i + 1],
-                                 memory_padding[i:i + 1])
+                                 memory_mask[i:i + 1])
       alone = model.tokens_of(logits, lengths[i:i + 1, j], 64)
       assert without_padding(alone[0]) == without_padding(ids[i, j])
       log_probs = tf.nn.log_softmax(logits[0]).numpy().astype(np.float64)
@@ -450,11 +450,11 @@ def test_latent_metrics_are_the_predictors_nll_and_accuracy_on_the_nearest_codes
               "targets": padded_ids(multi30k_tokenizer, [de for _, de in text])}
   sums = latent_transformer.metric_sums(features)
   model = latent_transformer
-  memory, memory_padding = model.encode(features["inputs"])
+  memory, memory_mask = model.encode(features["inputs"])
   bottleneck, lengths = model.quantize_targets(features["targets"])
   codes = bottleneck["codes"][:, :, 0].numpy()
   log_probs = tf.nn.log_softmax(model.latent_predictor(
-      bottleneck["codes"], memory, memory_padding)).numpy().astype(np.float64)
+      bottleneck["codes"], memory, memory_mask)).numpy().astype(np.float64)
   nll = right = count = 0.0
   for i, length in enumerate(lengths.numpy()):
     symbols = list(codes[i, :length]) + [model.latent_predictor.stop]

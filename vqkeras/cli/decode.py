@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from vqkeras import decoding
+from vqkeras import beam_search
 from vqkeras import files
 from vqkeras import images
 from vqkeras.cli import flags
@@ -49,7 +49,7 @@ def write_lines(path, lines):
 
 def decode_text(trainer, options):
   """Translates --decode_from_file (or stdin) line by line to --decode_to_file (or stdout)."""
-  from vqkeras.translation import Translator  # pylint: disable=import-outside-toplevel
+  from vqkeras.translate import Translator  # pylint: disable=import-outside-toplevel
   tokenizer = trainer.problem.tokenizer(FLAGS.data_dir, flags.raw_dir(), trainer.hparams,
                                         log_to_stderr)
   translator = Translator(trainer.model, tokenizer, options.beam_size, options.length_penalty,
@@ -101,7 +101,7 @@ def main(argv):
   trainer = train.make_trainer(log=log_to_stderr)   # stdout may carry the translations
   if not trainer.manager.latest_checkpoint:
     raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
-  options = decoding.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
+  options = beam_search.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
   trainer.restore()
   if hasattr(trainer.model, "translate"):
     decode_text(trainer, options)

@@ -10,7 +10,7 @@ signature is printed with the score).
 
 import json
 
-from vqkeras import decoding
+from vqkeras import beam_search
 from vqkeras.cli import flags
 from vqkeras.cli import train
 
@@ -24,7 +24,7 @@ def main(argv):
   trainer = train.make_trainer()
   if trainer.restore() == 0 and not trainer.manager.latest_checkpoint:
     raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
-  options = decoding.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
+  options = beam_search.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
   print(json.dumps(trainer.evaluate(FLAGS.split, options, FLAGS.bleu_sentences,
                                     flags.teacher())))
 

@@ -10,7 +10,7 @@ writes E/<training step>/ (see vqkeras/export.py for the signatures). Serve it w
 
 import sys
 
-from vqkeras import decoding
+from vqkeras import beam_search
 from vqkeras.cli import flags
 from vqkeras.cli import train
 
@@ -42,7 +42,7 @@ def main(argv):
   trainer = train.make_trainer()
   if not trainer.manager.latest_checkpoint:
     raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
-  options = decoding.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
+  options = beam_search.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
   trainer.restore()
   serving = serving_module(trainer, options)
   try:

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from vqkeras import registry
 from vqkeras.input_pipeline import scale_images
-from vqkeras.layers import VectorQuantizer
+from vqkeras.models.bottleneck import bottleneck_from_hparams
 from vqkeras.models.latent_prior import LatentPrior, RasterPrior
 
 
@@ -70,29 +70,27 @@ class ImageVQVAE(keras.Model):
   Args:
     channels: width of the convolutions (256 in the paper).
     latent_depth: D, the depth of a latent position before quantization.
-    codebook_size: K codes per block.
-    num_blocks: codebooks per latent position (the paper's "8 x 8 x 10").
+    quantizer: the bottleneck layer, a `VectorQuantizer` (its K codes per block and
+      B blocks per latent position, the paper's "8 x 8 x 10", size the prior).
     prior: dict of the prior's sizes (num_layers, hidden_size, filter_size,
       num_heads, dropout; block_layers for LatentPrior), or None for an
       autoencoder without a prior.
     prior_factorization: "positions" (`LatentPrior`) or "raster" (`RasterPrior`).
-    **quantizer_kwargs: further `VectorQuantizer` arguments (update, decay, ...).
 
   Call: uint8 images `[batch, H, W, 3]` to pixel logits `[batch, H, W, 3, 256]`.
   """
 
   loss_unit = "subpixels"   # what loss_and_weight's weight counts
 
-  def __init__(self, channels=256, latent_depth=64, codebook_size=512, num_blocks=1,
-               prior=None, prior_factorization="positions", **quantizer_kwargs):
+  def __init__(self, channels, latent_depth, quantizer, prior=None,
+               prior_factorization="positions"):
     super().__init__()
     self.encoder = image_encoder(channels, latent_depth)
-    self.quantizer = VectorQuantizer(codebook_size, num_blocks=num_blocks,
-                                     name="quantizer", **quantizer_kwargs)
+    self.quantizer = quantizer
     self.decoder = image_decoder(channels, 3 * PIXEL_VALUES)
     prior_class = {"positions": LatentPrior, "raster": RasterPrior}[prior_factorization]
-    self.prior = (prior_class(codebook_size, num_blocks, name="prior", **prior)
-                  if prior else None)
+    self.prior = (prior_class(quantizer.codebook_size, quantizer.num_blocks, name="prior",
+                              **prior) if prior else None)
 
   @classmethod
   def from_hparams(cls, hparams):
@@ -101,12 +99,9 @@ class ImageVQVAE(keras.Model):
                  dropout=hparams.prior_dropout)
     if hparams.prior_factorization == "positions":
       prior["block_layers"] = hparams.prior_block_layers
-    return cls(hparams.channels, hparams.latent_depth, hparams.codebook_size,
-               hparams.num_blocks, prior=prior,
-               prior_factorization=hparams.prior_factorization, update=hparams.bottleneck,
-               num_samples=hparams.num_samples, decay=hparams.decay, epsilon=hparams.epsilon,
-               beta=hparams.beta, temperature=hparams.temperature,
-               restart_dead_codes=hparams.restart_dead_codes)
+    quantizer = bottleneck_from_hparams(hparams, hparams.codebook_size, hparams.num_blocks)
+    return cls(hparams.channels, hparams.latent_depth, quantizer, prior=prior,
+               prior_factorization=hparams.prior_factorization)
 
   @staticmethod
   def make_optimizer(hparams):

@@ -21,7 +21,7 @@ what attends to what:
 import keras
 import tensorflow as tf
 
-from vqkeras import decoding
+from vqkeras import beam_search
 from vqkeras import quantization
 from vqkeras.models.transformer import TransformerStack
 
@@ -169,7 +169,7 @@ class LatentPrior(CodeGridPrior):
     _, _, _, drawn = tf.while_loop(
         lambda p, *_: p < num_positions, step, (tf.constant(0), start, cache, drawn),
         shape_invariants=(tf.TensorShape([]), start.shape,
-                          tf.nest.map_structure(decoding.open_shape, cache),
+                          tf.nest.map_structure(beam_search.open_shape, cache),
                           tf.TensorShape(None)))
     return self.grid_of(drawn.stack())
 
@@ -195,7 +195,7 @@ class LatentPrior(CodeGridPrior):
     _, _, summed, _, drawn = tf.while_loop(
         lambda b, *_: b < self.num_blocks, step, (tf.constant(0), zeros, zeros, cache, drawn),
         shape_invariants=(tf.TensorShape([]), context.shape, context.shape,
-                          tf.nest.map_structure(decoding.open_shape, cache),
+                          tf.nest.map_structure(beam_search.open_shape, cache),
                           tf.TensorShape(None)))
     return summed, drawn
 
@@ -253,7 +253,7 @@ class RasterPrior(CodeGridPrior):
     start = tf.fill([num_samples], self.start_id)
     cache = self.stack.empty_cache(num_samples)
     invariants = (tf.TensorShape([]), tf.TensorShape([None]),
-                  tf.nest.map_structure(decoding.open_shape, cache), tf.TensorShape(None))
+                  tf.nest.map_structure(beam_search.open_shape, cache), tf.TensorShape(None))
     _, _, _, drawn = tf.while_loop(
         lambda t, *_: t < length, step,
         (tf.constant(0), start, cache, tf.TensorArray(tf.int32, size=length)),

@@ -25,10 +25,11 @@ import math
 import keras
 import tensorflow as tf
 
-from vqkeras import decoding
+from vqkeras import beam_search
 from vqkeras import quantization
 from vqkeras import registry
-from vqkeras.layers import BatchStandardization, VectorQuantizer
+from vqkeras.layers import BatchStandardization
+from vqkeras.models.bottleneck import bottleneck_from_hparams
 from vqkeras.models.transformer import (TranslationModel, decoder_stack,
                                         sequence_log_likelihood, shift_right,
                                         smoothed_cross_entropy, timing_signal)
@@ -146,23 +147,23 @@ class LatentPredictor(keras.layers.Layer):
     x = tf.reduce_mean(self.symbol_embedding(symbols), axis=2)
     return x + tf.cast(timing_signal(tf.shape(symbols)[1], self.hidden_size, start)[None], x.dtype)
 
-  def call(self, samples, memory, memory_padding, training=False):
+  def call(self, samples, memory, memory_mask, training=False):
     """Logits `[batch, L + 1, K + 1]` of every code and of the STOP after the last.
 
     samples: `[batch, L, m]` int codes (m = 1 for hard codes), teacher forcing.
     """
     start = tf.fill([tf.shape(samples)[0], 1, tf.shape(samples)[2]], self.start)
     x = self.embed(tf.concat([start, samples], axis=1))
-    y = self.decoder(x, memory=memory, memory_padding=memory_padding, training=training)
+    y = self.decoder(x, memory=memory, memory_mask=memory_mask, training=training)
     return self.head(y)
 
-  def loss(self, samples, lengths, memory, memory_padding, training=False):
+  def loss(self, samples, lengths, memory, memory_mask, training=False):
     """Cross-entropy summed per example `[batch]` of the codes and their STOP.
 
     samples: `[batch, L, m]`; lengths: `[batch]` latent positions in use (the rest padding).
     Under soft EM the target of a position is the mean of its m one-hots.
     """
-    logits = self(samples, memory, memory_padding, training=training)
+    logits = self(samples, memory, memory_mask, training=training)
     targets, weights = self.targets(samples, lengths)
     return tf.reduce_sum(quantization.sample_cross_entropy(logits, targets) * weights, axis=1)
 
@@ -176,35 +177,35 @@ class LatentPredictor(keras.layers.Layer):
     targets = tf.where(in_use[:, :, None], padded, self.stop)
     return targets, tf.cast(tf.sequence_mask(lengths + 1, length + 1), tf.float32)
 
-  def predict(self, memory, memory_padding, max_latents, beam_size=1):
+  def predict(self, memory, memory_mask, max_latents, beam_size=1):
     """Codes `[batch, L]` (L <= max_latents) and their lengths `[batch]`; STOP fills the ends."""
-    step, cache = self.decoding_step(memory, memory_padding, beam_size)
-    codes = decoding.search(step, cache, tf.shape(memory)[0], beam_size, max_latents, self.stop,
+    step, cache = self.decoding_step(memory, memory_mask, beam_size)
+    codes = beam_search.search(step, cache, tf.shape(memory)[0], beam_size, max_latents, self.stop,
                             start_id=self.start, pad_id=self.stop)
     return codes, self.lengths_of(codes)
 
-  def candidates(self, memory, memory_padding, max_latents, beam_size):
+  def candidates(self, memory, memory_mask, max_latents, beam_size):
     """The beam_size best code sequences of a beam search, best first: codes
     `[batch, beam_size, L]`, lengths `[batch, beam_size]` and their log-probabilities
     `[batch, beam_size]` (given that each goes on where it does; <= NEG_INF / 2 where
     fewer sequences were found)."""
-    step, cache = self.decoding_step(memory, memory_padding, beam_size)
-    codes, log_probs = decoding.beam_hypotheses(step, cache, tf.shape(memory)[0], beam_size,
+    step, cache = self.decoding_step(memory, memory_mask, beam_size)
+    codes, log_probs = beam_search.beam_hypotheses(step, cache, tf.shape(memory)[0], beam_size,
                                                 max_latents, self.stop, start_id=self.start,
                                                 pad_id=self.stop)
     return codes, self.lengths_of(codes), log_probs
 
-  def decoding_step(self, memory, memory_padding, beam_size=1):
-    """The step function of `vqkeras.decoding` over code symbols, and its empty cache
+  def decoding_step(self, memory, memory_mask, beam_size=1):
+    """The step function of `vqkeras.beam_search` over code symbols, and its empty cache
     (the memory repeated for the beams)."""
     batch_size = tf.shape(memory)[0]
     if beam_size > 1:
-      memory, memory_padding = decoding.tile_beams((memory, memory_padding), beam_size)
+      memory, memory_mask = beam_search.tile_beams((memory, memory_mask), beam_size)
     keys_values = self.decoder.memory_keys_values(memory)
 
     def step(symbols, position, cache):
       x = self.embed(symbols[:, None, None], start=position)
-      y, cache = self.decoder(x, memory_padding=memory_padding, keys_values=keys_values,
+      y, cache = self.decoder(x, memory_mask=memory_mask, keys_values=keys_values,
                               cache=cache)
       return tf.cast(self.head(y)[:, 0], tf.float32), cache
 
@@ -231,8 +232,8 @@ def stop_decided_first(step, stop):
     log_probs = tf.nn.log_softmax(logits)
     stop_now = (log_probs[:, stop] > math.log(0.5)) & (position > 0)
     only_stop = tf.one_hot(stop, tf.shape(logits)[-1], on_value=0.0,
-                           off_value=decoding.NEG_INF, dtype=log_probs.dtype)
-    no_stop = decoding.forbid(tf.zeros_like(only_stop), stop)
+                           off_value=beam_search.NEG_INF, dtype=log_probs.dtype)
+    no_stop = beam_search.forbid(tf.zeros_like(only_stop), stop)
     return log_probs + tf.where(stop_now[:, None], only_stop[None], no_stop[None]), cache
   return wrapped
 
@@ -272,12 +273,8 @@ class LatentTransformer(TranslationModel):
     else:
       self.latent_norm = keras.layers.LayerNormalization(center=False, scale=False,
                                                          name="latent_norm")
-    self.quantizer = VectorQuantizer(
-        2 ** hparams.bottleneck_bits, update=hparams.bottleneck, num_samples=hparams.num_samples,
-        decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
-        temperature=hparams.temperature, restart_dead_codes=hparams.restart_dead_codes,
-        name="quantizer")
-    self.latent_predictor = LatentPredictor(2 ** hparams.bottleneck_bits, hparams,
+    self.quantizer = bottleneck_from_hparams(hparams, hparams.codebook_size)
+    self.latent_predictor = LatentPredictor(hparams.codebook_size, hparams,
                                             name="latent_predictor")
     self.decompress = Decompress(*sizes, name="decompress")
     # Self-attention stays causal, as in T2T: while the schedule feeds gold
@@ -344,7 +341,7 @@ class LatentTransformer(TranslationModel):
     mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
     return self.quantizer(latents, training=training, mask=mask, return_codes=True), lengths
 
-  def decode_latents(self, quantized, lengths, memory, memory_padding, gold_targets=None,
+  def decode_latents(self, quantized, lengths, memory, memory_mask, gold_targets=None,
                      gold_fraction=0.0, training=False):
     """Token logits `[batch, L * 2^n_c, vocab]` of all positions at once.
 
@@ -368,7 +365,7 @@ class LatentTransformer(TranslationModel):
       pick_gold = tf.random.uniform(tf.shape(d)[:2]) < gold_fraction
       d = tf.where(pick_gold[:, :, None], gold, d)
     y = self.decoder(self.input_dropout(d, training=training), memory=memory,
-                     memory_padding=memory_padding, training=training)
+                     memory_mask=memory_mask, training=training)
     return self.embedding.logits(y)
 
   def gold_fraction(self):
@@ -379,13 +376,13 @@ class LatentTransformer(TranslationModel):
 
   def forward(self, features, training=False):
     """Token logits, the bottleneck's codes and the latent lengths of a training pair."""
-    memory, memory_padding = self.encode(features["inputs"], training)
+    memory, memory_mask = self.encode(features["inputs"], training)
     bottleneck, lengths = self.quantize_targets(features["targets"], training)
     gold_fraction = self.gold_fraction() if training else 0.0
-    logits = self.decode_latents(bottleneck["quantized"], lengths, memory, memory_padding,
+    logits = self.decode_latents(bottleneck["quantized"], lengths, memory, memory_mask,
                                  features["targets"], gold_fraction, training)
     logits = logits[:, :tf.shape(features["targets"])[1]]
-    return logits, bottleneck, lengths, memory, memory_padding
+    return logits, bottleneck, lengths, memory, memory_mask
 
   def call(self, features, training=False):
     return self.forward(features, training)[0]
@@ -399,11 +396,11 @@ class LatentTransformer(TranslationModel):
     """
     if training and self.predictor_only:
       return self.predictor_loss_and_weight(features)
-    logits, bottleneck, lengths, memory, memory_padding = self.forward(features, training)
+    logits, bottleneck, lengths, memory, memory_mask = self.forward(features, training)
     token_loss, tokens = smoothed_cross_entropy(logits, features["targets"],
                                                 self.hparams.label_smoothing)
     latent_loss = self.latent_predictor.loss(bottleneck["samples"][:, :, 0], lengths, memory,
-                                             memory_padding, training)
+                                             memory_mask, training)
     switched_on = tf.cast(self.quantizer.num_updates > self.hparams.mask_startup_steps,
                           tf.float32) if training else 1.0
     return token_loss + switched_on * self.compression * tf.reduce_sum(latent_loss), tokens
@@ -411,10 +408,10 @@ class LatentTransformer(TranslationModel):
   def predictor_loss_and_weight(self, features):
     """(latent predictor cross-entropy of the nearest codes, target tokens), weighed as
     in the joint loss; the source encoder and the autoencoder run in inference mode."""
-    memory, memory_padding = self.encode(features["inputs"])
+    memory, memory_mask = self.encode(features["inputs"])
     bottleneck, lengths = self.quantize_targets(features["targets"])
     latent_loss = self.latent_predictor.loss(bottleneck["codes"], lengths, memory,
-                                             memory_padding, training=True)
+                                             memory_mask, training=True)
     tokens = tf.reduce_sum(tf.cast(tf.not_equal(features["targets"], PAD_ID), tf.float32))
     return self.compression * tf.reduce_sum(latent_loss), tokens
 
@@ -422,12 +419,12 @@ class LatentTransformer(TranslationModel):
     """Evaluation metrics as (sum, weight): token NLL given the target's own codes
     (the reconstruction); the latent predictor's NLL per latent and the share of latents
     whose nearest code (or STOP) it ranks first, given the codes before (teacher forcing)."""
-    logits, bottleneck, lengths, memory, memory_padding = self.forward(features)
+    logits, bottleneck, lengths, memory, memory_mask = self.forward(features)
     targets = features["targets"]
     weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
     nll = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
     codes = bottleneck["codes"]
-    code_logits = tf.cast(self.latent_predictor(codes, memory, memory_padding), tf.float32)
+    code_logits = tf.cast(self.latent_predictor(codes, memory, memory_mask), tf.float32)
     code_targets, latent_weights = self.latent_predictor.targets(codes, lengths)
     latent_nll = quantization.sample_cross_entropy(code_logits, code_targets) * latent_weights
     right = tf.equal(tf.argmax(code_logits, -1, output_type=tf.int32), code_targets[:, :, 0])
@@ -460,9 +457,9 @@ class LatentTransformer(TranslationModel):
       ids, scores = self.translate_candidates(inputs, max(beam_size, num_candidates),
                                               num_candidates, max_decode_length, scorer)
       return pick_best(ids, scores, length_penalty)
-    codes, lengths, memory, memory_padding = self.predict_codes(inputs, beam_size,
+    codes, lengths, memory, memory_mask = self.predict_codes(inputs, beam_size,
                                                                 max_decode_length)
-    return self.decode_codes(codes, lengths, memory, memory_padding, max_decode_length)
+    return self.decode_codes(codes, lengths, memory, memory_mask, max_decode_length)
 
   def translate_candidates(self, inputs, beam_size, num_candidates, max_decode_length,
                            scorer=None):
@@ -479,16 +476,16 @@ class LatentTransformer(TranslationModel):
       (ids `[batch, k, T]` as `translate` gives them, scores `[batch, k]`: -inf for a
       candidate the beam did not find).
     """
-    memory, memory_padding = self.encode(inputs)
+    memory, memory_mask = self.encode(inputs)
     max_latents = -(-max_decode_length // self.compression)
     codes, lengths, code_log_probs = self.latent_predictor.candidates(
-        memory, memory_padding, max_latents, beam_size)
+        memory, memory_mask, max_latents, beam_size)
     codes, lengths = codes[:, :num_candidates], lengths[:, :num_candidates]
     code_log_probs = code_log_probs[:, :num_candidates]
     batch_size, latents = tf.shape(codes)[0], tf.shape(codes)[2]
     lengths = tf.reshape(lengths, [-1])
-    memory, memory_padding = decoding.tile_beams((memory, memory_padding), num_candidates)
-    logits = self.code_logits(tf.reshape(codes, [-1, latents]), lengths, memory, memory_padding)
+    memory, memory_mask = beam_search.tile_beams((memory, memory_mask), num_candidates)
+    logits = self.code_logits(tf.reshape(codes, [-1, latents]), lengths, memory, memory_mask)
     flat_ids = self.tokens_of(logits, lengths, max_decode_length)
     ids = tf.reshape(flat_ids, [batch_size, num_candidates, -1])
     if scorer is None:
@@ -496,45 +493,45 @@ class LatentTransformer(TranslationModel):
       scores = code_log_probs + tf.reshape(own, [batch_size, num_candidates])
     else:
       scores = tf.cast(scorer(inputs, ids), tf.float32)
-    return ids, tf.where(code_log_probs > decoding.NEG_INF / 2, scores, -float("inf"))
+    return ids, tf.where(code_log_probs > beam_search.NEG_INF / 2, scores, -float("inf"))
 
   def predict_codes(self, inputs, beam_size, max_decode_length):
     """The sequential half of `translate`: encodes the source and searches the codes.
 
     Returns:
-      (codes `[batch, latents]`, lengths `[batch]` before STOP, memory, memory_padding).
+      (codes `[batch, latents]`, lengths `[batch]` before STOP, memory, memory_mask).
     """
-    memory, memory_padding = self.encode(inputs)
+    memory, memory_mask = self.encode(inputs)
     max_latents = -(-max_decode_length // self.compression)
-    codes, lengths = self.latent_predictor.predict(memory, memory_padding, max_latents,
+    codes, lengths = self.latent_predictor.predict(memory, memory_mask, max_latents,
                                                    beam_size)
-    return codes, lengths, memory, memory_padding
+    return codes, lengths, memory, memory_mask
 
   def reconstruct(self, inputs, targets, max_decode_length=None):
     """Target ids decoded from the targets' own (nearest) codes, as `translate` decodes
     predicted ones: the translation of a perfect latent predictor, the ceiling of
     `translate`'s BLEU (bench/bench_translation.py reports both)."""
     max_decode_length = max_decode_length or self.hparams.max_length
-    memory, memory_padding = self.encode(inputs)
+    memory, memory_mask = self.encode(inputs)
     bottleneck, lengths = self.quantize_targets(targets)
-    return self.decode_codes(bottleneck["codes"][:, :, 0], lengths, memory, memory_padding,
+    return self.decode_codes(bottleneck["codes"][:, :, 0], lengths, memory, memory_mask,
                              max_decode_length)
 
-  def decode_codes(self, codes, lengths, memory, memory_padding, max_decode_length):
+  def decode_codes(self, codes, lengths, memory, memory_mask, max_decode_length):
     """The parallel half of `translate`: every target token of the codes at once."""
-    logits = self.code_logits(codes, lengths, memory, memory_padding)
+    logits = self.code_logits(codes, lengths, memory, memory_mask)
     return self.tokens_of(logits, lengths, max_decode_length)
 
-  def code_logits(self, codes, lengths, memory, memory_padding):
+  def code_logits(self, codes, lengths, memory, memory_mask):
     """Token logits `[batch, L * 2^n_c, vocab]` of codes `[batch, L]` (`lengths` in use)."""
     in_use = tf.sequence_mask(lengths, tf.shape(codes)[1])
     quantized = self.quantizer.decode(tf.where(in_use, codes, 0)[:, :, None])
-    return self.decode_latents(quantized, lengths, memory, memory_padding)
+    return self.decode_latents(quantized, lengths, memory, memory_mask)
 
   def tokens_of(self, logits, lengths, max_decode_length):
     """The most likely token of every position, up to the first EOS, at most
     2^n_c tokens per latent in use and max_decode_length; padding after."""
-    ids = tf.argmax(decoding.forbid(tf.cast(logits, tf.float32), PAD_ID), axis=-1,
+    ids = tf.argmax(beam_search.forbid(tf.cast(logits, tf.float32), PAD_ID), axis=-1,
                     output_type=tf.int32)
     ids = end_at_eos(ids, tf.minimum(lengths * self.compression, max_decode_length))
     return ids[:, :max_decode_length]
@@ -544,7 +541,7 @@ def pick_best(ids, scores, length_penalty=0.0):
   """The best candidate of each row: ids `[batch, k, T]` by scores `[batch, k]` over
   ((5 + tokens) / 6)^length_penalty; `[batch, T]`."""
   tokens = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=-1)
-  best = tf.argmax(scores / decoding.length_penalty(tokens, length_penalty), axis=1,
+  best = tf.argmax(scores / beam_search.length_penalty(tokens, length_penalty), axis=1,
                    output_type=tf.int32)
   return tf.gather(ids, best, batch_dims=1)
 

@@ -2,7 +2,7 @@
 
 Shapes: ids `[batch, length]` int32 with 0 as padding; hidden states
 `[batch, length, hidden_size]`. Attention keeps a key/value cache so that
-decoding one position costs one position's work (vqkeras.decoding).
+decoding one position costs one position's work (vqkeras.beam_search).
 """
 
 import math
@@ -10,7 +10,7 @@ import math
 import keras
 import tensorflow as tf
 
-from vqkeras import decoding
+from vqkeras import beam_search
 from vqkeras import registry
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
@@ -27,9 +27,9 @@ def timing_signal(length, depth, start=0):
   return tf.concat([tf.sin(scaled), tf.cos(scaled)], axis=1)
 
 
-def padding_bias(padding):
+def mask_bias(mask):
   """`[batch, length]` bool, True at real positions, to an additive bias `[batch, 1, 1, length]`."""
-  return (1.0 - tf.cast(padding, tf.float32))[:, None, None, :] * NEG_INF
+  return (1.0 - tf.cast(mask, tf.float32))[:, None, None, :] * NEG_INF
 
 
 def causal_bias(length):
@@ -193,13 +193,13 @@ class TransformerStack(keras.layers.Layer):
         for i in range(num_layers)]
     self.output_norm = keras.layers.LayerNormalization(epsilon=1e-6)
 
-  def call(self, x, padding=None, memory=None, memory_padding=None, keys_values=None,
+  def call(self, x, mask=None, memory=None, memory_mask=None, keys_values=None,
            cache=None, training=False):
     """x `[batch, length, hidden]` to `[batch, length, hidden]`.
 
     Args:
-      padding: `[batch, length]` bool, True at real positions; None: all real.
-      memory, memory_padding: `[batch, keys, hidden]` and its `[batch, keys]` mask.
+      mask: `[batch, length]` bool, True at real positions; None: all real.
+      memory, memory_mask: `[batch, keys, hidden]` and its `[batch, keys]` mask.
       keys_values: the memory's keys and values per layer (`memory_keys_values`),
         instead of `memory`.
       cache: incremental decoding (`empty_cache`): x holds the next position
@@ -208,9 +208,9 @@ class TransformerStack(keras.layers.Layer):
     self_bias = None
     if cache is None and self.causal:
       self_bias = causal_bias(tf.shape(x)[1])
-    if padding is not None:
-      self_bias = padding_bias(padding) + (0.0 if self_bias is None else self_bias)
-    memory_bias = None if memory_padding is None else padding_bias(memory_padding)
+    if mask is not None:
+      self_bias = mask_bias(mask) + (0.0 if self_bias is None else self_bias)
+    memory_bias = None if memory_mask is None else mask_bias(memory_mask)
     new_cache = []
     for i, layer in enumerate(self.layers_):
       x = layer(x, self_bias, memory, memory_bias,
@@ -326,10 +326,10 @@ class TranslationModel(keras.Model):
     return transformer_optimizer(hparams)
 
   def encode(self, inputs, training=False):
-    """Source ids `[batch, length]` to (encoder output, its `[batch, length]` padding mask)."""
-    padding = tf.not_equal(inputs, PAD_ID)
+    """Source ids `[batch, length]` to (encoder output, its `[batch, length]` mask, True at real tokens)."""
+    mask = tf.not_equal(inputs, PAD_ID)
     x = self.input_dropout(self.embedding(inputs), training=training)
-    return self.encoder(x, padding, training=training), padding
+    return self.encoder(x, mask, training=training), mask
 
 
 @registry.register_model("TransformerHParams")
@@ -345,14 +345,14 @@ class Transformer(TranslationModel):
     super().__init__(hparams, **kwargs)
     self.decoder = decoder_stack(hparams)
 
-  def decode(self, decoder_inputs, memory, memory_padding, training=False):
+  def decode(self, decoder_inputs, memory, memory_mask, training=False):
     y = self.input_dropout(self.embedding(decoder_inputs), training=training)
-    y = self.decoder(y, memory=memory, memory_padding=memory_padding, training=training)
+    y = self.decoder(y, memory=memory, memory_mask=memory_mask, training=training)
     return self.embedding.logits(y)
 
   def call(self, features, training=False):
-    memory, memory_padding = self.encode(features["inputs"], training)
-    return self.decode(shift_right(features["targets"]), memory, memory_padding, training)
+    memory, memory_mask = self.encode(features["inputs"], training)
+    return self.decode(shift_right(features["targets"]), memory, memory_mask, training)
 
   def loss_and_weight(self, features, training=False):
     """(sum of the label-smoothed cross-entropy over target tokens, number of target tokens)."""
@@ -368,9 +368,9 @@ class Transformer(TranslationModel):
     the source encoded once, all candidates in one teacher-forced pass (a rescorer of
     the latent model's candidates: `LatentTransformer.translate_candidates`)."""
     batch_size, k = tf.shape(candidates)[0], tf.shape(candidates)[1]
-    memory, memory_padding = decoding.tile_beams(self.encode(inputs), k)
+    memory, memory_mask = beam_search.tile_beams(self.encode(inputs), k)
     targets = tf.reshape(candidates, [batch_size * k, -1])
-    logits = self.decode(shift_right(targets), memory, memory_padding)
+    logits = self.decode(shift_right(targets), memory, memory_mask)
     return tf.reshape(sequence_log_likelihood(logits, targets), [batch_size, k])
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None):
@@ -386,27 +386,27 @@ class Transformer(TranslationModel):
     max_decode_length = max_decode_length or self.hparams.max_length
     step, cache = self.decoding_step(inputs, beam_size)
     batch_size = tf.shape(inputs)[0]
-    return decoding.search(step, cache, batch_size, beam_size, max_decode_length, EOS_ID,
+    return beam_search.search(step, cache, batch_size, beam_size, max_decode_length, EOS_ID,
                            length_penalty)
 
   def decoding_step(self, inputs, beam_size=1):
-    """The step function of `vqkeras.decoding` for source ids, and its empty cache.
+    """The step function of `vqkeras.beam_search` for source ids, and its empty cache.
 
     With beam_size > 1 the source is repeated for the beams: the step takes
     `[batch * beam_size]` ids.
     """
-    memory, memory_padding = self.encode(inputs)
+    memory, memory_mask = self.encode(inputs)
     if beam_size > 1:
-      memory, memory_padding = decoding.tile_beams((memory, memory_padding), beam_size)
+      memory, memory_mask = beam_search.tile_beams((memory, memory_mask), beam_size)
     keys_values = self.decoder.memory_keys_values(memory)
 
     def step(ids, position, cache):
       """Logits `[batch, vocab]` of the next token after ids `[batch]` at position."""
       x = self.embedding(ids[:, None], start=position)
-      y, cache = self.decoder(x, memory_padding=memory_padding, keys_values=keys_values,
+      y, cache = self.decoder(x, memory_mask=memory_mask, keys_values=keys_values,
                               cache=cache)
       logits = tf.cast(self.embedding.logits(y)[:, 0], tf.float32)
-      return decoding.forbid(logits, PAD_ID), cache
+      return beam_search.forbid(logits, PAD_ID), cache
 
     return step, self.decoder.empty_cache(tf.shape(memory)[0])
 

@@ -1,16 +1,13 @@
-"""Translating text with a trained model, and scoring it with BLEU.
+"""Translating text with a trained model.
 
 `Translator` turns lines of text into lines of text with a model's
 `translate(source ids, beam_size, length_penalty, max_decode_length)`:
-tokenization, batches of similar lengths, detokenization. `bleu` scores
-detokenized output with sacrebleu and reports its signature.
+tokenization, batches of similar lengths, detokenization (BLEU: vqkeras.bleu).
 """
 
 import dataclasses
-import time
 
 import numpy as np
-import sacrebleu
 import tensorflow as tf
 
 from vqkeras.tokenizer import EOS_ID, PAD_ID
@@ -135,29 +132,3 @@ class Translator:
       if progress:
         progress(start + len(batch), len(order))
     return outputs, truncations
-
-
-def bleu(hypotheses, references):
-  """Corpus BLEU of detokenized hypotheses against one reference each (sacrebleu).
-
-  Returns:
-    (score, signature): the signature names the tokenization and settings, so
-    scores can be compared across papers and tools.
-  """
-  metric = sacrebleu.metrics.BLEU()
-  score = metric.corpus_score(list(hypotheses), [list(references)])
-  return score.score, str(metric.get_signature())
-
-
-def evaluate_bleu(translator, sources, references):
-  """BLEU of a translator on parallel lines, with the decoding time.
-
-  Returns:
-    {"bleu", "bleu_signature", "sentences", "decode_seconds", "translations"}.
-  """
-  start = time.perf_counter()
-  translations, _ = translator.translate(sources)
-  seconds = time.perf_counter() - start
-  score, signature = bleu(translations, references)
-  return {"bleu": score, "bleu_signature": signature, "sentences": len(sources),
-          "decode_seconds": seconds, "translations": translations}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vqkeras import decoding
+from vqkeras import beam_search
 
 PAD, EOS = 0, 1
 VOCAB = 4          # padding, EOS and two words
@@ -25,7 +25,7 @@ def step_of(logits_table):
   def step(previous, position, state):
     logits = tf.gather(table[position], previous)
     # The state only checks that beams carry it along: it counts the steps.
-    return decoding.forbid(logits, PAD), state + 1.0
+    return beam_search.forbid(logits, PAD), state + 1.0
   return step
 
 
@@ -76,7 +76,7 @@ def unpadded(row):
 @pytest.mark.parametrize("seed", range(6))
 def test_greedy_search_takes_the_argmax_at_every_step(seed):
   table = chain(seed)
-  ids = decoding.greedy_search(step_of(table), tf.zeros([1, 1]), 1, MAX_LENGTH, EOS)
+  ids = beam_search.greedy_search(step_of(table), tf.zeros([1, 1]), 1, MAX_LENGTH, EOS)
   assert unpadded(ids[0]) == greedy_np(table)
 
 
@@ -85,7 +85,7 @@ def test_greedy_search_takes_the_argmax_at_every_step(seed):
 def test_wide_beam_search_finds_the_exhaustive_optimum(seed, alpha):
   table = chain(seed)
   beam = 2 ** MAX_LENGTH   # wider than the number of distinct hypotheses: nothing is pruned
-  ids, scores = decoding.beam_search(step_of(table), tf.zeros([beam, 1]), 1, beam, MAX_LENGTH,
+  ids, scores = beam_search.beam_search(step_of(table), tf.zeros([beam, 1]), 1, beam, MAX_LENGTH,
                                      EOS, alpha)
   best, best_score = exhaustive_best(table, alpha)
   assert unpadded(ids[0]) == best
@@ -99,19 +99,19 @@ def test_beam_hypotheses_of_a_beam_wider_than_all_sequences_are_the_exhaustive_r
   table = chain(seed)
   ranking = exhaustive_ranking(table, alpha)   # 63 sequences
   beam = len(ranking) + 1
-  ids, scores = decoding.beam_hypotheses(step_of(table), tf.zeros([beam, 1]), 1, beam,
+  ids, scores = beam_search.beam_hypotheses(step_of(table), tf.zeros([beam, 1]), 1, beam,
                                          MAX_LENGTH, EOS, alpha)
   assert [unpadded(row) for row in ids[0, :len(ranking)]] == [seq for seq, _ in ranking]
   np.testing.assert_allclose(scores[0, :len(ranking)], [score for _, score in ranking],
                              rtol=1e-5)
   # One slot more than there are sequences: it holds a path through a forbidden token.
-  assert scores[0, -1] <= decoding.NEG_INF / 2
+  assert scores[0, -1] <= beam_search.NEG_INF / 2
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_beam_one_equals_greedy(seed):
   table = chain(seed)
-  ids, _ = decoding.beam_search(step_of(table), tf.zeros([1, 1]), 1, 1, MAX_LENGTH, EOS, 0.0)
+  ids, _ = beam_search.beam_search(step_of(table), tf.zeros([1, 1]), 1, 1, MAX_LENGTH, EOS, 0.0)
   assert unpadded(ids[0]) == greedy_np(table)
 
 
@@ -125,11 +125,11 @@ def test_batched_searches_equal_searches_one_by_one():
   def step(previous, position, state):
     example = tf.range(tf.shape(previous)[0]) // beam
     logits = tf.gather(stacked[position], previous + example * VOCAB)
-    return decoding.forbid(logits, PAD), state
+    return beam_search.forbid(logits, PAD), state
 
-  ids, _ = decoding.beam_search(step, tf.zeros([3 * beam, 1]), 3, beam, MAX_LENGTH, EOS, 0.6)
+  ids, _ = beam_search.beam_search(step, tf.zeros([3 * beam, 1]), 3, beam, MAX_LENGTH, EOS, 0.6)
   for i, table in enumerate(tables):
-    alone, _ = decoding.beam_search(step_of(table), tf.zeros([beam, 1]), 1, beam, MAX_LENGTH,
+    alone, _ = beam_search.beam_search(step_of(table), tf.zeros([beam, 1]), 1, beam, MAX_LENGTH,
                                     EOS, 0.6)
     assert unpadded(ids[i]) == unpadded(alone[0])
 
@@ -138,6 +138,6 @@ def test_finished_rows_are_padded_after_eos():
   table = np.zeros((MAX_LENGTH, VOCAB, VOCAB))
   table[0, PAD, EOS] = 10.0          # the first example ends at once ...
   table[0, PAD, 2] = 5.0
-  ids = decoding.greedy_search(step_of(table), tf.zeros([2, 1]), 2, MAX_LENGTH, EOS)
+  ids = beam_search.greedy_search(step_of(table), tf.zeros([2, 1]), 2, MAX_LENGTH, EOS)
   for row in ids.numpy():
     assert row[0] == EOS and set(row[1:]) <= {PAD}

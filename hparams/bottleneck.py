@@ -1,0 +1,37 @@
+"""The discrete bottleneck's hyper-parameters, shared by every family that has one.
+
+A family adds the codebook's size in its own terms (`codebook_size` and `num_blocks`
+for images, `bottleneck_bits` for translation, as in Tensor2Tensor) and builds the
+layer with `vqkeras.models.bottleneck.bottleneck_from_hparams`.
+"""
+
+import dataclasses
+
+from vqkeras.hparams_lib import HParams, check
+
+# The update rules of `vqkeras.layers.VectorQuantizer`, by their names in the papers.
+BOTTLENECKS = ("gradient", "ema", "soft_em")
+
+
+@dataclasses.dataclass(frozen=True)
+class BottleneckHParams(HParams):
+  """The update rule of the codebook and its settings (docs/papers.md sections 1 and 2)."""
+  bottleneck: str = "soft_em"        # "gradient" (VQ-VAE), "ema" (hard EM) or "soft_em"
+  num_samples: int = 10              # m = n_s, soft-EM samples per position
+  decay: float = 0.99                # EMA decay lambda
+  epsilon: float = 1e-5              # Laplace smoothing of the counts
+  beta: float = 0.25                 # commitment loss weight
+  temperature: float = 1.0           # soft EM samples from softmax(-||z - e||^2 / T)
+  # Codes start on latents of the first batch; codes unused for 100 steps move onto
+  # latents of the batch.
+  restart_dead_codes: bool = False
+
+  def validate(self):
+    super().validate()
+    check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
+          " or ".join(BOTTLENECKS))
+    check(self.num_samples >= 1, "num_samples", self.num_samples, "a positive integer")
+    check(0.0 <= self.decay < 1.0, "decay", self.decay, "a float in [0, 1)")
+    check(self.epsilon > 0.0, "epsilon", self.epsilon, "a float > 0")
+    check(self.beta >= 0.0, "beta", self.beta, "a float >= 0")
+    check(self.temperature > 0.0, "temperature", self.temperature, "a float > 0")
