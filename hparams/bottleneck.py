@@ -31,7 +31,4 @@ class BottleneckHParams(HParams):
     check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
           " or ".join(BOTTLENECKS))
     check(self.num_samples >= 1, "num_samples", self.num_samples, "a positive integer")
-    check(0.0 <= self.decay < 1.0, "decay", self.decay, "a float in [0, 1)")
-    check(self.epsilon > 0.0, "epsilon", self.epsilon, "a float > 0")
-    check(self.beta >= 0.0, "beta", self.beta, "a float >= 0")
-    check(self.temperature > 0.0, "temperature", self.temperature, "a float > 0")
+    # decay, epsilon, beta and temperature: VectorQuantizer checks their ranges, once.
