@@ -20,6 +20,7 @@ startup.quiet()   # before TensorFlow loads
 
 import tensorflow as tf
 
+from vqkeras import run as run_lib
 from vqkeras import trainer as trainer_lib
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -35,15 +36,16 @@ def main():
   rows = []
   for name in SETS:
     with tempfile.TemporaryDirectory() as model_dir:
-      config = trainer_lib.TrainConfig(problem="image_cifar10", hparams=name,
-                                       data_dir=args.data_dir, raw_dir=str(SHARED / "cifar10"),
-                                       model_dir=model_dir, seed=args.seed)
-      trainer = trainer_lib.Trainer(config, tf.distribute.get_strategy(),
-                                    log=lambda line: print(f"  {name}: {line}", flush=True))
+      config = run_lib.RunConfig(problem="image_cifar10", hparams=name, data_dir=args.data_dir,
+                                 raw_dir=str(SHARED / "cifar10"), model_dir=model_dir,
+                                 seed=args.seed)
+      run = run_lib.Run(config, tf.distribute.get_strategy(),
+                        log=lambda line: print(f"  {name}: {line}", flush=True))
+      trainer = trainer_lib.Trainer(run)
       start = time.perf_counter()
       trainer.train(args.steps, checkpoint_every=0, log_every=max(args.steps // 5, 1))
       seconds = time.perf_counter() - start
-      metrics = trainer.evaluate("validation")
+      metrics = trainer.evaluator.evaluate("validation")
       rows.append((name, metrics, args.steps / seconds))
   print(f"\n{args.steps} steps each, seed {args.seed}, held-out split of the CIFAR-10 records")
   print(f"{'hparams':26s} {'bpd total':>9s} {'bpd recon':>9s} {'bpd prior':>9s} {'mse':>7s} "

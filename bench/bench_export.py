@@ -25,7 +25,7 @@ from vqkeras import beam_search
 from vqkeras import export
 from vqkeras import translate
 from vqkeras.files import read_lines
-from vqkeras.trainer import Trainer
+from vqkeras.run import Run
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -59,17 +59,16 @@ def main():
   parser.add_argument("--rounds", type=int, default=3)
   args = parser.parse_args()
 
-  trainer = Trainer.from_model_dir(args.model_dir, args.data_dir, args.raw_dir,
-                                   log=lambda _: None)
-  options = beam_search.decode_hparams(trainer.hparams, args.decode_hparams)
-  tokenizer = trainer.problem.tokenizer(args.data_dir, args.raw_dir, trainer.hparams)
-  translator = translate.Translator(trainer.model, tokenizer, options.beam_size,
-                                      options.length_penalty, batch_size=10**9)
-  serving = export.TranslationServing(trainer.model, tokenizer, options.beam_size,
+  run = Run.from_model_dir(args.model_dir, args.data_dir, args.raw_dir, log=lambda _: None)
+  options = beam_search.decode_hparams(run.hparams, args.decode_hparams)
+  tokenizer = run.tokenizer()
+  translator = translate.Translator(run.model, tokenizer, options.beam_size,
+                                    options.length_penalty, batch_size=10**9)
+  serving = export.TranslationServing(run.model, tokenizer, options.beam_size,
                                       options.length_penalty)
   sources = read_lines(pathlib.Path(args.raw_dir) / "val.en.gz")
   with tempfile.TemporaryDirectory() as export_dir:
-    path = export.export(serving, export_dir, trainer.step)
+    path = export.export(serving, export_dir, run.step)
     served = tf.saved_model.load(str(path)).signatures["serving_default"]
 
     def python(batch):
@@ -78,7 +77,7 @@ def main():
     def exported(batch):
       return [s.decode() for s in served(inputs=tf.constant(batch))["outputs"].numpy()]
 
-    print(f"{trainer.config.hparams} at step {trainer.step}, beam_size={options.beam_size}")
+    print(f"{run.config.hparams} at step {run.step}, beam_size={options.beam_size}")
     print(f"{'batch':>5s} {'python ms/sentence':>19s} {'export ms/sentence':>19s} "
           f"{'python/export':>13s}")
     for size, count in ((1, args.batch1_sentences), (64, args.batch64_sentences)):

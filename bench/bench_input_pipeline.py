@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from vqkeras import registry
 from vqkeras import train_step
+from vqkeras.models import model_class
 from vqkeras.tokenizer import PAD_ID
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -76,7 +77,7 @@ def main():
     dataset = problem.dataset("train", args.data_dir, raw_dir, hparams, training=True, seed=0)
     dataset = dataset.repeat()
     delivered = pipeline_rate(dataset, count, batches=100)
-    model = registry.model_class(hparams).from_hparams(hparams)
+    model = model_class(hparams).from_hparams(hparams)
     consumed = training_rate(model, dataset, count, args.steps)
     print(f"{problem_name:25s} {hparams_name:20s} {unit:16s} {delivered:10.0f} "
           f"{consumed:10.0f} {delivered / consumed:6.1f}x", flush=True)

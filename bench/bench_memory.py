@@ -172,12 +172,13 @@ def measure(name, steps, jit_compile):
   from vqkeras import export  # pylint: disable=import-outside-toplevel
   from vqkeras import registry  # pylint: disable=import-outside-toplevel
   from vqkeras import train_step  # pylint: disable=import-outside-toplevel
+  from vqkeras import models  # pylint: disable=import-outside-toplevel
 
   rng = np.random.default_rng(0)
   hparams = registry.hparams(name)
-  model_class = registry.model_class(hparams)
-  model, optimizer = model_class.from_hparams(hparams), model_class.make_optimizer(hparams)
-  images = hasattr(model, "encode_images")
+  model_type = models.model_class(hparams)
+  model, optimizer = model_type.from_hparams(hparams), model_type.make_optimizer(hparams)
+  images = isinstance(model, models.ImageModel)
   if images:
     shapes = [(hparams.batch_size, 32, 32, 3)]
     batches = cifar_batches(hparams, rng, steps + 1)

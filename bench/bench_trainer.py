@@ -28,26 +28,27 @@ SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def loop_seconds_per_step(strategy, steps, data_dir, hparams):
   """Seconds per step of Trainer.train, after a warm-up that traces the step."""
+  from vqkeras import run as run_lib  # pylint: disable=import-outside-toplevel
   from vqkeras import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as model_dir:
-    config = trainer_lib.TrainConfig(problem="image_cifar10", hparams=hparams,
-                                     data_dir=data_dir, raw_dir=str(SHARED / "cifar10"),
-                                     model_dir=model_dir)
-    trainer = trainer_lib.Trainer(config, strategy, log=lambda _: None)
+    config = run_lib.RunConfig(problem="image_cifar10", hparams=hparams, data_dir=data_dir,
+                               raw_dir=str(SHARED / "cifar10"), model_dir=model_dir)
+    run = run_lib.Run(config, strategy, log=lambda _: None)
+    trainer = trainer_lib.Trainer(run)
     trainer.train(10, checkpoint_every=0, log_every=10**9)
     start = time.perf_counter()
     trainer.train(10 + steps, checkpoint_every=0, log_every=10**9)
-    return (time.perf_counter() - start) / steps, trainer
+    return (time.perf_counter() - start) / steps, run
 
 
-def bare_seconds_per_step(trainer, steps):
+def bare_seconds_per_step(run, steps):
   """Seconds per step of a tf.function step on batches held in memory (no loop around it)."""
-  from vqkeras import registry  # pylint: disable=import-outside-toplevel
   from vqkeras import train_step  # pylint: disable=import-outside-toplevel
-  hparams = trainer.hparams
-  model_class = registry.model_class(hparams)
-  model, optimizer = model_class.from_hparams(hparams), model_class.make_optimizer(hparams)
-  dataset = trainer._dataset("train", training=True)  # pylint: disable=protected-access
+  from vqkeras.models import model_class  # pylint: disable=import-outside-toplevel
+  hparams = run.hparams
+  model_type = model_class(hparams)
+  model, optimizer = model_type.from_hparams(hparams), model_type.make_optimizer(hparams)
+  dataset = run.dataset("train", training=True)
   batches = list(dataset.take(steps + 10))
   step = train_step.make_train_step(model, optimizer, train_step.feature_signature(dataset))
   for batch in batches[:10]:
@@ -68,10 +69,10 @@ def main():
   distribute.split_cpu(2)
   mirrored, _ = loop_seconds_per_step(distribute.make_strategy("mirrored"), args.steps,
                                       args.data_dir, args.hparams)
-  single, trainer = loop_seconds_per_step(tf.distribute.get_strategy(), args.steps,
-                                          args.data_dir, args.hparams)
-  bare = bare_seconds_per_step(trainer, args.steps)
-  print(f"{args.hparams}, global batch {trainer.hparams.batch_size}, {args.steps} steps, "
+  single, run = loop_seconds_per_step(tf.distribute.get_strategy(), args.steps,
+                                      args.data_dir, args.hparams)
+  bare = bare_seconds_per_step(run, args.steps)
+  print(f"{args.hparams}, global batch {run.hparams.batch_size}, {args.steps} steps, "
         f"{os.cpu_count()} CPU cores")
   print(f"  loop, MirroredStrategy on 2 logical CPUs: {1 / mirrored:7.2f} steps/s")
   print(f"  loop, default strategy:                   {1 / single:7.2f} steps/s   "

@@ -37,7 +37,9 @@ import tensorflow as tf
 from vqkeras import bleu
 from vqkeras import translate
 from vqkeras.files import read_lines
-from vqkeras.trainer import Trainer, format_seconds
+from vqkeras.models import LatentTransformer
+from vqkeras.reporting import format_seconds
+from vqkeras.run import Run
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -63,19 +65,18 @@ def seconds_per_sentence(translator, sources):
   return (time.perf_counter() - start) / len(sources), translations
 
 
-def measure(trainer, label, beam_size, sources, references, batch1_sentences,
+def measure(run, label, beam_size, sources, references, batch1_sentences,
             num_candidates=1, teacher=None, predictor=None):
   """A row of the table: BLEU and latency of one decoding setting of a run."""
-  tokenizer = trainer.problem.tokenizer(trainer.config.data_dir, trainer.config.raw_dir or None,
-                                        trainer.hparams)
-  single, batched = (translate.Translator(trainer.model, tokenizer, beam_size,
-                                            trainer.hparams.length_penalty, batch_size,
-                                            num_candidates, teacher)
+  tokenizer = run.tokenizer()
+  single, batched = (translate.Translator(run.model, tokenizer, beam_size,
+                                          run.hparams.length_penalty, batch_size,
+                                          num_candidates, teacher)
                      for batch_size in (1, 64))
   latency_1, _ = seconds_per_sentence(single, sources[:batch1_sentences])
   latency_64, translations = seconds_per_sentence(batched, sources)
   score, signature = bleu.corpus_bleu(translations, references)
-  hparams = trainer.hparams
+  hparams = run.hparams
   return {"model": label, "n_c": getattr(hparams, "compression_steps", None),
           "n_s": hparams.num_samples if getattr(hparams, "bottleneck", "") == "soft_em" else None,
           "decoder_layers": getattr(hparams, "decoder_layers", 0) or hparams.num_layers,
@@ -83,14 +84,14 @@ def measure(trainer, label, beam_size, sources, references, batch1_sentences,
           "bleu": score, "latency_batch1_ms": 1000 * latency_1,
           "latency_batch64_ms": 1000 * latency_64, "signature": signature,
           **(predictor or {}),
-          "train_seconds": training_seconds(trainer.model_dir), "steps": trainer.step}
+          "train_seconds": training_seconds(run.model_dir), "steps": run.step}
 
 
-def predictor_metrics(trainer, tokenizer, sources, references, batch_size=64):
+def predictor_metrics(run, tokenizer, sources, references, batch_size=64):
   """On the validation pairs: BLEU from the references' own codes (what a perfect latent
   predictor would give), and the latent predictor's accuracy and NLL per latent on
   their nearest codes (teacher forcing)."""
-  model = trainer.model
+  model = run.model
   own_codes_bleu = bleu.corpus_bleu(reconstructions(model, tokenizer, sources, references),
                                     references)[0]
   metric_sums = tf.function(model.metric_sums)
@@ -128,20 +129,19 @@ def mean_ms(function, items):
   return 1000 * (time.perf_counter() - start) / len(items), results
 
 
-def stages(trainer, label, sources):
+def stages(run, label, sources):
   """Where a greedy batch-1 translation spends its time (the model only, no tokenization):
   the source encoder, the sequential search (steps and ms per step) and, for the latent
   model, the parallel decoding of all tokens from the codes."""
-  model, hparams = trainer.model, trainer.hparams
-  tokenizer = trainer.problem.tokenizer(trainer.config.data_dir, trainer.config.raw_dir or None,
-                                        hparams)
+  model, hparams = run.model, run.hparams
+  tokenizer = run.tokenizer()
   ids = [translate.source_ids(tokenizer, tf.constant([line]), hparams.max_length)[0]
          for line in sources]
   spec = [tf.TensorSpec([1, None], tf.int32)]
   encode_ms, _ = mean_ms(tf.function(model.encode, input_signature=spec), ids)
   total_ms, outputs = mean_ms(tf.function(lambda x: model.translate(x, 1, 0.0),
                                           input_signature=spec), ids)
-  if hasattr(model, "predict_codes"):
+  if isinstance(model, LatentTransformer):
     predict = tf.function(lambda x: model.predict_codes(x, 1, hparams.max_length)[0],
                           input_signature=spec)
     sequential_ms, searched = mean_ms(predict, ids)
@@ -165,11 +165,11 @@ def print_stages(rows):
           f"{r['total_ms']:6.1f}")
 
 
-def nat_label(trainer):
-  hparams = trainer.hparams
+def nat_label(run):
+  hparams = run.hparams
   kind = {"soft_em": "VQ-VAE with EM", "ema": "VQ-VAE (hard EM)",
           "gradient": "VQ-VAE (gradient)"}[hparams.bottleneck]
-  return (kind + (" + distillation" if "distilled" in trainer.config.problem else "") +
+  return (kind + (" + distillation" if "distilled" in run.config.problem else "") +
           (", layer norm" if hparams.latent_normalization == "layer" else ""))
 
 
@@ -257,27 +257,27 @@ def main():
   batch1_sources = sources[:args.batch1_sentences]
   teacher = None
   if args.ar:
-    trainer = Trainer.from_model_dir(args.ar, args.data_dir, raw_dir, log=quiet)
-    teacher = trainer.model   # the default teacher, loaded once
+    run = Run.from_model_dir(args.ar, args.data_dir, raw_dir, log=quiet)
+    teacher = run.model   # the default teacher, loaded once
     for beam_size, label in ((4, "autoregressive Transformer, beam 4"),
                              (1, "autoregressive Transformer, greedy")):
-      rows.append(measure(trainer, label, beam_size, sources, references, args.batch1_sentences))
+      rows.append(measure(run, label, beam_size, sources, references, args.batch1_sentences))
       print(json.dumps(rows[-1]), flush=True)
-    stage_rows.append(stages(trainer, "autoregressive Transformer", batch1_sources))
+    stage_rows.append(stages(run, "autoregressive Transformer", batch1_sources))
   if args.teacher:
-    teacher = Trainer.from_model_dir(args.teacher, args.data_dir, raw_dir, log=quiet).model
+    teacher = Run.from_model_dir(args.teacher, args.data_dir, raw_dir, log=quiet).model
   for model_dir in filter(None, args.nat.split(",")):
-    trainer = Trainer.from_model_dir(model_dir, args.data_dir, raw_dir, log=quiet)
-    tokenizer = trainer.problem.tokenizer(args.data_dir, raw_dir, trainer.hparams)
-    predictor = predictor_metrics(trainer, tokenizer, sources, references)
+    run = Run.from_model_dir(model_dir, args.data_dir, raw_dir, log=quiet)
+    tokenizer = run.tokenizer()
+    predictor = predictor_metrics(run, tokenizer, sources, references)
     scorers = [None] + ([teacher] if teacher else [])
     settings = [(1, None)] + [(k, scorer) for k in candidates for scorer in scorers]
     for num_candidates, scorer in settings:
-      rows.append(measure(trainer, nat_label(trainer), trainer.hparams.latent_beam_size,
+      rows.append(measure(run, nat_label(run), run.hparams.latent_beam_size,
                           sources, references, args.batch1_sentences, num_candidates, scorer,
                           predictor))
       print(json.dumps(rows[-1]), flush=True)
-    stage_rows.append(stages(trainer, f"{nat_label(trainer)}, n_c={rows[-1]['n_c']}",
+    stage_rows.append(stages(run, f"{nat_label(run)}, n_c={rows[-1]['n_c']}",
                              batch1_sources))
   print_table(rows)
   print_stages(stage_rows)

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from vqkeras import images
 from vqkeras import problem
+from vqkeras import run as run_lib
 from vqkeras import trainer as trainer_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -40,23 +41,24 @@ def parse_args():
 
 def main():
   args = parse_args()
-  config = trainer_lib.TrainConfig(problem="image_cifar10", hparams=args.hparams,
-                                   data_dir=args.data_dir, raw_dir=args.raw_dir,
-                                   model_dir=args.model_dir)
+  config = run_lib.RunConfig(problem="image_cifar10", hparams=args.hparams,
+                             data_dir=args.data_dir, raw_dir=args.raw_dir,
+                             model_dir=args.model_dir)
   try:
-    trainer = trainer_lib.Trainer(config, tf.distribute.get_strategy())
+    run = run_lib.Run(config, tf.distribute.get_strategy())
   except problem.DataNotFound:
     sys.exit(f"error: CIFAR-10 is not in --raw_dir={args.raw_dir} and cannot be downloaded "
              f"from here: put cifar-10-binary.tar.gz (https://www.cs.toronto.edu/~kriz/"
              f"cifar.html) in that directory, or run with internet access.")
-  trainer.train(args.steps, eval_every=args.steps, checkpoint_every=args.steps, log_every=100)
+  trainer_lib.Trainer(run).train(args.steps, eval_every=args.steps, checkpoint_every=args.steps,
+                                 log_every=100)
 
-  held_out, _ = trainer.problem.arrays("validation", args.data_dir, args.raw_dir)
-  reconstructions = trainer.model.reconstruct(held_out[:8]).numpy()
+  held_out, _ = run.problem.arrays("validation", args.data_dir, args.raw_dir)
+  reconstructions = run.model.reconstruct(held_out[:8]).numpy()
   path = pathlib.Path(args.model_dir) / "reconstructions.png"
   images.write_png(path, images.image_grid(np.stack([held_out[:8], reconstructions])))
   print(f"wrote {path} (top: held-out images, bottom: their reconstructions)")
-  samples = trainer.model.sample(16, seed=(1, 0)).numpy()
+  samples = run.model.sample(16, seed=(1, 0)).numpy()
   path = pathlib.Path(args.model_dir) / "samples.png"
   images.write_png(path, images.image_grid(samples.reshape((2, 8) + samples.shape[1:])))
   print(f"wrote {path} (16 images sampled from the Transformer prior over the codes)")

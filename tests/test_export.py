@@ -17,7 +17,7 @@ from conftest import flag_value, run_tool, TESTDATA
 from vqkeras import registry
 from vqkeras import translate
 from vqkeras.files import read_lines
-from vqkeras.trainer import Trainer
+from vqkeras.run import Run
 
 QUIET = lambda _: None  # pylint: disable=unnecessary-lambda-assignment
 SENTENCES = ["A man rides a bike.", "", "   ", "Two dogs play in the snow.",
@@ -96,9 +96,8 @@ def test_translation_export_serves_text_and_ids_as_the_python_model(translation_
   model_dir = flag_value(flags, "model_dir")
   versions = [p.name for p in export_dir.iterdir()]
   assert versions == ["3"]                       # the training step, nothing half-written
-  trainer = Trainer.from_model_dir(model_dir, multi30k_data_dir, TESTDATA / "multi30k",
-                                   log=QUIET)
-  tokenizer = trainer.problem.tokenizer(multi30k_data_dir, None, trainer.hparams)
+  run = Run.from_model_dir(model_dir, multi30k_data_dir, TESTDATA / "multi30k", log=QUIET)
+  tokenizer = run.tokenizer()
   ids, _ = translate.source_ids(tokenizer, tf.constant(SENTENCE_BYTES), 64)
   served = serve_in_fresh_process(export_dir / "3", {
       # Raw bytes, invalid UTF-8 included, as a client sends them.
@@ -106,13 +105,13 @@ def test_translation_export_serves_text_and_ids_as_the_python_model(translation_
       "ids": ("translate_ids", {"inputs": tensor(ids.numpy().tolist(), "int32")}),
       "empty_batch": ("serving_default", {"inputs": tensor([], "string")}),
   }, tmp_path)
-  expected = translate.translate_text(trainer.model, tokenizer, tf.constant(SENTENCE_BYTES), 2,
-                                        trainer.hparams.length_penalty).numpy()
+  expected = translate.translate_text(run.model, tokenizer, tf.constant(SENTENCE_BYTES), 2,
+                                      run.hparams.length_penalty).numpy()
   served_text = [s.decode("utf-8") for s in served["text/outputs"]]
   assert served_text == [s.decode("utf-8") for s in expected]
   assert served_text[1] == "" and served_text[2] == ""      # empty and blank stay empty
   assert all(served_text[i] for i in (0, 3, 4, 5))          # over-long and broken ones too
-  expected_ids = trainer.model.translate(ids, 2, trainer.hparams.length_penalty).numpy()
+  expected_ids = run.model.translate(ids, 2, run.hparams.length_penalty).numpy()
   np.testing.assert_array_equal(served["ids/outputs"], expected_ids)
   assert served["empty_batch/outputs"].shape == (0,)
 
@@ -133,9 +132,9 @@ def test_an_export_with_a_teacher_serves_its_candidates_alike_alone_and_in_a_bat
   served = serve_in_fresh_process(export_dir / "3", requests, tmp_path)
   for i in range(len(sentences)):
     assert served[f"alone_{i}/outputs"][0] == served["all/outputs"][i], i
-  model = Trainer.from_model_dir(flag_value(latent_flags, "model_dir"), multi30k_data_dir,
-                                 raw_dir, log=QUIET).model
-  teacher = Trainer.from_model_dir(teacher_dir, multi30k_data_dir, raw_dir, log=QUIET).model
+  model = Run.from_model_dir(flag_value(latent_flags, "model_dir"), multi30k_data_dir, raw_dir,
+                             log=QUIET).model
+  teacher = Run.from_model_dir(teacher_dir, multi30k_data_dir, raw_dir, log=QUIET).model
   tokenizer = registry.problem("translate_ende_multi30k").tokenizer(
       multi30k_data_dir, None, model.hparams)
   expected = translate.translate_text(model, tokenizer, tf.constant(sentences), 1,
@@ -151,9 +150,8 @@ def image_export(tmp_path_factory, cifar_run):
 def test_image_export_samples_encodes_and_decodes_as_the_python_model(image_export, cifar_images,
                                                                       tmp_path):
   flags, export_dir = image_export
-  trainer = Trainer.from_model_dir(flag_value(flags, "model_dir"), flag_value(flags, "data_dir"),
-                                   TESTDATA / "cifar10", log=QUIET)
-  model = trainer.model
+  model = Run.from_model_dir(flag_value(flags, "model_dir"), flag_value(flags, "data_dir"),
+                             TESTDATA / "cifar10", log=QUIET).model
   images = cifar_images[:4]
   codes = model.encode_images(images).numpy()
   served = serve_in_fresh_process(export_dir / "3", {

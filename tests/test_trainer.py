@@ -1,4 +1,5 @@
-"""The training loop: distribution, resuming, signals, the NaN guard and the model_dir check."""
+"""The training loop and the run directory: distribution, resuming, signals, the NaN guard,
+the model_dir check."""
 
 import dataclasses
 import json
@@ -16,16 +17,17 @@ import tensorflow as tf
 
 from conftest import REPO, TESTDATA
 from vqkeras import registry
+from vqkeras import run as run_lib
 from vqkeras import trainer as trainer_lib
 from vqkeras import train_step
 from vqkeras.files import read_lines
-from vqkeras.models import ImageVQVAE
+from vqkeras.models import ImageVQVAE, model_class
 
 CIFAR_FLAGS = ["--problem=image_cifar10", f"--raw_dir={TESTDATA / 'cifar10'}"]
 
 
 def config(tmp_path, name, hparams="vq_ema_cifar_tiny", overrides=""):
-  return trainer_lib.TrainConfig(
+  return run_lib.RunConfig(
       problem="image_cifar10", hparams=hparams, hparams_overrides=overrides,
       data_dir=str(tmp_path / "data"), raw_dir=str(TESTDATA / "cifar10"),
       model_dir=str(tmp_path / name), seed=3)
@@ -33,6 +35,13 @@ def config(tmp_path, name, hparams="vq_ema_cifar_tiny", overrides=""):
 
 def quiet(_):
   pass
+
+
+def train(settings, steps, **options):
+  """Trains the run of `settings` to `steps`; its history."""
+  options = {"checkpoint_every": 0, "log_every": 100, **options}
+  run = run_lib.Run(settings, tf.distribute.get_strategy(), log=quiet)
+  return trainer_lib.Trainer(run).train(steps, **options)
 
 
 @pytest.mark.parametrize("clip", [0.0, 0.02])
@@ -50,17 +59,15 @@ def test_mirrored_training_reproduces_one_device_on_the_global_batch(tmp_path,
   runs = {}
   for name, strategy in (("single", tf.distribute.OneDeviceStrategy("/cpu:0")),
                          ("mirrored", mirrored_strategy)):
-    lines = []
-    trainer = trainer_lib.Trainer(config(tmp_path, name, overrides=deterministic), strategy,
-                                  log=lines.append)
-    trainer.train(6, checkpoint_every=0, log_every=1)
-    losses = [float(line.split("loss ")[1].split()[0]) for line in lines if "loss " in line]
-    runs[name] = trainer, losses
-  (single, single_losses), (mirrored, mirrored_losses) = runs["single"], runs["mirrored"]
+    run = run_lib.Run(config(tmp_path, name, overrides=deterministic), strategy, log=quiet)
+    rows = trainer_lib.Trainer(run).train(6, checkpoint_every=0, log_every=1)["train"]
+    runs[name] = run, rows
+  (single, single_rows), (mirrored, mirrored_rows) = runs["single"], runs["mirrored"]
+  single_losses, mirrored_losses = ([row["loss"] for row in rows]
+                                    for rows in (single_rows, mirrored_rows))
   assert single.step == mirrored.step == 6 and len(single_losses) == 6
   if clip:   # the clipping is active: every step's gradient is longer than the bound
-    norms = [float(line.split("gradient norm <= ")[1].split()[0]) for line in lines
-             if "loss " in line]
+    norms = [row["gradient_norm_max"] for row in mirrored_rows]
     assert len(norms) == 6 and min(norms) > 4 * clip
   # The reported loss is the global-batch mean: a wrong normalization would double it.
   np.testing.assert_allclose(mirrored_losses, single_losses, rtol=1e-4)
@@ -93,55 +100,63 @@ def test_clip_by_global_norm_scales_every_gradient_by_one_factor():
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-  trainer = trainer_lib.Trainer(config(tmp_path, "run"), tf.distribute.get_strategy(),
-                                log=quiet)
-  original = trainer.model.loss_and_weight
+  run = run_lib.Run(config(tmp_path, "run"), tf.distribute.get_strategy(), log=quiet)
+  original = run.model.loss_and_weight
 
   def poisoned(features, training=False):
     total, weight = original(features, training)
     # NaN from the 6th step on (the one that starts after 5 updates).
-    return tf.where(trainer.optimizer.iterations >= 5, np.nan, total), weight
+    return tf.where(run.optimizer.iterations >= 5, np.nan, total), weight
 
-  trainer.model.loss_and_weight = poisoned
+  run.model.loss_and_weight = poisoned
   with pytest.raises(trainer_lib.TrainingError, match=r"became nan .* at step 6.* "
                                                       r"last good checkpoint is .*ckpt-4"):
-    trainer.train(20, checkpoint_every=2, log_every=100)
-  assert trainer.manager.latest_checkpoint.endswith("ckpt-4")
+    trainer_lib.Trainer(run).train(20, checkpoint_every=2, log_every=100)
+  assert run.latest_checkpoint.endswith("ckpt-4")
+
+
+def test_weights_that_are_not_finite_are_not_saved(tmp_path):
+  run = run_lib.Run(config(tmp_path, "run"), tf.distribute.get_strategy(), log=quiet)
+  trainer_lib.Trainer(run).train(2, checkpoint_every=2, log_every=100)
+  weight = run.model.trainable_variables[0]
+  weight.assign(np.full(weight.shape, np.inf, np.float32))
+  with pytest.raises(trainer_lib.TrainingError,
+                     match=rf"NaN or Inf at step 2 \({weight.path}\); not saved. The last good "
+                           rf"checkpoint is .*ckpt-2"):
+    run.save()
+  assert run.manager.checkpoints == [run.latest_checkpoint]
 
 
 def test_a_model_dir_of_another_run_is_refused_untouched(tmp_path):
-  trainer_lib.Trainer(config(tmp_path, "run"), tf.distribute.get_strategy(),
-                      log=quiet).train(2, checkpoint_every=1, log_every=100)
+  train(config(tmp_path, "run"), 2, checkpoint_every=1)
   before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
-  with pytest.raises(trainer_lib.ModelDirMismatch,
+  with pytest.raises(run_lib.ModelDirMismatch,
                      match=r"hparams=vq_ema_cifar_tiny that differs .*\n  codebook_size: 32 "
                            r"here, 64 asked"):
-    trainer_lib.Trainer(config(tmp_path, "run", overrides="codebook_size=64"),
-                        tf.distribute.get_strategy(), log=quiet)
+    run_lib.Run(config(tmp_path, "run", overrides="codebook_size=64"),
+                tf.distribute.get_strategy(), log=quiet)
   assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
   # Another training budget is the same run: it resumes.
-  resumed = trainer_lib.Trainer(config(tmp_path, "run", overrides="train_steps=3"),
-                                tf.distribute.get_strategy(), log=quiet)
+  resumed = run_lib.Run(config(tmp_path, "run", overrides="train_steps=3"),
+                        tf.distribute.get_strategy(), log=quiet)
   resumed.restore()
   assert resumed.step == 2
 
 
 def test_a_run_recorded_before_a_field_existed_keeps_its_old_behaviour(tmp_path,
                                                                        monkeypatch):
-  trainer_lib.Trainer(config(tmp_path, "run", overrides="decay=0.5"),
-                      tf.distribute.get_strategy(), log=quiet).train(1, checkpoint_every=1)
+  train(config(tmp_path, "run", overrides="decay=0.5"), 1, checkpoint_every=1)
   path = tmp_path / "run" / "config.json"
   recorded = json.loads(path.read_text())
   del recorded["hparams_values"]["decay"]   # as if decay had been added since
   path.write_text(json.dumps(recorded))
   family = type(registry.hparams("vq_ema_cifar_tiny"))
   monkeypatch.setattr(family, "ADDED_FIELDS", {"decay": 0.5})   # what the code did before
-  restored = trainer_lib.Trainer.from_model_dir(tmp_path / "run", tmp_path / "data",
-                                                log=quiet)
+  restored = run_lib.Run.from_model_dir(tmp_path / "run", tmp_path / "data", log=quiet)
   assert restored.hparams.decay == 0.5 and restored.step == 1
-  with pytest.raises(trainer_lib.ModelDirMismatch, match=r"decay: 0.5 here, 0.99 asked"):
-    trainer_lib.Trainer(config(tmp_path, "run", overrides="decay=0.99"),
-                        tf.distribute.get_strategy(), log=quiet)
+  with pytest.raises(run_lib.ModelDirMismatch, match=r"decay: 0.5 here, 0.99 asked"):
+    run_lib.Run(config(tmp_path, "run", overrides="decay=0.99"), tf.distribute.get_strategy(),
+                log=quiet)
 
 
 def start_training(model_dir, *extra, env=None):
@@ -226,9 +241,9 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
 
 
 def test_tensorboard_shows_losses_codebook_health_reconstructions_and_samples(tmp_path):
-  trainer = trainer_lib.Trainer(config(tmp_path, "run"), tf.distribute.get_strategy(),
-                                log=quiet)
-  trainer.train(4, eval_every=4, checkpoint_every=0, log_every=2)
+  history = train(config(tmp_path, "run"), 4, eval_every=4, checkpoint_every=0, log_every=2)
+  assert [row["step"] for row in history["train"]] == [2, 4]
+  assert [metrics["step"] for metrics in history["eval"]] == [4]
   tags = {}
   for folder in ("train", "eval"):
     for path in (tmp_path / "run" / folder).glob("events.out.tfevents.*"):
@@ -261,11 +276,10 @@ def test_mixed_precision_training_runs_and_keeps_the_codebook_float32(tmp_path, 
 def test_a_resumed_run_draws_a_new_order_of_batches(tmp_path):
   # The iterator's position is not checkpointed: replaying the first batches after
   # every restart would train on them again and again.
-  trainer = trainer_lib.Trainer(config(tmp_path, "run"), tf.distribute.get_strategy(),
-                                log=quiet)
+  run = run_lib.Run(config(tmp_path, "run"), tf.distribute.get_strategy(), log=quiet)
 
   def first_images(start_step):
-    return next(iter(trainer.training_batches(start_step)))["image"].numpy()
+    return next(iter(run.training_batches(start_step)))["image"].numpy()
 
   np.testing.assert_array_equal(first_images(0), first_images(0))
   assert not np.array_equal(first_images(0), first_images(40))
@@ -274,30 +288,34 @@ def test_a_resumed_run_draws_a_new_order_of_batches(tmp_path):
 def test_a_restored_run_continues_exactly_as_the_uninterrupted_one(tmp_path, multi30k_data_dir):
   # Every piece of training state is in the checkpoint: Adam's moments, the soft-EM
   # codebook statistics and usage, the batch standardization's moving moments.
-  run = trainer_lib.TrainConfig(
+  settings = run_lib.RunConfig(
       problem="translate_ende_multi30k", hparams="vq_em_tiny",
       hparams_overrides="mask_startup_steps=0", data_dir=str(multi30k_data_dir),
       raw_dir=str(TESTDATA / "multi30k"), model_dir=str(tmp_path / "run"), seed=3)
-  trainer = trainer_lib.Trainer(run, tf.distribute.get_strategy(), log=quiet)
-  trainer.train(8, checkpoint_every=0, log_every=100)
-  trainer.save()
-  batches = list(trainer._dataset("train", training=True).take(3))
+  run = run_lib.Run(settings, tf.distribute.get_strategy(), log=quiet)
+  batches = list(run.dataset("train", training=True).take(8))
+  signature = train_step.feature_signature(run.dataset("train", training=True))
 
-  def continue_training(trainer):
-    step = train_step.make_train_step(trainer.model, trainer.optimizer)
+  def train_on(run, batches):
+    step = train_step.make_train_step(run.model, run.optimizer, signature)
     for batch in batches:
       step(batch)
-    return [v.numpy() for v in trainer.model.weights + trainer.optimizer.variables]
+    return step
 
-  uninterrupted = continue_training(trainer)
-  restored = trainer_lib.Trainer.from_model_dir(run.model_dir, run.data_dir, run.raw_dir,
-                                                log=quiet)
-  assert restored.step == 8
+  step = train_on(run, batches[:5])
+  run.save()
+  for batch in batches[5:]:
+    step(batch)
+  uninterrupted = [v.numpy() for v in run.model.weights + run.optimizer.variables]
+  restored = run_lib.Run.from_model_dir(settings.model_dir, settings.data_dir, settings.raw_dir,
+                                        log=quiet)
+  assert restored.step == 5
   # The soft-EM sampler's seed comes from the process's random seed, not the checkpoint.
-  restored.model.quantizer.seed = trainer.model.quantizer.seed
+  restored.model.quantizer.seed = run.model.quantizer.seed
+  train_on(restored, batches[5:])
   variables = restored.model.weights + restored.optimizer.variables
-  for want, got, variable in zip(uninterrupted, continue_training(restored), variables):
-    np.testing.assert_array_equal(got, want, err_msg=variable.path)
+  for want, variable in zip(uninterrupted, variables):
+    np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
 
 
 def test_the_predictor_only_stage_trains_the_latent_predictor_alone(tmp_path, multi30k_data_dir):
@@ -305,19 +323,19 @@ def test_the_predictor_only_stage_trains_the_latent_predictor_alone(tmp_path, mu
   # predictor moves; the encoder, the autoencoder, the codebook, its statistics and the
   # moving moments stay bit-identical.
   def run(alone, log):
-    config = trainer_lib.TrainConfig(
+    settings = run_lib.RunConfig(
         problem="translate_ende_multi30k", hparams="vq_em_tiny",
         hparams_overrides=f"mask_startup_steps=0,predictor_only_steps={alone}",
         data_dir=str(multi30k_data_dir), raw_dir=str(TESTDATA / "multi30k"),
         model_dir=str(tmp_path / "run"), seed=3)
-    return trainer_lib.Trainer(config, tf.distribute.get_strategy(), log=log)
+    return run_lib.Run(settings, tf.distribute.get_strategy(), log=log)
 
   joint = run(0, quiet)
-  joint.train(4, checkpoint_every=0, log_every=100)
+  trainer_lib.Trainer(joint).train(4, checkpoint_every=0, log_every=100)
   before = [v.numpy() for v in joint.model.weights]
   logs = []
   staged = run(3, logs.append)
-  staged.train(7, checkpoint_every=0, log_every=100)
+  trainer_lib.Trainer(staged).train(7, checkpoint_every=0, log_every=100)
   assert staged.step == 7 and "Step 4: training stage latent_predictor." in logs
   predictor = {id(v) for v in staged.model.latent_predictor.weights}
   changed = 0
@@ -360,10 +378,10 @@ def test_an_xla_step_trains_as_the_plain_step(name, changes, multi30k_tokenizer,
   losses = {}
   for jit_compile in (False, True):
     keras.utils.set_random_seed(0)
-    model_class = registry.model_class(hparams)
-    model = model_class.from_hparams(hparams)
-    step = train_step.make_train_step(model, model_class.make_optimizer(hparams),
-                                    jit_compile=jit_compile)
+    model_type = model_class(hparams)
+    model, optimizer = model_type.from_hparams(hparams), model_type.make_optimizer(hparams)
+    train_step.build(model, optimizer, batches[0])
+    step = train_step.make_train_step(model, optimizer, jit_compile=jit_compile)
     losses[jit_compile] = [float(step(batch)["loss"]) for batch in batches]
   np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
   assert losses[False][-1] != losses[False][0]   # the steps moved the weights
@@ -372,5 +390,5 @@ def test_an_xla_step_trains_as_the_plain_step(name, changes, multi30k_tokenizer,
 def test_xla_on_several_cpu_devices_is_refused_with_what_to_do(tmp_path, mirrored_strategy):
   run = dataclasses.replace(config(tmp_path, "xla"), jit_compile=True)
   with pytest.raises(ValueError, match="--jit_compile"):
-    trainer_lib.Trainer(run, mirrored_strategy, log=quiet)
+    run_lib.Run(run, mirrored_strategy, log=quiet)
   assert not (tmp_path / "xla").exists()

@@ -8,6 +8,7 @@
     def vq_em_cifar(): ...                      # registered as "vq_em_cifar"
 
 Importing `vqkeras.problems` and `vqkeras.hparams` registers everything they define.
+Models are registered by their hyper-parameter class (vqkeras/models/base.py).
 """
 
 import difflib
@@ -48,7 +49,6 @@ def unknown_name_message(kind, name, choices):
 
 PROBLEMS = Registry("problem")
 HPARAMS = Registry("hparams set")
-MODELS = Registry("model for hyper-parameter family")
 
 
 def register_problem(cls):
@@ -61,27 +61,6 @@ def register_hparams(fn):
   """Function decorator: registers a function returning an HParams record under its name."""
   HPARAMS.register(fn.__name__, fn)
   return fn
-
-
-def register_model(hparams_family):
-  """Class decorator: the model built from hyper-parameters of the family named `hparams_family`.
-
-  The class provides `from_hparams(hparams)` and `make_optimizer(hparams)`.
-  """
-  def register(cls):
-    MODELS.register(hparams_family, cls)
-    return cls
-  return register
-
-
-def model_class(hparams):
-  """The model class registered for the family of `hparams`."""
-  import vqkeras.models  # pylint: disable=import-outside-toplevel,unused-import
-  family = type(hparams).__name__
-  if family not in MODELS:
-    raise ValueError(f"No model is registered for hyper-parameters of the family {family} "
-                     f"yet; families with a model: {', '.join(MODELS.names())}.")
-  return MODELS[family]
 
 
 def _load_all():

@@ -70,6 +70,17 @@ def train_step_fn(model, optimizer, clip_norm=0.0):
   return step
 
 
+def build(model, optimizer, features):
+  """Creates the model's and the optimizer's variables from one batch, eagerly.
+
+  A tf.function that creates variables at its first call is traced twice (once to
+  create them, once to run them); a step on built variables is traced once, and for
+  the latent model a trace costs about as much as a hundred steps of a small one.
+  """
+  model.loss_and_weight(features, training=False)
+  optimizer.build(model.trainable_variables)
+
+
 def make_train_step(model, optimizer, input_signature=None, clip_norm=0.0, jit_compile=False):
   """One optimizer step on one batch on one device, as a tf.function.
 

@@ -44,14 +44,14 @@ def source_ids(tokenizer, text, max_length):
 
 def check_candidates(model, num_candidates=1, teacher=None):
   """Raises ValueError unless the model can take num_candidates and the teacher."""
-  if num_candidates > 1 and not hasattr(model, "translate_candidates"):
+  if num_candidates > 1 and not getattr(model, "decodes_candidates", False):
     raise ValueError(f"num_candidates={num_candidates}: only the latent model decodes several "
                      f"candidates; the {type(model).__name__} searches with beam_size.")
   if teacher is not None:
     if num_candidates == 1:
       raise ValueError("A teacher scores candidates: give num_candidates > 1 in "
                        "--decode_hparams, e.g. num_candidates=4, or drop --teacher_dir.")
-    if not hasattr(teacher, "candidate_log_likelihoods"):
+    if not getattr(teacher, "scores_candidates", False):
       raise ValueError(f"The teacher must be an autoregressive Transformer run, not a "
                        f"{type(teacher).__name__}.")
     if teacher.hparams.vocab_size != model.hparams.vocab_size:

@@ -41,6 +41,18 @@ def test_inference_uses_the_moving_averages(cifar_patches):
                              (shifted - real.mean(0)) / real.std(0), rtol=1e-3, atol=1e-3)
 
 
+def test_a_frozen_layer_uses_and_keeps_its_moving_averages(cifar_patches):
+  x, mask = masked_batch(cifar_patches)
+  layer = BatchStandardization(momentum=0.5, epsilon=0.0)
+  layer(x, training=True, mask=mask)
+  mean, variance = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+  layer.trainable = False
+  y = layer(x, training=True, mask=mask).numpy()
+  np.testing.assert_array_equal(layer.moving_mean.numpy(), mean)
+  np.testing.assert_array_equal(layer.moving_variance.numpy(), variance)
+  np.testing.assert_allclose(y, (x - mean.astype(np.float64)) / np.sqrt(variance), rtol=1e-4)
+
+
 def test_mirrored_replicas_standardize_with_the_global_moments(cifar_patches,
                                                                mirrored_strategy):
   # Keras' BatchNormalization would use each replica's own moments under a mask.

@@ -317,6 +317,24 @@ def test_a_code_that_stays_unused_restarts_every_window(cifar_patches):
     assert restarted.all() == (step % 2 == 0) and restarted.any() == (step % 2 == 0)
 
 
+@pytest.mark.parametrize("update", ["ema", "soft_em", "gradient"])
+def test_a_frozen_layer_quantizes_to_nearest_codes_and_keeps_its_state(cifar_patches, update):
+  rng = np.random.default_rng(9)
+  codebook = cifar_patches[rng.choice(len(cifar_patches), 16, replace=False)]
+  layer = make_layer(codebook, update=update, num_samples=4, restart_dead_codes=True)
+  layer.trainable = False
+  assert not layer.trainable_weights
+  before = [v.numpy() for v in layer.weights]
+  x = cifar_patches[:64]
+  out = layer(x, training=True, return_codes=True)
+  np.testing.assert_array_equal(out["codes"].numpy()[:, 0],
+                                ref.nearest(x.astype(np.float64), codebook))
+  np.testing.assert_allclose(out["quantized"].numpy(),
+                             codebook[out["codes"].numpy()[:, 0]], atol=1e-6)
+  for want, variable in zip(before, layer.weights):
+    np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
+
+
 def test_chunked_distances_give_the_same_codes(cifar_patches):
   rng = np.random.default_rng(12)
   codebook = cifar_patches[rng.choice(1000, 32)]

@@ -118,7 +118,9 @@ def test_each_sampled_code_is_the_draw_from_its_teacher_forced_distribution(mode
 
 def test_a_few_steps_on_real_records_lower_the_loss(positions_model, images):
   model = positions_model
-  step = train_step.make_train_step(model, keras.optimizers.Adam(3e-3))
+  optimizer = keras.optimizers.Adam(3e-3)
   batches = images[:96].reshape((6, 16) + images.shape[1:])   # 10 passes over 96 images
+  train_step.build(model, optimizer, {"image": batches[0]})
+  step = train_step.make_train_step(model, optimizer)
   losses = [float(step({"image": batches[i % 6]})["loss"]) for i in range(60)]
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from vqkeras import registry
 from vqkeras import train_step
+from vqkeras.models import model_class
 
 BATCH, SOURCE_LENGTH, TARGET_LENGTH = 3, 5, 11
 # Hidden wider than the target is long: a [batch, vocab, hidden] gradient is then larger
@@ -114,7 +115,7 @@ def translation_features():
 def test_translation_step_holds_no_weight_times_batch(name, changes):
   keras.utils.set_random_seed(0)
   hparams = registry.hparams(name).derive(**TRANSLATION_SIZES, **changes)
-  model = registry.model_class(hparams).from_hparams(hparams)
+  model = model_class(hparams).from_hparams(hparams)
   # The latent model pads the target to a multiple of 2^n_c before its decoder.
   length = -(-TARGET_LENGTH // 2 ** getattr(hparams, "compression_steps", 0))
   length *= 2 ** getattr(hparams, "compression_steps", 0)
@@ -127,7 +128,7 @@ def test_image_step_holds_no_weight_times_batch(cifar_images, prior_factorizatio
   hparams = registry.hparams("vq_em_cifar_tiny").derive(
       prior_factorization=prior_factorization, num_blocks=4, codebook_size=24,
       prior_hidden_size=40, prior_filter_size=56)
-  model = registry.model_class(hparams).from_hparams(hparams)
+  model = model_class(hparams).from_hparams(hparams)
   features = {"image": tf.constant(cifar_images[:BATCH])}
   check_step(model, features, BATCH * 32 * 32 * 3 * 256)
 

@@ -14,6 +14,7 @@ from conftest import TESTDATA
 from vqkeras import beam_search
 from vqkeras import registry
 from vqkeras import train_step
+from vqkeras.models import model_class
 from vqkeras.models.latent_transformer import latent_lengths, stop_decided_first
 from vqkeras.models.transformer import smoothed_cross_entropy
 from vqkeras.files import read_lines
@@ -50,8 +51,10 @@ def pairs(multi30k_tokenizer):
 def overfit(hparams, features, steps):
   """A model of hparams trained on one batch by the training step of bin/train."""
   keras.utils.set_random_seed(0)
-  model = registry.model_class(hparams).from_hparams(hparams)
-  step = tf.function(train_step.train_step_fn(model, keras.optimizers.Adam(3e-3)))
+  model = model_class(hparams).from_hparams(hparams)
+  optimizer = keras.optimizers.Adam(3e-3)
+  train_step.build(model, optimizer, features)
+  step = tf.function(train_step.train_step_fn(model, optimizer))
   for _ in range(steps):
     parts = step(features)
   assert np.isfinite(float(parts["loss"]))
@@ -71,8 +74,8 @@ def transformer(pairs):
 @pytest.fixture(scope="module")
 def latent_transformer(pairs):
   hparams = registry.hparams("vq_ema_tiny").derive(
-      **SIZES, bottleneck_bits=8, decay=0.9, mask_startup_steps=100)
-  return overfit(hparams, pairs, steps=300)
+      **SIZES, bottleneck_bits=8, decay=0.9, mask_startup_steps=60)
+  return overfit(hparams, pairs, steps=180)
 
 
 def test_transformer_overfits_and_translates(transformer, pairs):
@@ -95,7 +98,7 @@ def test_incremental_decoding_equals_teacher_forcing(multi30k_tokenizer):
   inputs = padded_ids(multi30k_tokenizer, [en for en, _ in text])
   targets = padded_ids(multi30k_tokenizer, [de for _, de in text])
   hparams = registry.hparams("transformer_tiny").derive(num_layers=2)
-  model = registry.model_class(hparams).from_hparams(hparams)
+  model = model_class(hparams).from_hparams(hparams)
   full = model({"inputs": inputs, "targets": targets}).numpy()
   step, cache = model.decoding_step(inputs)
   previous = tf.fill([len(text)], PAD_ID)
@@ -139,7 +142,7 @@ def test_latent_length_is_the_target_length_over_two_to_the_compression_steps(
   inputs = padded_ids(multi30k_tokenizer, [en for en, _ in text])
   targets = padded_ids(multi30k_tokenizer, [de for _, de in text])
   hparams = registry.hparams("vq_em_tiny").derive(compression_steps=compression_steps)
-  model = registry.model_class(hparams).from_hparams(hparams)
+  model = model_class(hparams).from_hparams(hparams)
   latents, lengths = model.latents(targets)
   tokens = (targets.numpy() != PAD_ID).sum(axis=1)          # EOS included
   expected = np.ceil(tokens / 2 ** compression_steps).astype(int)
@@ -159,7 +162,7 @@ def test_padding_latents_neither_reach_the_decoder_nor_receive_gradients(multi30
   features = {"inputs": padded_ids(multi30k_tokenizer, [en for en, _ in text]),
               "targets": padded_ids(multi30k_tokenizer, [de for _, de in text])}
   hparams = registry.hparams("vq_em_tiny").derive(mask_startup_steps=0)
-  model = registry.model_class(hparams).from_hparams(hparams)
+  model = model_class(hparams).from_hparams(hparams)
   normalize, captured = model.normalize_latents, {}
 
   def capture(latents, lengths, training=False):
@@ -182,7 +185,7 @@ def test_latent_predictor_loss_is_the_cross_entropy_of_the_codes_and_stop(multi3
   text = first_short_pairs("val", 3)
   inputs = padded_ids(multi30k_tokenizer, [en for en, _ in text])
   hparams = registry.hparams("vq_em_tiny")
-  model = registry.model_class(hparams).from_hparams(hparams)
+  model = model_class(hparams).from_hparams(hparams)
   memory, memory_mask = model.encode(inputs)
   predictor = model.latent_predictor
   codebook_size = hparams.codebook_size
@@ -251,7 +254,7 @@ def test_mirrored_step_reproduces_one_device_on_the_global_batch(name, pairs, mi
   def build(strategy):
     with strategy.scope():
       keras.utils.set_random_seed(0)
-      model = registry.model_class(hparams).from_hparams(hparams)
+      model = model_class(hparams).from_hparams(hparams)
       model.loss_and_weight(batch)
       optimizer = keras.optimizers.SGD(0.1)
       optimizer.build(model.trainable_variables)
@@ -336,7 +339,7 @@ def test_the_latent_decoder_gives_a_sentence_the_same_logits_in_any_batch(multi3
   inputs = padded_ids(multi30k_tokenizer, [en for en, _ in text])
   targets = padded_ids(multi30k_tokenizer, [de for _, de in text])
   keras.utils.set_random_seed(0)
-  model = registry.model_class(registry.hparams("vq_em_tiny")).from_hparams(
+  model = model_class(registry.hparams("vq_em_tiny")).from_hparams(
       registry.hparams("vq_em_tiny"))
   model.loss_and_weight({"inputs": inputs[:2], "targets": targets[:2]})
   full = model({"inputs": inputs, "targets": targets}).numpy()
@@ -451,12 +454,12 @@ def test_latent_metrics_are_the_predictors_nll_and_accuracy_on_the_nearest_codes
   sums = latent_transformer.metric_sums(features)
   model = latent_transformer
   memory, memory_mask = model.encode(features["inputs"])
-  bottleneck, lengths = model.quantize_targets(features["targets"])
-  codes = bottleneck["codes"][:, :, 0].numpy()
+  quantized = model.quantize_targets(features["targets"])
+  codes = quantized.codes.numpy()
   log_probs = tf.nn.log_softmax(model.latent_predictor(
-      bottleneck["codes"], memory, memory_mask)).numpy().astype(np.float64)
+      quantized.codes[:, :, None], memory, memory_mask)).numpy().astype(np.float64)
   nll = right = count = 0.0
-  for i, length in enumerate(lengths.numpy()):
+  for i, length in enumerate(quantized.lengths.numpy()):
     symbols = list(codes[i, :length]) + [model.latent_predictor.stop]
     for t, symbol in enumerate(symbols):
       nll -= log_probs[i, t, symbol]
@@ -472,7 +475,7 @@ def test_the_soft_em_model_draws_nothing_at_random_when_it_translates(options):
   translation (loops and conditionals included); the training step does draw (soft EM)."""
   from test_step_memory import graph_tensors   # pylint: disable=import-outside-toplevel
   hparams = registry.hparams("vq_em_tiny")
-  model = registry.model_class(hparams).from_hparams(hparams)
+  model = model_class(hparams).from_hparams(hparams)
   features = {"inputs": tf.constant([[5, 6, 1]]), "targets": tf.constant([[7, 8, 9, 1]])}
   model.loss_and_weight(features)
 

@@ -47,13 +47,11 @@ def write_lines(path, lines):
       partial.write_text(text, encoding="utf-8")
 
 
-def decode_text(trainer, options):
+def decode_text(trained, options):
   """Translates --decode_from_file (or stdin) line by line to --decode_to_file (or stdout)."""
   from vqkeras.translate import Translator  # pylint: disable=import-outside-toplevel
-  tokenizer = trainer.problem.tokenizer(FLAGS.data_dir, flags.raw_dir(), trainer.hparams,
-                                        log_to_stderr)
-  translator = Translator(trainer.model, tokenizer, options.beam_size, options.length_penalty,
-                          options.batch_size, options.num_candidates,
+  translator = Translator(trained.model, trained.tokenizer(log_to_stderr), options.beam_size,
+                          options.length_penalty, options.batch_size, options.num_candidates,
                           flags.teacher(log_to_stderr))
   lines = files.read_lines(FLAGS.decode_from_file)
   start = time.perf_counter()
@@ -75,13 +73,13 @@ def decode_text(trainer, options):
         file=sys.stderr)
 
 
-def decode_images(trainer, options):
+def decode_images(trained, options):
   """Samples from the prior, or validation images beside their reconstructions, as a PNG."""
-  model = trainer.model
+  model = trained.model
   if not FLAGS.decode_to_file:
     raise ValueError("--decode_to_file is required for images, e.g. --decode_to_file=samples.png.")
   if FLAGS.reconstructions:
-    originals, _ = trainer.problem.arrays("validation", FLAGS.data_dir, flags.raw_dir())
+    originals, _ = trained.problem.arrays("validation", FLAGS.data_dir, flags.raw_dir())
     originals = originals[:FLAGS.num_samples]
     pairs = np.stack([originals, model.reconstruct(originals).numpy()], axis=1)
     grid = image_grid_of(pairs.reshape((-1,) + originals.shape[1:]))
@@ -96,19 +94,15 @@ def decode_images(trainer, options):
 
 def main(argv):
   del argv
-  if not FLAGS.hparams:
-    raise ValueError("--hparams is required: the set the model in --model_dir was trained with.")
-  trainer = train.make_trainer(log=log_to_stderr)   # stdout may carry the translations
-  if not trainer.manager.latest_checkpoint:
-    raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
-  options = beam_search.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
-  trainer.restore()
-  if hasattr(trainer.model, "translate"):
-    decode_text(trainer, options)
-  elif hasattr(trainer.model, "sample"):
-    decode_images(trainer, options)
+  from vqkeras import models  # pylint: disable=import-outside-toplevel
+  trained = train.trained_run(log=log_to_stderr)   # stdout may carry the translations
+  options = beam_search.decode_hparams(trained.hparams, FLAGS.decode_hparams)
+  if isinstance(trained.model, models.TranslationModel):
+    decode_text(trained, options)
+  elif isinstance(trained.model, models.ImageModel):
+    decode_images(trained, options)
   else:
-    raise ValueError(f"The {type(trainer.model).__name__} model of --hparams={FLAGS.hparams} "
+    raise ValueError(f"The {type(trained.model).__name__} model of --hparams={FLAGS.hparams} "
                      f"does not decode.")
 
 

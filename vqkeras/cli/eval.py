@@ -19,14 +19,12 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  if not FLAGS.hparams:
-    raise ValueError("--hparams is required: the set the model in --model_dir was trained with.")
-  trainer = train.make_trainer()
-  if trainer.restore() == 0 and not trainer.manager.latest_checkpoint:
-    raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
-  options = beam_search.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
-  print(json.dumps(trainer.evaluate(FLAGS.split, options, FLAGS.bleu_sentences,
-                                    flags.teacher())))
+  from vqkeras import evaluation  # pylint: disable=import-outside-toplevel
+  trained = train.trained_run()
+  options = beam_search.decode_hparams(trained.hparams, FLAGS.decode_hparams)
+  metrics = evaluation.Evaluator(trained).evaluate(FLAGS.split, options, FLAGS.bleu_sentences,
+                                                   flags.teacher())
+  print(json.dumps(metrics))
 
 
 def run():

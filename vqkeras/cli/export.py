@@ -17,16 +17,17 @@ from vqkeras.cli import train
 FLAGS = flags.FLAGS
 
 
-def serving_module(trainer, options):
+def serving_module(trained, options):
   """The signatures for the trained model: translation or images."""
   from vqkeras import export  # pylint: disable=import-outside-toplevel
-  model = trainer.model
-  if hasattr(model, "translate"):
-    tokenizer = trainer.problem.tokenizer(FLAGS.data_dir, flags.raw_dir(), trainer.hparams)
-    return export.TranslationServing(model, tokenizer, options.beam_size, options.length_penalty,
-                                     options.num_candidates, flags.teacher())
-  if hasattr(model, "encode_images"):
-    return export.ImageServing(model, trainer.problem.image_shape)
+  from vqkeras import models  # pylint: disable=import-outside-toplevel
+  model = trained.model
+  if isinstance(model, models.TranslationModel):
+    return export.TranslationServing(model, trained.tokenizer(), options.beam_size,
+                                     options.length_penalty, options.num_candidates,
+                                     flags.teacher())
+  if isinstance(model, models.ImageModel):
+    return export.ImageServing(model, trained.problem.image_shape)
   raise ValueError(f"The {type(model).__name__} model of --hparams={FLAGS.hparams} has no "
                    f"serving signatures.")
 
@@ -34,19 +35,14 @@ def serving_module(trainer, options):
 def main(argv):
   del argv
   from vqkeras import export  # pylint: disable=import-outside-toplevel
-  if not FLAGS.hparams:
-    raise ValueError("--hparams is required: the set the model in --model_dir was trained with.")
   if not FLAGS.export_dir:
     raise ValueError("--export_dir is required: TF Serving's model base path, e.g. "
                      "--export_dir=exports/ende.")
-  trainer = train.make_trainer()
-  if not trainer.manager.latest_checkpoint:
-    raise FileNotFoundError(f"No checkpoint in {FLAGS.model_dir}/checkpoints; train first.")
-  options = beam_search.decode_hparams(trainer.hparams, FLAGS.decode_hparams)
-  trainer.restore()
-  serving = serving_module(trainer, options)
+  trained = train.trained_run()
+  options = beam_search.decode_hparams(trained.hparams, FLAGS.decode_hparams)
+  serving = serving_module(trained, options)
   try:
-    path = export.export(serving, FLAGS.export_dir, trainer.step)
+    path = export.export(serving, FLAGS.export_dir, trained.step)
   except FileExistsError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)

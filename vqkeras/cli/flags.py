@@ -37,9 +37,8 @@ def teacher(log=print):
   """The model of --teacher_dir restored to its latest checkpoint, or None."""
   if not FLAGS.teacher_dir:
     return None
-  from vqkeras import trainer  # pylint: disable=import-outside-toplevel
-  return trainer.Trainer.from_model_dir(FLAGS.teacher_dir, FLAGS.data_dir, raw_dir(),
-                                        log=log).model
+  from vqkeras import run as run_lib  # pylint: disable=import-outside-toplevel
+  return run_lib.Run.from_model_dir(FLAGS.teacher_dir, FLAGS.data_dir, raw_dir(), log=log).model
 
 
 def raw_dir():

@@ -34,28 +34,43 @@ def define_flags():
   define.mark_flag_as_required("model_dir")
 
 
-def make_trainer(log=print):
-  """The Trainer the flags describe (shared by bin/train, bin/eval and bin/decode)."""
+def make_run(log=print):
+  """The run the flags describe (bin/train, and through `trained_run` bin/eval, bin/decode
+  and bin/export)."""
   from vqkeras import distribute  # pylint: disable=import-outside-toplevel
-  from vqkeras import trainer  # pylint: disable=import-outside-toplevel
+  from vqkeras import run as run_lib  # pylint: disable=import-outside-toplevel
+  if not FLAGS.hparams:
+    raise ValueError("--hparams is required: the set to train, or the one the run in "
+                     "--model_dir was trained with, e.g. --hparams=vq_em_cifar_small.")
   distribute.split_cpu(FLAGS.cpu_devices)
-  config = trainer.TrainConfig(
+  config = run_lib.RunConfig(
       problem=FLAGS.problem, hparams=FLAGS.hparams, hparams_overrides=FLAGS.hparams_overrides,
       data_dir=FLAGS.data_dir, raw_dir=flags.raw_dir(), model_dir=FLAGS.model_dir,
       seed=FLAGS.seed, mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile)
-  return trainer.Trainer(config, distribute.make_strategy(FLAGS.strategy), log=log)
+  return run_lib.Run(config, distribute.make_strategy(FLAGS.strategy), log=log)
+
+
+def trained_run(log=print):
+  """The run the flags describe, restored to its latest checkpoint (the tools that read a
+  trained model).
+
+  Raises:
+    FileNotFoundError: --model_dir has no checkpoint.
+  """
+  trained = make_run(log)
+  trained.restore(required=True)
+  return trained
 
 
 def main(argv):
   del argv
-  from vqkeras import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
-  if not FLAGS.hparams:
-    raise ValueError("--hparams is required, e.g. --hparams=vq_em_cifar_small.")
-  trainer = make_trainer()
+  from vqkeras import trainer  # pylint: disable=import-outside-toplevel
+  new_or_resumed = make_run()
   try:
-    trainer.train(FLAGS.train_steps or trainer.hparams.train_steps, eval_every=FLAGS.eval_every,
-                  checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every)
-  except trainer_lib.TrainingError as error:
+    trainer.Trainer(new_or_resumed).train(
+        FLAGS.train_steps or new_or_resumed.hparams.train_steps, eval_every=FLAGS.eval_every,
+        checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every)
+  except trainer.TrainingError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(1)
 

@@ -17,8 +17,8 @@ class BatchStandardization(keras.layers.Layer):
   """(x - mean) / sqrt(variance + epsilon), per feature, no learned scale or shift.
 
   Training uses the mean and variance of the batch's real positions (mask True),
-  over every replica of the step, and updates their moving averages; inference
-  uses the moving averages.
+  over every replica of the step, and updates their moving averages; inference,
+  and a frozen layer (`trainable=False`), use the moving averages.
 
   Args:
     momentum: of the moving averages.
@@ -49,7 +49,7 @@ class BatchStandardization(keras.layers.Layer):
 
   def call(self, inputs, training=False, mask=None):
     x = tf.cast(inputs, tf.float32)
-    if training:
+    if training and self.trainable:   # frozen, it runs as in inference (as BatchNormalization)
       mean, variance = self.moments(x, mask)
       self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
       self.moving_variance.assign(self.momentum * self.moving_variance +

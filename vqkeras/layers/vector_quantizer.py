@@ -12,19 +12,19 @@ One layer covers the three ways of training a codebook that the two papers use
 """
 
 import math
-import threading
 
 import keras
 import tensorflow as tf
 
 from vqkeras import quantization
 from vqkeras.distribute import num_replicas, replica_id, sum_over_replicas
+from vqkeras.keras_compat import PerReplicaLosses
 
 UPDATES = ("gradient", "ema", "hard_em", "soft_em")
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class VectorQuantizer(keras.layers.Layer):
+class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
   """Vector-quantization bottleneck with gradient, hard-EM (EMA) or soft-EM codebooks.
 
   Each input vector z_e of depth D is replaced by its code vector e_k (or, under
@@ -70,7 +70,8 @@ class VectorQuantizer(keras.layers.Layer):
 
   Call arguments:
     inputs: float `[..., D]`, such as `[batch, height, width, D]` or `[batch, length, D]`.
-    training: bool; True samples codes (soft EM) and updates the codebook state.
+    training: bool; True samples codes (soft EM) and updates the codebook state,
+      unless the layer is frozen (`trainable=False`): then it runs as in inference.
     mask: optional bool `[...]` (Keras masking or explicit); False positions are
       left out of the codebook statistics, the losses and the health metrics.
     return_codes: if True, return a dict with "quantized" `[..., D]`, "codes"
@@ -135,11 +136,6 @@ class VectorQuantizer(keras.layers.Layer):
     self.seed = seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))
     self.max_distance_elements = int(max_distance_elements)
     self.supports_masking = True
-    # Keras keeps `add_loss` losses in one list per layer. MirroredStrategy runs the
-    # replicas in threads that take turns at every cross-replica sum, and this
-    # layer sums inside the step: with a shared list one replica clears or reads
-    # another's losses (its gradients then vanish). Losses are kept per thread.
-    self._replica_loss_store = threading.local()
     self.perplexity_metric = keras.metrics.Mean(name=f"{self.name}_perplexity")
     self.codes_used_metric = keras.metrics.Mean(name=f"{self.name}_codes_used")
     self.dead_codes_metric = keras.metrics.Mean(name=f"{self.name}_dead_codes")
@@ -244,7 +240,9 @@ class VectorQuantizer(keras.layers.Layer):
   # The forward pass.
 
   def call(self, inputs, training=None, mask=None, return_codes=False):
-    training = bool(training)
+    # Frozen (trainable=False), the layer runs as in inference, as Keras'
+    # BatchNormalization does: nearest codes, no codebook or usage updates.
+    training = bool(training) and self.trainable
     x = self._checked_inputs(inputs)
     outer = tf.shape(x)[:-1]
     valid = None if mask is None else tf.reshape(tf.cast(mask, tf.bool), [-1])
@@ -381,28 +379,6 @@ class VectorQuantizer(keras.layers.Layer):
       self.codes_used_metric.update_state(used)
       self.dead_codes_metric.update_state(self.num_blocks * self.codebook_size - used)
     self.perplexity_metric.update_state(batch_perplexity)
-
-  # Losses kept per replica thread (see __init__).
-
-  def _replica_losses(self):
-    store = self._replica_loss_store
-    if not hasattr(store, "losses"):
-      store.losses = []
-    return store.losses
-
-  def add_loss(self, loss):
-    if keras.src.backend.in_stateless_scope():
-      return super().add_loss(loss)
-    self._replica_losses().extend(tf.nest.flatten(loss))
-
-  def _get_own_losses(self):
-    if keras.src.backend.in_stateless_scope():
-      return super()._get_own_losses()
-    return list(self._replica_losses())
-
-  def _clear_losses(self):
-    super()._clear_losses()
-    self._replica_losses().clear()
 
   # Helpers.
 

@@ -5,8 +5,9 @@ import math
 import keras
 import tensorflow as tf
 
-from vqkeras import registry
+from vqkeras.hparams.image_vqvae import ImageVQVAEHParams
 from vqkeras.input_pipeline import scale_images
+from vqkeras.models.base import ImageModel, register_model
 from vqkeras.models.bottleneck import bottleneck_from_hparams
 from vqkeras.models.latent_prior import LatentPrior, RasterPrior
 
@@ -57,8 +58,8 @@ PIXEL_VALUES = 256
 LN2 = math.log(2.0)
 
 
-@registry.register_model("ImageVQVAEHParams")
-class ImageVQVAE(keras.Model):
+@register_model(ImageVQVAEHParams)
+class ImageVQVAE(ImageModel):
   """VQ-VAE over images with a categorical pixel likelihood and a Transformer prior over codes.
 
   The decoder gives a 256-way categorical per sub-pixel, so the negative
@@ -79,8 +80,6 @@ class ImageVQVAE(keras.Model):
 
   Call: uint8 images `[batch, H, W, 3]` to pixel logits `[batch, H, W, 3, 256]`.
   """
-
-  loss_unit = "subpixels"   # what loss_and_weight's weight counts
 
   def __init__(self, channels, latent_depth, quantizer, prior=None,
                prior_factorization="positions"):
@@ -165,9 +164,6 @@ class ImageVQVAE(keras.Model):
   def encode_images(self, images):
     """Codes `[batch, H/4, W/4, B]` of uint8 images."""
     return self.quantizer.encode(self.encoder(scale_images(images)))
-
-  def reconstruct(self, images):
-    return self.decode_codes(self.encode_images(images))
 
   def sample(self, num_samples, temperature=1.0, seed=(0, 0)):
     """New uint8 images: codes drawn from the prior, decoded."""

@@ -21,16 +21,18 @@ a length fixed in advance.
 """
 
 import math
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
 
 from vqkeras import beam_search
 from vqkeras import quantization
-from vqkeras import registry
+from vqkeras.hparams.translation import LatentTransformerHParams
 from vqkeras.layers import BatchStandardization
+from vqkeras.models.base import register_model
 from vqkeras.models.bottleneck import bottleneck_from_hparams
-from vqkeras.models.transformer import (TranslationModel, decoder_stack,
+from vqkeras.models.transformer import (EncoderDecoder, decoder_stack,
                                         sequence_log_likelihood, shift_right,
                                         smoothed_cross_entropy, timing_signal)
 from vqkeras.tokenizer import EOS_ID, PAD_ID
@@ -250,13 +252,31 @@ def latent_lengths(targets, compression):
   return -(-tokens // compression)
 
 
-@registry.register_model("LatentTransformerHParams")
-class LatentTransformer(TranslationModel):
+class QuantizedTargets(NamedTuple):
+  """The bottleneck's view of a batch of targets (`LatentTransformer.quantize_targets`)."""
+  quantized: tf.Tensor   # [batch, L, hidden], straight-through code vectors
+  codes: tf.Tensor       # [batch, L] int32, the nearest codes
+  samples: tf.Tensor     # [batch, L, m] int32, the soft-EM draws (else the nearest codes)
+  lengths: tf.Tensor     # [batch] latents in use; the rest are padding
+
+
+class ForwardPass(NamedTuple):
+  """What `LatentTransformer.forward` computes of a training pair."""
+  logits: tf.Tensor      # [batch, T, vocab] token logits from the targets' own codes
+  targets: QuantizedTargets
+  memory: tf.Tensor      # [batch, S, hidden], the source encoder's output
+  memory_mask: tf.Tensor  # [batch, S], True at real source tokens
+
+
+@register_model(LatentTransformerHParams)
+class LatentTransformer(EncoderDecoder):
   """Non-autoregressive translation through a discrete latent sequence (module docstring).
 
   Call: {"inputs": `[batch, source length]`, "targets": `[batch, T]`} to token
   logits `[batch, T, vocab]` decoded from the target's own codes.
   """
+
+  decodes_candidates = True   # translate_candidates: several code sequences in one pass
 
   def __init__(self, hparams, **kwargs):
     super().__init__(hparams, **kwargs)
@@ -335,11 +355,14 @@ class LatentTransformer(TranslationModel):
     return self.latent_norm(latents)
 
   def quantize_targets(self, targets, training=False):
-    """The bottleneck's output for the targets' latents (quantized, codes, samples: see
-    `VectorQuantizer` with return_codes) and the latent lengths `[batch]`."""
+    """The targets' latents through the bottleneck: a QuantizedTargets."""
     latents, lengths = self.latents(targets, training)
     mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
-    return self.quantizer(latents, training=training, mask=mask, return_codes=True), lengths
+    out = self.quantizer(latents, training=training, mask=mask, return_codes=True)
+    # One codebook block per latent (the quantizer is built with num_blocks=1): the
+    # block axis of the codes and samples goes.
+    return QuantizedTargets(out["quantized"], out["codes"][:, :, 0], out["samples"][:, :, 0],
+                            lengths)
 
   def decode_latents(self, quantized, lengths, memory, memory_mask, gold_targets=None,
                      gold_fraction=0.0, training=False):
@@ -375,17 +398,18 @@ class LatentTransformer(TranslationModel):
     return tf.maximum(0.0, 1.0 - steps / max(self.hparams.mask_startup_steps, 1))
 
   def forward(self, features, training=False):
-    """Token logits, the bottleneck's codes and the latent lengths of a training pair."""
+    """The token logits of a training pair from its own codes, and what led to them: a
+    ForwardPass."""
     memory, memory_mask = self.encode(features["inputs"], training)
-    bottleneck, lengths = self.quantize_targets(features["targets"], training)
+    targets = self.quantize_targets(features["targets"], training)
     gold_fraction = self.gold_fraction() if training else 0.0
-    logits = self.decode_latents(bottleneck["quantized"], lengths, memory, memory_mask,
+    logits = self.decode_latents(targets.quantized, targets.lengths, memory, memory_mask,
                                  features["targets"], gold_fraction, training)
     logits = logits[:, :tf.shape(features["targets"])[1]]
-    return logits, bottleneck, lengths, memory, memory_mask
+    return ForwardPass(logits, targets, memory, memory_mask)
 
   def call(self, features, training=False):
-    return self.forward(features, training)[0]
+    return self.forward(features, training).logits
 
   def loss_and_weight(self, features, training=False):
     """(token cross-entropy + latent predictor cross-entropy, target tokens).
@@ -396,11 +420,11 @@ class LatentTransformer(TranslationModel):
     """
     if training and self.predictor_only:
       return self.predictor_loss_and_weight(features)
-    logits, bottleneck, lengths, memory, memory_mask = self.forward(features, training)
-    token_loss, tokens = smoothed_cross_entropy(logits, features["targets"],
+    forward = self.forward(features, training)
+    token_loss, tokens = smoothed_cross_entropy(forward.logits, features["targets"],
                                                 self.hparams.label_smoothing)
-    latent_loss = self.latent_predictor.loss(bottleneck["samples"][:, :, 0], lengths, memory,
-                                             memory_mask, training)
+    latent_loss = self.latent_predictor.loss(forward.targets.samples, forward.targets.lengths,
+                                             forward.memory, forward.memory_mask, training)
     switched_on = tf.cast(self.quantizer.num_updates > self.hparams.mask_startup_steps,
                           tf.float32) if training else 1.0
     return token_loss + switched_on * self.compression * tf.reduce_sum(latent_loss), tokens
@@ -409,8 +433,8 @@ class LatentTransformer(TranslationModel):
     """(latent predictor cross-entropy of the nearest codes, target tokens), weighed as
     in the joint loss; the source encoder and the autoencoder run in inference mode."""
     memory, memory_mask = self.encode(features["inputs"])
-    bottleneck, lengths = self.quantize_targets(features["targets"])
-    latent_loss = self.latent_predictor.loss(bottleneck["codes"], lengths, memory,
+    targets = self.quantize_targets(features["targets"])
+    latent_loss = self.latent_predictor.loss(targets.codes[:, :, None], targets.lengths, memory,
                                              memory_mask, training=True)
     tokens = tf.reduce_sum(tf.cast(tf.not_equal(features["targets"], PAD_ID), tf.float32))
     return self.compression * tf.reduce_sum(latent_loss), tokens
@@ -419,13 +443,15 @@ class LatentTransformer(TranslationModel):
     """Evaluation metrics as (sum, weight): token NLL given the target's own codes
     (the reconstruction); the latent predictor's NLL per latent and the share of latents
     whose nearest code (or STOP) it ranks first, given the codes before (teacher forcing)."""
-    logits, bottleneck, lengths, memory, memory_mask = self.forward(features)
+    forward = self.forward(features)
     targets = features["targets"]
     weights = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)
-    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
-    codes = bottleneck["codes"]
-    code_logits = tf.cast(self.latent_predictor(codes, memory, memory_mask), tf.float32)
-    code_targets, latent_weights = self.latent_predictor.targets(codes, lengths)
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(targets,
+                                                         tf.cast(forward.logits, tf.float32))
+    codes = forward.targets.codes[:, :, None]   # m = 1: the nearest codes
+    code_logits = tf.cast(self.latent_predictor(codes, forward.memory, forward.memory_mask),
+                          tf.float32)
+    code_targets, latent_weights = self.latent_predictor.targets(codes, forward.targets.lengths)
     latent_nll = quantization.sample_cross_entropy(code_logits, code_targets) * latent_weights
     right = tf.equal(tf.argmax(code_logits, -1, output_type=tf.int32), code_targets[:, :, 0])
     latents = tf.reduce_sum(latent_weights)   # + the STOP of each
@@ -513,8 +539,8 @@ class LatentTransformer(TranslationModel):
     `translate`'s BLEU (bench/bench_translation.py reports both)."""
     max_decode_length = max_decode_length or self.hparams.max_length
     memory, memory_mask = self.encode(inputs)
-    bottleneck, lengths = self.quantize_targets(targets)
-    return self.decode_codes(bottleneck["codes"][:, :, 0], lengths, memory, memory_mask,
+    quantized = self.quantize_targets(targets)
+    return self.decode_codes(quantized.codes, quantized.lengths, memory, memory_mask,
                              max_decode_length)
 
   def decode_codes(self, codes, lengths, memory, memory_mask, max_decode_length):

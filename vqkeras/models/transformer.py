@@ -11,7 +11,8 @@ import keras
 import tensorflow as tf
 
 from vqkeras import beam_search
-from vqkeras import registry
+from vqkeras.hparams.translation import TransformerHParams
+from vqkeras.models.base import TranslationModel, register_model
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
 NEG_INF = -1e9
@@ -303,12 +304,10 @@ def decoder_stack(hparams, causal=True, name="decoder", num_layers=None):
                           cross_attention=True, name=name)
 
 
-class TranslationModel(keras.Model):
+class EncoderDecoder(TranslationModel):
   """What the translation models share: the shared embedding, the source encoder,
   the Transformer optimizer. Subclasses add their decoders, `loss_and_weight` and
-  `translate(source ids, beam_size, length_penalty, max_decode_length)`."""
-
-  loss_unit = "target_tokens"   # what loss_and_weight's weight counts
+  `translate` (vqkeras.models.base.TranslationModel)."""
 
   def __init__(self, hparams, **kwargs):
     super().__init__(**kwargs)
@@ -332,14 +331,16 @@ class TranslationModel(keras.Model):
     return self.encoder(x, mask, training=training), mask
 
 
-@registry.register_model("TransformerHParams")
-class Transformer(TranslationModel):
+@register_model(TransformerHParams)
+class Transformer(EncoderDecoder):
   """Encoder-decoder Transformer with shared embeddings.
 
   Call: {"inputs": `[batch, source length]`, "targets": `[batch, target length]`}
   to logits `[batch, target length, vocab]` predicting each target from the
   source and the earlier targets (teacher forcing). `translate` decodes.
   """
+
+  scores_candidates = True   # candidate_log_likelihoods: a teacher of the latent model
 
   def __init__(self, hparams, **kwargs):
     super().__init__(hparams, **kwargs)
