@@ -9,7 +9,9 @@ import dataclasses
 
 from vqkeras.hparams_lib import HParams, check
 
-# The update rules of `vqkeras.layers.VectorQuantizer`, by their names in the papers.
+# The update rules of `vqkeras.layers.VectorQuantizer` (codebook_updates.UPDATES without
+# its alias), named here without importing TensorFlow; tests/test_registry.py keeps the two
+# lists equal.
 BOTTLENECKS = ("gradient", "ema", "soft_em")
 
 

@@ -98,15 +98,14 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
 # A step of the small Transformer on 4096 tokens takes about 2 s on two CPU cores, so
 # 1200 steps (about 13 epochs of Multi30k) take about 40 minutes. The warm-up is 20x
 # shorter than base's, so the constant is 5x smaller to keep the peak rate near T2T's
-# (0.4 * 256^-0.5 * 400^-0.5 = 1.25e-3; with base's 2.0 it was 6.25e-3 and the training
-# loss stalled near 2.7 after 300 steps).
+# (0.4 * 256^-0.5 * 400^-0.5 = 1.25e-3).
 SMALL = dict(vocab_size=8000, max_length=64, batch_size=4096, hidden_size=256,
              filter_size=1024, num_layers=3, num_heads=4, learning_rate=0.4,
              warmup_steps=400, train_steps=1200)
 TINY = dict(vocab_size=1000, max_length=64, batch_size=1024, hidden_size=64, filter_size=128,
             num_layers=1, num_heads=2, dropout=0.0, warmup_steps=50, train_steps=200)
-# mask_startup_steps=0: the decoder reads the latents from the first step (after a
-# gold-target startup the latents of Multi30k had collapsed onto one code).
+# mask_startup_steps=0: the decoder reads the latents from the first step (a gold-target
+# startup lets the latents collapse onto one code).
 LATENT_SMALL = dict(SMALL, bottleneck_bits=10, mask_startup_steps=0)
 LATENT_TINY = dict(TINY, bottleneck_bits=6, num_samples=4, mask_startup_steps=50)
 

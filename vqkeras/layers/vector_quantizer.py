@@ -1,7 +1,8 @@
 """The discrete bottleneck: a Keras 3 vector-quantization layer.
 
 One layer covers the three ways of training a codebook that the two papers use
-(docs/papers.md sections 1 and 2); the choice is the `update` argument:
+(docs/papers.md sections 1 and 2); the choice is the `update` argument, each rule a
+small class of vqkeras/layers/codebook_updates.py:
 
 - "gradient": VQ-VAE. The optimizer moves the codebook through the codebook loss
   ||sg[z_e] - e||^2.
@@ -19,8 +20,8 @@ import tensorflow as tf
 from vqkeras import quantization
 from vqkeras.distribute import num_replicas, replica_id, sum_over_replicas
 from vqkeras.keras_compat import PerReplicaLosses
+from vqkeras.layers.codebook_updates import UPDATES
 
-UPDATES = ("gradient", "ema", "hard_em", "soft_em")
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
@@ -119,6 +120,7 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
            f"{codebook_size * num_blocks}")
     self.codebook_size = codebook_size
     self.update = "ema" if update == "hard_em" else update
+    self.rule = UPDATES[update]()   # vqkeras/layers/codebook_updates.py
     self.num_samples = num_samples
     self.decay = float(decay)
     self.epsilon = float(epsilon)
@@ -140,10 +142,6 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     self.codes_used_metric = keras.metrics.Mean(name=f"{self.name}_codes_used")
     self.dead_codes_metric = keras.metrics.Mean(name=f"{self.name}_dead_codes")
 
-  @property
-  def uses_ema(self):
-    return self.update in ("ema", "soft_em")
-
   def build(self, input_shape):
     depth = input_shape[-1]
     if depth is None:
@@ -158,16 +156,8 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     # mixed precision (half precision breaks distances and Laplace smoothing).
     self.embeddings = self.add_weight(
         name="codebook", shape=shape, dtype="float32", autocast=False,
-        initializer=self.codebook_initializer, trainable=self.update == "gradient")
-    if self.uses_ema:
-      self.ema_count = self.add_weight(
-          name="ema_count", shape=shape[:2], dtype="float32", autocast=False,
-          initializer="zeros", trainable=False)
-      # The running sums start at the initial codebook, as in the reference code.
-      self.ema_sum = self.add_weight(
-          name="ema_sum", shape=shape, dtype="float32", autocast=False,
-          initializer="zeros", trainable=False)
-      self.ema_sum.assign(self.embeddings)
+        initializer=self.codebook_initializer, trainable=self.rule.trainable_codebook)
+    self.rule.build(self, shape)
     self.num_updates = self.add_weight(
         name="num_updates", shape=(), dtype="int64", initializer="zeros", trainable=False)
     self.last_used = self.add_weight(
@@ -217,7 +207,7 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     if not self.built:
       self.build(x.shape)
     codes = quantization.nearest_codes(self._to_blocks(x), self._codebook_value(),
-                                       self._max_rows())
+                                       self.max_rows())
     return self._from_blocks(codes[..., None], tf.shape(x)[:-1])[..., 0]
 
   def decode(self, codes):
@@ -248,31 +238,24 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     valid = None if mask is None else tf.reshape(tf.cast(mask, tf.bool), [-1])
     x_blocks = self._to_blocks(x)
     codebook = self._codebook_value()
-    if training and self.update == "soft_em":
-      samples, codes = quantization.sample_codes(
-          x_blocks, codebook, self.num_samples, self.temperature,
-          self._step_seed(salt=0), self._max_rows())
-      assignments = quantization.soft_assignments(samples, codes, self.codebook_size)
-    else:
-      codes = quantization.nearest_codes(x_blocks, codebook, self._max_rows())
-      samples = codes[..., None]
-      assignments = quantization.hard_assignments(codes)
+    e_step = self.rule.e_step(self, x_blocks, codebook, training)
+    codes, samples = e_step.codes, e_step.samples
 
-    quantized_blocks = quantization.lookup(
-        self.embeddings if self.update == "gradient" else codebook, assignments)
+    quantized_blocks = quantization.lookup(self.rule.code_vectors(self, codebook),
+                                           e_step.assignments)
     quantized = self._from_blocks(quantized_blocks, [-1])
     flat = tf.reshape(x, [-1, self.depth])
     self._add_losses(flat, quantized, valid)
 
     counts, sums = quantization.assignment_statistics(
-        x_blocks, assignments, valid, self.codebook_size,
-        with_sums=training and self.uses_ema)
-    # A code is in use when it is the nearest code of some position. Under soft EM the
-    # m samples reach far codes too: counted by samples, no code would ever be dead.
+        x_blocks, e_step.assignments, valid, self.codebook_size,
+        with_sums=training and self.rule.needs_sums)
+    # A code is in use when it is the nearest code of some position. Drawn samples
+    # (soft EM) reach far codes too: counted by samples, no code would ever be dead.
     statistics = {"counts": counts}
     if sums is not None:
       statistics["sums"] = sums
-    if training and self.update == "soft_em":
+    if e_step.sampled:
       statistics["nearest_counts"], _ = quantization.assignment_statistics(
           x_blocks, quantization.hard_assignments(codes), valid, self.codebook_size,
           with_sums=False)
@@ -295,10 +278,11 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
 
   def _samples_per_position(self):
     """m under soft EM (outside training: the nearest code m times), else 1."""
-    return self.num_samples if self.update == "soft_em" else 1
+    return self.rule.samples_per_position(self)
 
   def _add_losses(self, x, quantized, valid):
-    """Commitment loss (and codebook loss in "gradient" mode), means over valid entries."""
+    """Commitment loss (and the rule's: the codebook loss of "gradient"), means over valid
+    entries."""
     def masked_mean_square(a, b):
       per_position = tf.reduce_mean(tf.square(a - b), axis=-1)
       weights = (tf.ones_like(per_position) if valid is None
@@ -311,8 +295,8 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
       return num_replicas() * tf.math.divide_no_nan(tf.reduce_sum(per_position * weights),
                                                     count)
     self.add_loss(self.beta * masked_mean_square(x, tf.stop_gradient(quantized)))
-    if self.update == "gradient":
-      self.add_loss(masked_mean_square(tf.stop_gradient(x), quantized))
+    for loss in self.rule.extra_losses(x, quantized, masked_mean_square):
+      self.add_loss(loss)
 
   def _apply_updates(self, x_blocks, statistics, valid, batch_perplexity):
     """The M-step and the usage bookkeeping of one training step, the same on every replica.
@@ -325,13 +309,7 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     self.last_used.assign(tf.where(statistics["nearest_counts"] > 0.0, step, self.last_used))
     self.batch_perplexity.assign(batch_perplexity)
     self.batch_counts.assign(statistics["counts"])
-    if self.uses_ema:
-      new_count, new_sum, new_codebook, updated = quantization.ema_codebook_update(
-          self.ema_count, self.ema_sum, statistics["counts"], statistics["sums"],
-          self.decay, self.epsilon)
-      self.ema_count.assign(new_count)
-      self.ema_sum.assign(new_sum)
-      self.embeddings.assign(tf.where(updated[:, None, None], new_codebook, self.embeddings))
+    self.rule.m_step(self, statistics)
     if self.restart_dead_codes:
       self._restart_dead_codes(x_blocks, valid, step)
 
@@ -359,7 +337,7 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     offset = tf.reduce_sum(sizes[:replica_id()])
     num_global = tf.reduce_sum(sizes)
     picks = tf.random.stateless_uniform(
-        [self.num_blocks, self.codebook_size], self._step_seed(salt=1, per_replica=False),
+        [self.num_blocks, self.codebook_size], self.step_seed(salt=1, per_replica=False),
         minval=0, maxval=tf.maximum(num_global, 1), dtype=tf.int32) - offset
     held = (picks >= 0) & (picks < num_local)
     local_rows = tf.gather(rows, tf.clip_by_value(picks, 0, tf.maximum(num_local - 1, 0)))
@@ -368,10 +346,7 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     candidates = sum_over_replicas(candidates)
     dead = dead & (num_global > 0)
     self.embeddings.assign(tf.where(dead[..., None], candidates, self.embeddings))
-    if self.uses_ema:
-      # A restarted code weighs as one assigned vector in the running statistics.
-      self.ema_count.assign(tf.where(dead, 1.0, self.ema_count))
-      self.ema_sum.assign(tf.where(dead[..., None], candidates, self.ema_sum))
+    self.rule.restarted(self, dead, candidates)
 
   def _update_metrics(self, batch_perplexity, training):
     if training:
@@ -400,7 +375,8 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     """The codebook without gradient: the E-step never differentiates the distances."""
     return tf.stop_gradient(tf.convert_to_tensor(self.embeddings))
 
-  def _max_rows(self):
+  def max_rows(self):
+    """The most vectors whose distances to every code are held at once."""
     return max(1, self.max_distance_elements // (self.codebook_size * self.num_blocks))
 
   def _to_blocks(self, x):
@@ -422,7 +398,7 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
       per_position = tf.transpose(blocks, [1, 0, 2])
     return tf.reshape(per_position, tf.concat([outer, [self.depth]], 0))
 
-  def _step_seed(self, salt, per_replica=True):
+  def step_seed(self, salt, per_replica=True):
     """A stateless seed that differs per step and per use (and per replica), checkpointed."""
     seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.num_updates, tf.int64)])
     seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), salt)

@@ -285,8 +285,7 @@ class LatentTransformer(EncoderDecoder):
     self.compress = Compress(*sizes, name="compress")
     # Latents of unit scale: the commitment loss and the EMA otherwise pull latents and
     # codes together towards 0, where distances vanish against the soft-EM temperature
-    # and the codes sampled become noise (seen on Multi30k: perplexity at the codebook
-    # size, commitment loss 0). See `normalize_latents` for the two normalizations.
+    # and the samples become noise. See `normalize_latents`.
     if hparams.latent_normalization == "batch":
       # Momentum 0.9: early in training the latents drift faster than 0.99 follows.
       self.latent_norm = BatchStandardization(momentum=0.9, name="latent_norm")
@@ -345,9 +344,9 @@ class LatentTransformer(EncoderDecoder):
 
     Per latent, a direction shared by all latents survives: the commitment loss is
     smallest when every latent sits on one code, and a decoder that can translate
-    from the source alone does not oppose it (Multi30k, n_c = 4: one code left by
-    step 50). Over the batch, each feature has mean 0 and variance 1 across the real
-    latents, so they cannot meet in one point; evaluation uses the moving statistics.
+    from the source alone does not oppose it. Over the batch, each feature has mean 0
+    and variance 1 across the real latents, so they cannot meet in one point;
+    evaluation uses the moving statistics.
     """
     if self.hparams.latent_normalization == "batch":
       mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
@@ -369,12 +368,9 @@ class LatentTransformer(EncoderDecoder):
     """Token logits `[batch, L * 2^n_c, vocab]` of all positions at once.
 
     The padding latents (from `lengths` `[batch]` on) are read as 0, in training as in
-    decoding. Padding latents lie outside the batch's moments and pull nothing towards
-    them, and they drift far from the real latents; read by the decompression's
-    convolutions, their straight-through gradients entered the moments' gradient with
-    that large standardized value: gradient spikes of 50-1000x in the compression
-    network, then the latents' collapse onto a few directions (Multi30k, n_c = 3, step
-    ~860).
+    decoding: they lie outside the batch's moments and drift far from the real latents,
+    and read by the decompression's convolutions their large values spike the
+    gradients of the compression network.
 
     During the schedule's start a random `gold_fraction` of the positions reads
     the previous gold token (teacher forcing) instead of the up-sampled latents.
