@@ -1,4 +1,5 @@
 """Keras 3 layers of vqkeras."""
 
 from vqkeras.layers.batch_standardization import BatchStandardization
+from vqkeras.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from vqkeras.layers.vector_quantizer import VectorQuantizer

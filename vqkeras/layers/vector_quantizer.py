@@ -20,12 +20,13 @@ import tensorflow as tf
 from vqkeras import quantization
 from vqkeras.distribute import num_replicas, replica_id, sum_over_replicas
 from vqkeras.keras_compat import PerReplicaLosses
+from vqkeras.layers.code_usage import CodeUsage
 from vqkeras.layers.codebook_updates import UPDATES
 
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
+class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
   """Vector-quantization bottleneck with gradient, hard-EM (EMA) or soft-EM codebooks.
 
   Each input vector z_e of depth D is replaced by its code vector e_k (or, under
@@ -138,9 +139,7 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     self.seed = seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))
     self.max_distance_elements = int(max_distance_elements)
     self.supports_masking = True
-    self.perplexity_metric = keras.metrics.Mean(name=f"{self.name}_perplexity")
-    self.codes_used_metric = keras.metrics.Mean(name=f"{self.name}_codes_used")
-    self.dead_codes_metric = keras.metrics.Mean(name=f"{self.name}_dead_codes")
+    self.create_usage_metrics()
 
   def build(self, input_shape):
     depth = input_shape[-1]
@@ -158,17 +157,7 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
         name="codebook", shape=shape, dtype="float32", autocast=False,
         initializer=self.codebook_initializer, trainable=self.rule.trainable_codebook)
     self.rule.build(self, shape)
-    self.num_updates = self.add_weight(
-        name="num_updates", shape=(), dtype="int64", initializer="zeros", trainable=False)
-    self.last_used = self.add_weight(
-        name="last_used", shape=shape[:2], dtype="int64", initializer="zeros",
-        trainable=False)
-    self.batch_perplexity = self.add_weight(
-        name="batch_perplexity", shape=(), dtype="float32", autocast=False,
-        initializer="zeros", trainable=False)
-    self.batch_counts = self.add_weight(
-        name="batch_counts", shape=shape[:2], dtype="float32", autocast=False,
-        initializer="zeros", trainable=False)
+    self.build_usage(shape[:2])
 
   # Public views of the state.
 
@@ -177,27 +166,6 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     """The current codebook: `[K, D]`, or `[B, K, D/B]` with `num_blocks = B > 1`."""
     value = tf.convert_to_tensor(self.embeddings)
     return value[0] if self.num_blocks == 1 else value
-
-  def codes_used(self):
-    """Codes (summed over blocks) used within the last `usage_window` training steps."""
-    return tf.reduce_sum(tf.cast(self._used_in_window(), tf.int32))
-
-  def dead_codes(self):
-    """Codes (summed over blocks) not used within the last `usage_window` training steps."""
-    return self.num_blocks * self.codebook_size - self.codes_used()
-
-  def health(self):
-    """Codebook health: last training batch perplexity, codes used and dead codes.
-
-    The last training batch's count of each code is `batch_counts` `[B, K]`.
-    """
-    return {"perplexity": tf.convert_to_tensor(self.batch_perplexity),
-            "codes_used": self.codes_used(), "dead_codes": self.dead_codes()}
-
-  def _used_in_window(self):
-    last_used = tf.convert_to_tensor(self.last_used)
-    return (last_used > 0) & (last_used > tf.convert_to_tensor(self.num_updates) -
-                              self.usage_window)
 
   # Encoding and decoding without state changes.
 
@@ -264,7 +232,7 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     batch_perplexity = quantization.perplexity(statistics["counts"])
     if training:
       self._apply_updates(x_blocks, statistics, valid, batch_perplexity)
-    self._update_metrics(batch_perplexity, training)
+    self.update_usage_metrics(batch_perplexity, training)
 
     outputs = flat + tf.stop_gradient(quantized - flat)
     outputs = tf.cast(tf.reshape(outputs, tf.shape(inputs)), self.compute_dtype)
@@ -304,11 +272,8 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     statistics: the global batch's "counts" and "sums" (the M-step's), and
     "nearest_counts", how often each code was the nearest code (the usage).
     """
-    step = self.num_updates + 1
-    self.num_updates.assign(step)
-    self.last_used.assign(tf.where(statistics["nearest_counts"] > 0.0, step, self.last_used))
-    self.batch_perplexity.assign(batch_perplexity)
-    self.batch_counts.assign(statistics["counts"])
+    step = self.record_usage(statistics["nearest_counts"], statistics["counts"],
+                             batch_perplexity)
     self.rule.m_step(self, statistics)
     if self.restart_dead_codes:
       self._restart_dead_codes(x_blocks, valid, step)
@@ -347,13 +312,6 @@ class VectorQuantizer(PerReplicaLosses, keras.layers.Layer):
     dead = dead & (num_global > 0)
     self.embeddings.assign(tf.where(dead[..., None], candidates, self.embeddings))
     self.rule.restarted(self, dead, candidates)
-
-  def _update_metrics(self, batch_perplexity, training):
-    if training:
-      used = self.codes_used()
-      self.codes_used_metric.update_state(used)
-      self.dead_codes_metric.update_state(self.num_blocks * self.codebook_size - used)
-    self.perplexity_metric.update_state(batch_perplexity)
 
   # Helpers.
 

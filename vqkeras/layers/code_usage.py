@@ -1,0 +1,79 @@
+"""Codebook health, shared by every layer of discrete codes: which codes are in use.
+
+A layer with `B` blocks of `K` codes mixes in `CodeUsage`, creates its state with
+`build_usage((B, K))` and, at each training step, passes the global batch's counts of
+each code to `record_usage`. A code is used at a step when some valid position took
+it; `codes_used` counts the codes used within the last `usage_window` training steps.
+"""
+
+import keras
+import tensorflow as tf
+
+
+class CodeUsage:
+  """Health state and metrics of a layer's codes (see the module docstring).
+
+  The layer sets `usage_window` before `build_usage`.
+  """
+
+  def create_usage_metrics(self):
+    """The Keras metrics the health is also reported by (call in __init__)."""
+    self.perplexity_metric = keras.metrics.Mean(name=f"{self.name}_perplexity")
+    self.codes_used_metric = keras.metrics.Mean(name=f"{self.name}_codes_used")
+    self.dead_codes_metric = keras.metrics.Mean(name=f"{self.name}_dead_codes")
+
+  def build_usage(self, shape):
+    """The usage state of `shape` = (blocks, codes per block)."""
+    self.num_updates = self.add_weight(
+        name="num_updates", shape=(), dtype="int64", initializer="zeros", trainable=False)
+    self.last_used = self.add_weight(
+        name="last_used", shape=shape, dtype="int64", initializer="zeros", trainable=False)
+    self.batch_perplexity = self.add_weight(
+        name="batch_perplexity", shape=(), dtype="float32", autocast=False,
+        initializer="zeros", trainable=False)
+    self.batch_counts = self.add_weight(
+        name="batch_counts", shape=shape, dtype="float32", autocast=False,
+        initializer="zeros", trainable=False)
+
+  def codes_used(self):
+    """Codes (summed over blocks) used within the last `usage_window` training steps."""
+    return tf.reduce_sum(tf.cast(self._used_in_window(), tf.int32))
+
+  def dead_codes(self):
+    """Codes (summed over blocks) not used within the last `usage_window` training steps."""
+    return tf.size(self.last_used) - self.codes_used()
+
+  def health(self):
+    """Last training batch perplexity, codes used and dead codes.
+
+    The last training batch's count of each code is `batch_counts` `[B, K]`.
+    """
+    return {"perplexity": tf.convert_to_tensor(self.batch_perplexity),
+            "codes_used": self.codes_used(), "dead_codes": self.dead_codes()}
+
+  def _used_in_window(self):
+    last_used = tf.convert_to_tensor(self.last_used)
+    return (last_used > 0) & (last_used > tf.convert_to_tensor(self.num_updates) -
+                              self.usage_window)
+
+  def record_usage(self, used_counts, counts, batch_perplexity):
+    """One training step's bookkeeping; returns the step's number (from 1).
+
+    Args:
+      used_counts: `[B, K]` global-batch counts of the positions that took each code.
+      counts: `[B, K]` the batch's counts as reported (`batch_counts`).
+      batch_perplexity: `quantization.perplexity(counts)`.
+    """
+    step = self.num_updates + 1
+    self.num_updates.assign(step)
+    self.last_used.assign(tf.where(used_counts > 0.0, step, self.last_used))
+    self.batch_perplexity.assign(batch_perplexity)
+    self.batch_counts.assign(counts)
+    return step
+
+  def update_usage_metrics(self, batch_perplexity, training):
+    if training:
+      used = self.codes_used()
+      self.codes_used_metric.update_state(used)
+      self.dead_codes_metric.update_state(tf.size(self.last_used) - used)
+    self.perplexity_metric.update_state(batch_perplexity)

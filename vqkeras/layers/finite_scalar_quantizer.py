@@ -1,0 +1,180 @@
+"""Finite scalar quantization (Mentzer et al. 2023, "FSQ: VQ-VAE made simple").
+
+Each of the d channels of a vector is bounded to L_i values and rounded to the
+nearest one; the implicit codebook is the grid of all prod(L_i) combinations. There
+is no codebook to learn, no auxiliary loss and no codebook collapse; gradients pass
+the rounding straight through.
+
+  z_bounded = tanh(z + tan(o / h)) * h - o,   h = (L - 1)(1 - eps) / 2,
+                                              o = 1/2 for even L, else 0
+  z_q = round(z_bounded) / floor(L / 2)       in [-1, 1]
+
+as in the paper's appendix code (the shift centres even levels; atanh would map z = 0
+exactly to 0 but has no value for L = 2). A code's index counts in mixed radix:
+sum_i digit_i prod_{j<i} L_j, digit_i = z_q,i floor(L_i / 2) + floor(L_i / 2).
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vqkeras import quantization
+from vqkeras.distribute import sum_over_replicas
+from vqkeras.layers.code_usage import CodeUsage
+
+
+@keras.saving.register_keras_serializable(package="vqkeras")
+class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
+  """Bounds and rounds each channel to its levels, with straight-through gradients.
+
+  Args:
+    levels: the number of values of each channel, integers >= 2, one per input
+      channel; e.g. [8, 5, 5, 5] (1000 codes) or [8, 8, 8, 5, 5, 5] (64000), the
+      paper's choices for 2^10 and 2^16 codes.
+    eps: how far inside the outermost levels the bound stays, in (0, 1).
+    usage_window: W, the training steps over which a code counts as used in the
+      health metrics (as in `VectorQuantizer`).
+    **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
+
+  Call arguments:
+    inputs: float `[..., d]` with d = len(levels) (project to d channels first,
+      e.g. with a Dense layer).
+    training: bool; True records the codes' usage (the health metrics).
+    mask: optional bool `[...]`; False positions are left out of the usage.
+    return_codes: if True, return {"quantized": `[..., d]`, "codes": int32 `[...]`}.
+
+  Returns:
+    the quantized tensor in [-1, 1], same shape as `inputs`, in the layer's compute
+    dtype; or the dict above.
+  """
+
+  def __init__(self, levels, eps=1e-3, usage_window=100, **kwargs):
+    super().__init__(**kwargs)
+    levels = list(levels) if isinstance(levels, (list, tuple)) else levels
+    _check(isinstance(levels, list) and levels and
+           all(isinstance(l, (int, np.integer)) and l >= 2 for l in levels),
+           "levels", levels, "a non-empty list of integers of at least 2, e.g. [8, 5, 5, 5]")
+    _check(0.0 < eps < 1.0, "eps", eps, "a float in (0, 1)")
+    _check(isinstance(usage_window, int) and usage_window >= 1, "usage_window",
+           usage_window, "an integer of at least 1")
+    self.levels = [int(l) for l in levels]
+    self.eps = float(eps)
+    self.usage_window = usage_window
+    self.codebook_size = math.prod(self.levels)
+    self.depth = len(self.levels)
+    self.supports_masking = True
+    # The grid's constants, per channel.
+    levels_f = np.asarray(self.levels, np.float64)
+    self._half_l = ((levels_f - 1.0) * (1.0 - self.eps) / 2.0).astype(np.float32)
+    self._offset = np.where(levels_f % 2 == 0, 0.5, 0.0).astype(np.float32)
+    self._shift = np.tan(self._offset / self._half_l).astype(np.float32)
+    self._half_width = (np.asarray(self.levels) // 2).astype(np.float32)
+    self._basis = np.cumprod([1] + self.levels[:-1]).astype(np.int32)
+    self.create_usage_metrics()
+
+  def build(self, input_shape):
+    self._check_depth(input_shape)
+    self.build_usage((1, self.codebook_size))
+
+  # The grid.
+
+  def bound(self, inputs):
+    """Each channel squashed into (-L/2, L/2), float32 `[..., d]`."""
+    return tf.tanh(tf.cast(inputs, tf.float32) + self._shift) * self._half_l - self._offset
+
+  def round_to_grid(self, bounded):
+    """The nearest grid point of bounded values, in [-1, 1], with the gradient of the
+    identity (straight-through)."""
+    rounded = bounded + tf.stop_gradient(tf.round(bounded) - bounded)
+    return rounded / self._half_width
+
+  def codes_to_indices(self, quantized):
+    """Codes `[..., d]` (values in [-1, 1] on the grid) to their indices, int32 `[...]`."""
+    digits = tf.cast(tf.round(tf.cast(quantized, tf.float32) * self._half_width +
+                              self._half_width), tf.int32)
+    return tf.reduce_sum(digits * self._basis, axis=-1)
+
+  def indices_to_codes(self, indices):
+    """Indices int `[...]` to their codes, float32 `[..., d]` in [-1, 1]."""
+    indices = tf.convert_to_tensor(indices)
+    if indices.dtype.is_floating or indices.dtype == tf.bool:
+      raise ValueError(f"{self.name}.decode expects integer codes, got dtype {indices.dtype}.")
+    digits = (tf.cast(indices, tf.int32)[..., None] // self._basis) % self.levels
+    return (tf.cast(digits, tf.float32) - self._half_width) / self._half_width
+
+  @property
+  def codebook(self):
+    """Every code vector, `[K, d]` float32, row i the code of index i."""
+    return self.indices_to_codes(tf.range(self.codebook_size))
+
+  def encode(self, inputs):
+    """The code indices of float `[..., d]` inputs: int32 `[...]`."""
+    return self.codes_to_indices(self.round_to_grid(self.bound(self._checked_inputs(inputs))))
+
+  def decode(self, codes):
+    """The code vectors of int `[...]` indices: float32 `[..., d]`."""
+    return self.indices_to_codes(codes)
+
+  # The forward pass.
+
+  def call(self, inputs, training=None, mask=None, return_codes=False):
+    training = bool(training) and self.trainable
+    x = self._checked_inputs(inputs)
+    quantized = self.round_to_grid(self.bound(x))
+    indices = self.codes_to_indices(tf.stop_gradient(quantized))
+    counts = self._global_counts(indices, mask)
+    batch_perplexity = quantization.perplexity(counts)
+    if training:
+      self.record_usage(counts, counts, batch_perplexity)
+    self.update_usage_metrics(batch_perplexity, training)
+    outputs = tf.cast(quantized, self.compute_dtype)
+    if return_codes:
+      return {"quantized": outputs, "codes": indices}
+    return outputs
+
+  def _global_counts(self, indices, mask):
+    """How many valid positions of the global batch took each code, `[1, K]`."""
+    ids = tf.reshape(indices, [-1])
+    if mask is not None:
+      ids = tf.where(tf.reshape(tf.cast(mask, tf.bool), [-1]), ids, -1)   # dropped below
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids,
+                                          self.codebook_size)
+    return sum_over_replicas(counts)[None]
+
+  def _checked_inputs(self, inputs):
+    x = tf.convert_to_tensor(inputs)
+    if not x.dtype.is_floating:
+      raise ValueError(f"{self.name} expects float inputs, got dtype {x.dtype.name}; use "
+                       f"`decode` for integer codes.")
+    self._check_depth(x.shape)
+    return x
+
+  def _check_depth(self, shape):
+    shape = tf.TensorShape(shape)
+    if shape.rank is None or shape.rank < 1 or shape[-1] != self.depth:
+      raise ValueError(f"{self.name}: inputs must have one channel per level: "
+                       f"levels={self.levels} needs a last dimension of {self.depth}, got "
+                       f"input shape {shape}; project the inputs to {self.depth} channels "
+                       f"first, e.g. with keras.layers.Dense({self.depth}).")
+
+  def compute_output_spec(self, inputs, training=None, mask=None, return_codes=False):
+    quantized = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+    if not return_codes:
+      return quantized
+    return {"quantized": quantized,
+            "codes": keras.KerasTensor(tuple(inputs.shape[:-1]), dtype="int32")}
+
+  def compute_mask(self, inputs, mask=None):
+    return mask
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"levels": self.levels, "eps": self.eps, "usage_window": self.usage_window})
+    return config
+
+
+def _check(ok, argument, value, accepted):
+  if not ok:
+    raise ValueError(f"FiniteScalarQuantizer: invalid {argument}={value!r}; expected {accepted}.")
