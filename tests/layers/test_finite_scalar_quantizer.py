@@ -1,10 +1,10 @@
 """FiniteScalarQuantizer against float64 NumPy statements of the FSQ paper's equations."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from round_trip import check_round_trips
 from vqkeras.layers import FiniteScalarQuantizer
 
 LEVELS = [8, 5, 5, 5]
@@ -150,22 +150,7 @@ def test_mixed_precision_rounds_in_float32(cifar_patches):
 
 
 def test_keras_file_and_saved_model_round_trips(tmp_path, cifar_patches):
-  inputs = keras.Input((48,))
-  quantized = FiniteScalarQuantizer([7, 5, 5], name="fsq")(keras.layers.Dense(3)(inputs))
-  model = keras.Model(inputs, keras.layers.Dense(48)(quantized))
-  model.compile("adam", "mse")
-  model.fit(cifar_patches[:256], cifar_patches[:256], batch_size=64, epochs=1, verbose=0)
-  model.save(tmp_path / "model.keras")
-  loaded = keras.models.load_model(tmp_path / "model.keras")
-  assert loaded.get_layer("fsq").get_config() == model.get_layer("fsq").get_config()
-  for a, b in zip(model.get_layer("fsq").weights, loaded.get_layer("fsq").weights):
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
-  x = cifar_patches[300:340]
-  np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
-                             atol=1e-6)
-  model.export(str(tmp_path / "export"), verbose=False)
-  served = tf.saved_model.load(str(tmp_path / "export"))
-  np.testing.assert_allclose(served.serve(x).numpy(), model.predict(x, verbose=0), atol=1e-6)
+  check_round_trips(FiniteScalarQuantizer([7, 5, 5], name="fsq"), 3, cifar_patches, tmp_path)
 
 
 @pytest.mark.parametrize("kwargs, argument", [

@@ -3,3 +3,4 @@
 from vqkeras.layers.batch_standardization import BatchStandardization
 from vqkeras.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from vqkeras.layers.vector_quantizer import VectorQuantizer
+from vqkeras.layers.residual_vector_quantizer import ResidualVectorQuantizer
