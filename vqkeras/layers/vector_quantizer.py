@@ -24,7 +24,6 @@ from vqkeras.layers.code_usage import CodeUsage
 from vqkeras.layers.codebook_updates import UPDATES
 
 
-
 @keras.saving.register_keras_serializable(package="vqkeras")
 class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
   """Vector-quantization bottleneck with gradient, hard-EM (EMA) or soft-EM codebooks.
@@ -174,7 +173,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     x = self._checked_inputs(inputs)
     if not self.built:
       self.build(x.shape)
-    codes = quantization.nearest_codes(self._to_blocks(x), self._codebook_value(),
+    codes = quantization.nearest_codes(self._to_blocks(x), self._codebook_without_gradient(),
                                        self.max_rows())
     return self._from_blocks(codes[..., None], tf.shape(x)[:-1])[..., 0]
 
@@ -188,7 +187,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
                        f"{self.num_blocks}], got {codes.shape}.")
     outer = tf.shape(codes)[:-1]
     blocks = tf.transpose(tf.reshape(tf.cast(codes, tf.int32), [-1, self.num_blocks]))
-    vectors = quantization.lookup(self._codebook_value(), quantization.hard_assignments(blocks))
+    vectors = quantization.lookup(self._codebook_without_gradient(), quantization.hard_assignments(blocks))
     return self._from_blocks(vectors, outer)
 
   def soft_targets(self, samples):
@@ -205,7 +204,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     outer = tf.shape(x)[:-1]
     valid = None if mask is None else tf.reshape(tf.cast(mask, tf.bool), [-1])
     x_blocks = self._to_blocks(x)
-    codebook = self._codebook_value()
+    codebook = self._codebook_without_gradient()
     e_step = self.rule.e_step(self, x_blocks, codebook, training)
     codes, samples = e_step.codes, e_step.samples
 
@@ -329,7 +328,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
                        f"change after the first call.")
     return tf.cast(x, tf.float32)
 
-  def _codebook_value(self):
+  def _codebook_without_gradient(self):
     """The codebook without gradient: the E-step never differentiates the distances."""
     return tf.stop_gradient(tf.convert_to_tensor(self.embeddings))
 
