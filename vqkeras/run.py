@@ -21,7 +21,7 @@ from vqkeras import hparams_lib
 from vqkeras import keras_compat
 from vqkeras import registry
 from vqkeras import train_step
-from vqkeras.layers import VectorQuantizer
+from vqkeras.layers.code_usage import CodeUsage
 from vqkeras.models import model_class
 
 
@@ -127,8 +127,10 @@ class Run:
       if config.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
       self.optimizer = optimizer
+      # Every layer of discrete codes (VectorQuantizer, its residual levels, FSQ): their
+      # health is reported and evaluated.
       self.quantizers = [layer for layer in keras_compat.nested_layers(self.model)
-                         if isinstance(layer, VectorQuantizer)]
+                         if isinstance(layer, CodeUsage)]
       self._build()
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     # Every worker saves (collectives may be involved); the others' copies stay out of
