@@ -187,8 +187,7 @@ def measure(name, steps, jit_compile):
     shapes = [batch["inputs"].shape for batch in per_shape]
     # One step warms each shape up (tracing, oneDNN's kernels), `steps` are timed.
     batches = [batch for batch in per_shape for _ in range(steps + 1)]
-  model.loss_and_weight({k: v[:2] for k, v in batches[0].items()})
-  optimizer.build(model.trainable_variables)
+  train_step.build(model, optimizer, {k: v[:2] for k, v in batches[0].items()})
   signature = tf.nest.map_structure(
       lambda v: tf.TensorSpec([None] * v.ndim, tf.as_dtype(v.dtype)), batches[0])
   step = train_step.make_train_step(model, optimizer, signature, hparams.clip_grad_norm,

@@ -47,9 +47,8 @@ def graph_tensors(graph):
 
 def traced_step_tensors(model, features):
   """The tensors of the training step (loss, gradients, Adam update) on these shapes."""
-  model.loss_and_weight(features)
   optimizer = keras.optimizers.Adam(1e-3)
-  optimizer.build(model.trainable_variables)
+  train_step.build(model, optimizer, features)
   step = tf.function(train_step.train_step_fn(model, optimizer))
   specs = tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), features)
   return graph_tensors(step.get_concrete_function(specs).graph)

@@ -255,9 +255,8 @@ def test_mirrored_step_reproduces_one_device_on_the_global_batch(name, pairs, mi
     with strategy.scope():
       keras.utils.set_random_seed(0)
       model = model_class(hparams).from_hparams(hparams)
-      model.loss_and_weight(batch)
       optimizer = keras.optimizers.SGD(0.1)
-      optimizer.build(model.trainable_variables)
+      train_step.build(model, optimizer, batch)
     return model, optimizer
 
   single, single_optimizer = build(tf.distribute.OneDeviceStrategy("/cpu:0"))

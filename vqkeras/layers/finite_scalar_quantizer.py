@@ -14,6 +14,7 @@ exactly to 0 but has no value for L = 2). A code's index counts in mixed radix:
 sum_i digit_i prod_{j<i} L_j, digit_i = z_q,i floor(L_i / 2) + floor(L_i / 2).
 """
 
+import functools
 import math
 
 import keras
@@ -22,6 +23,7 @@ import tensorflow as tf
 
 from vqkeras import quantization
 from vqkeras.distribute import sum_over_replicas
+from vqkeras.layers import checks
 from vqkeras.layers.code_usage import CodeUsage
 
 
@@ -98,9 +100,7 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
 
   def indices_to_codes(self, indices):
     """Indices int `[...]` to their codes, float32 `[..., d]` in [-1, 1]."""
-    indices = tf.convert_to_tensor(indices)
-    if indices.dtype.is_floating or indices.dtype == tf.bool:
-      raise ValueError(f"{self.name}.decode expects integer codes, got dtype {indices.dtype}.")
+    indices = checks.integer_codes(self.name, indices)
     digits = (tf.cast(indices, tf.int32)[..., None] // self._basis) % self.levels
     return (tf.cast(digits, tf.float32) - self._half_width) / self._half_width
 
@@ -144,10 +144,7 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
     return sum_over_replicas(counts)[None]
 
   def _checked_inputs(self, inputs):
-    x = tf.convert_to_tensor(inputs)
-    if not x.dtype.is_floating:
-      raise ValueError(f"{self.name} expects float inputs, got dtype {x.dtype.name}; use "
-                       f"`decode` for integer codes.")
+    x = checks.float_inputs(self.name, inputs)
     self._check_depth(x.shape)
     return x
 
@@ -175,6 +172,4 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
     return config
 
 
-def _check(ok, argument, value, accepted):
-  if not ok:
-    raise ValueError(f"FiniteScalarQuantizer: invalid {argument}={value!r}; expected {accepted}.")
+_check = functools.partial(checks.check_argument, "FiniteScalarQuantizer")

@@ -10,9 +10,12 @@ codebook statistics summed over replicas, masks, health, float32 statistics), an
 the encoder sees the sum through one straight-through estimator.
 """
 
+import functools
+
 import keras
 import tensorflow as tf
 
+from vqkeras.layers import checks
 from vqkeras.layers.vector_quantizer import VectorQuantizer
 
 # VectorQuantizer arguments a residual quantizer passes to every level.
@@ -66,7 +69,7 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     self.num_quantizers = num_quantizers
     self.quantizer_dropout = float(quantizer_dropout)
     self.shared_codebook = bool(shared_codebook)
-    self.seed = seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))
+    self.seed = checks.seed_or_random(seed)
     self.level_arguments = level_arguments
     count = 1 if self.shared_codebook else num_quantizers
     # The levels compute in float32 whatever the policy: the residuals and the sum stay
@@ -132,9 +135,7 @@ class ResidualVectorQuantizer(keras.layers.Layer):
 
   def decode(self, codes):
     """The sum of the code vectors of int codes `[..., n]` (n <= Q: the first n levels)."""
-    codes = tf.convert_to_tensor(codes)
-    if codes.dtype.is_floating or codes.dtype == tf.bool:
-      raise ValueError(f"{self.name}.decode expects integer codes, got dtype {codes.dtype}.")
+    codes = checks.integer_codes(self.name, codes)
     n = codes.shape[-1]
     _check(n is not None and 1 <= n <= self.num_quantizers, "codes", codes.shape,
            f"a last dimension of at most num_quantizers={self.num_quantizers}")
@@ -165,7 +166,4 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     return config
 
 
-def _check(ok, argument, value, accepted):
-  if not ok:
-    raise ValueError(f"ResidualVectorQuantizer: invalid {argument}={value!r}; expected "
-                     f"{accepted}.")
+_check = functools.partial(checks.check_argument, "ResidualVectorQuantizer")

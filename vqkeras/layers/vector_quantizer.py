@@ -12,6 +12,7 @@ small class of vqkeras/layers/codebook_updates.py:
   weight 1/m, decoder input the mean of the sampled code vectors.
 """
 
+import functools
 import math
 
 import keras
@@ -20,6 +21,7 @@ import tensorflow as tf
 from vqkeras import quantization
 from vqkeras.distribute import num_replicas, replica_id, sum_over_replicas
 from vqkeras.keras_compat import PerReplicaLosses
+from vqkeras.layers import checks
 from vqkeras.layers.code_usage import CodeUsage
 from vqkeras.layers.codebook_updates import UPDATES
 
@@ -135,7 +137,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
                                                            math.sqrt(3.0 / codebook_size),
                                                            seed=seed))
     self._initializer_given = codebook_initializer is not None
-    self.seed = seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))
+    self.seed = checks.seed_or_random(seed)
     self.max_distance_elements = int(max_distance_elements)
     self.supports_masking = True
     self.create_usage_metrics()
@@ -179,15 +181,14 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
 
   def decode(self, codes):
     """Code vectors of int `[..., B]` codes: float32 `[..., D]`."""
-    codes = tf.convert_to_tensor(codes)
-    if codes.dtype.is_floating or codes.dtype == tf.bool:
-      raise ValueError(f"{self.name}.decode expects integer codes, got dtype {codes.dtype}.")
+    codes = checks.integer_codes(self.name, codes)
     if codes.shape.rank is None or codes.shape[-1] != self.num_blocks:
       raise ValueError(f"{self.name}.decode expects codes of shape [..., num_blocks="
                        f"{self.num_blocks}], got {codes.shape}.")
     outer = tf.shape(codes)[:-1]
     blocks = tf.transpose(tf.reshape(tf.cast(codes, tf.int32), [-1, self.num_blocks]))
-    vectors = quantization.lookup(self._codebook_without_gradient(), quantization.hard_assignments(blocks))
+    vectors = quantization.lookup(self._codebook_without_gradient(),
+                                  quantization.hard_assignments(blocks))
     return self._from_blocks(vectors, outer)
 
   def soft_targets(self, samples):
@@ -315,10 +316,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
   # Helpers.
 
   def _checked_inputs(self, inputs):
-    x = tf.convert_to_tensor(inputs)
-    if not x.dtype.is_floating:
-      raise ValueError(f"{self.name} expects float inputs (the encoder output z_e), got "
-                       f"dtype {x.dtype.name}; pass floats, or use `decode` for integer codes.")
+    x = checks.float_inputs(self.name, inputs)
     if x.shape.rank is not None and x.shape.rank < 2:
       raise ValueError(f"{self.name} expects inputs of shape [..., depth] with at least "
                        f"2 dimensions, got {x.shape}.")
@@ -397,6 +395,4 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     return config
 
 
-def _check(ok, argument, value, accepted):
-  if not ok:
-    raise ValueError(f"VectorQuantizer: invalid {argument}={value!r}; expected {accepted}.")
+_check = functools.partial(checks.check_argument, "VectorQuantizer")

@@ -1,0 +1,31 @@
+"""The argument and input checks every layer of discrete codes makes, with one wording."""
+
+import tensorflow as tf
+
+
+def check_argument(layer_class, ok, argument, value, accepted):
+  """Raises ValueError naming the layer class, the argument and what it accepts."""
+  if not ok:
+    raise ValueError(f"{layer_class}: invalid {argument}={value!r}; expected {accepted}.")
+
+
+def float_inputs(layer_name, inputs):
+  """`inputs` as a tensor; ValueError unless they are floats."""
+  x = tf.convert_to_tensor(inputs)
+  if not x.dtype.is_floating:
+    raise ValueError(f"{layer_name} expects float inputs (the encoder output z_e), got "
+                     f"dtype {x.dtype.name}; pass floats, or use `decode` for integer codes.")
+  return x
+
+
+def integer_codes(layer_name, codes):
+  """`codes` as a tensor; ValueError unless they are integers."""
+  codes = tf.convert_to_tensor(codes)
+  if codes.dtype.is_floating or codes.dtype == tf.bool:
+    raise ValueError(f"{layer_name}.decode expects integer codes, got dtype {codes.dtype}.")
+  return codes
+
+
+def seed_or_random(seed):
+  """`seed`, or a random int seed (drawn from TensorFlow's global generator) when None."""
+  return seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))
