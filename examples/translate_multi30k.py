@@ -52,6 +52,9 @@ def parse_args():
                       help="Steps of the latent model trained jointly.")
   parser.add_argument("--predictor_steps", type=int, default=1600,
                       help="Steps after them that train the latent predictor alone.")
+  parser.add_argument("--decoder_steps", type=int, default=0,
+                      help="Steps after those that train the parallel decoder alone on the "
+                      "latent predictor's codes.")
   parser.add_argument("--bench_args", default="",
                       help="More arguments for bench/bench_translation.py.")
   args = parser.parse_args()
@@ -104,8 +107,9 @@ def main():
            f"--decode_from_file={pathlib.Path(args.raw_dir) / 'train.en.gz'}",
            f"--decode_to_file={distilled_targets}"] + common)
   if "latent" in stages:
-    budget = (f"train_steps={args.joint_steps + args.predictor_steps},"
-              f"predictor_only_steps={args.predictor_steps}")
+    budget = (f"train_steps={args.joint_steps + args.predictor_steps + args.decoder_steps},"
+              f"predictor_only_steps={args.predictor_steps},"
+              f"decoder_only_steps={args.decoder_steps}")
     overrides = ",".join(filter(None, [budget, args.latent_overrides]))
     run(["bin/train", "--problem=translate_ende_multi30k_distilled",
          f"--hparams={args.latent_hparams}", f"--hparams_overrides={overrides}",

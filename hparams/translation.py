@@ -58,7 +58,7 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
   """
   ADDED_FIELDS = {**TransformerHParams.ADDED_FIELDS, **BottleneckHParams.ADDED_FIELDS,
                   "latent_normalization": "layer", "predictor_only_steps": 0,
-                  "decoder_layers": 0}
+                  "decoder_layers": 0, "decoder_only_steps": 0}
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
   bottleneck_bits: int = 12          # K = 2^bits codes
@@ -71,6 +71,9 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
   # The last predictor_only_steps of train_steps train the latent predictor alone, on
   # the nearest codes of the frozen autoencoder (LatentTransformer.training_stage).
   predictor_only_steps: int = 0
+  # The last decoder_only_steps (after the predictor's) train the parallel decoder alone
+  # on the latent predictor's greedy codes, the codes translation gives it.
+  decoder_only_steps: int = 0
   # Layers of the parallel target decoder (0: num_layers, as the encoder and the latent
   # predictor); it runs once per translation on every target position.
   decoder_layers: int = 0
@@ -85,8 +88,9 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
           self.latent_normalization, "batch or layer")
     check(self.compression_steps >= 1, "compression_steps", self.compression_steps,
           "a positive integer")
-    check(0 <= self.predictor_only_steps < self.train_steps, "predictor_only_steps",
-          self.predictor_only_steps, f"an integer in [0, train_steps={self.train_steps})")
+    for name in ("predictor_only_steps", "decoder_only_steps"):
+      check(0 <= getattr(self, name) < self.train_steps, name, getattr(self, name),
+            f"an integer in [0, train_steps={self.train_steps})")
 
   @property
   def codebook_size(self):

@@ -345,8 +345,40 @@ def test_the_predictor_only_stage_trains_the_latent_predictor_alone(tmp_path, mu
     else:
       np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
   assert changed == len(predictor)
-  with pytest.raises(ValueError, match="predictor_only_steps=3 leaves no joint training"):
+  with pytest.raises(ValueError, match="predictor_only_steps=3 and decoder_only_steps=0 leave "
+                     "no joint training"):
     staged.model.training_stage(0, 3)
+
+
+def test_the_decoder_only_stage_trains_the_parallel_decoder_alone(tmp_path, multi30k_data_dir):
+  # A run trained jointly and then its predictor, resumed with decoder_only_steps: from
+  # then on only the decompression and the parallel decoder move.
+  def run(overrides, log=quiet):
+    settings = run_lib.RunConfig(
+        problem="translate_ende_multi30k", hparams="vq_em_tiny",
+        hparams_overrides=f"mask_startup_steps=0,predictor_only_steps=1{overrides}",
+        data_dir=str(multi30k_data_dir), raw_dir=str(TESTDATA / "multi30k"),
+        model_dir=str(tmp_path / "run"), seed=3)
+    return run_lib.Run(settings, tf.distribute.get_strategy(), log=log)
+
+  trainer_lib.Trainer(run("")).train(3, checkpoint_every=0, log_every=100)
+  logs = []
+  staged = run(",decoder_only_steps=2", logs.append)
+  staged.restore()
+  before = [v.numpy() for v in staged.model.weights]
+  history = trainer_lib.Trainer(staged).train(5, checkpoint_every=0, log_every=1)
+  assert staged.step == 5 and "Step 3: training stage decoder." in logs
+  assert all(np.isfinite(row["loss"]) for row in history["train"])
+  model = staged.model
+  decoder = {id(v) for layer in (model.decompress, model.decoder) for v in layer.weights}
+  changed = 0
+  for want, variable in zip(before, model.weights):
+    if id(variable) in decoder:
+      changed += not np.array_equal(variable.numpy(), want)
+    else:
+      np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
+  assert changed == len(decoder)
+  assert model.training_stage(2, 5) == "latent_predictor"
 
 
 def real_translation_batches(tokenizer, count=3, size=8):

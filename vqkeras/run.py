@@ -27,7 +27,7 @@ from vqkeras.models import model_class
 
 # How long a run trains (and how it splits those steps), not what it is: a run may be
 # resumed, evaluated or decoded with another value (as with --train_steps).
-BUDGET_HPARAMS = ("train_steps", "predictor_only_steps")
+BUDGET_HPARAMS = ("train_steps", "predictor_only_steps", "decoder_only_steps")
 
 
 class ModelDirMismatch(ValueError):

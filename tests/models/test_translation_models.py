@@ -224,6 +224,30 @@ def test_the_code_sequence_stops_when_stop_is_likelier_than_all_codes_together()
   assert plain.numpy().tolist() == [[stop]]
 
 
+def test_codes_of_given_lengths_are_the_greedy_codes_of_teacher_forcing(multi30k_tokenizer):
+  """The codes the parallel decoder learns from in its stage: at each position the code
+  (never STOP) the predictor ranks first given the codes before, computed here by a full
+  teacher-forced pass per position; STOP from each row's length on."""
+  text = first_short_pairs("val", 3)
+  inputs = padded_ids(multi30k_tokenizer, [en for en, _ in text])
+  hparams = registry.hparams("vq_em_tiny")
+  keras.utils.set_random_seed(1)
+  model = model_class(hparams).from_hparams(hparams)
+  memory, memory_mask = model.encode(inputs)
+  predictor = model.latent_predictor
+  lengths = np.array([3, 1, 5], np.int32)
+  codes = predictor.predict_of_lengths(memory, memory_mask, tf.constant(lengths)).numpy()
+  assert codes.shape == (3, 5)
+  for b in range(3):
+    prefix = np.zeros([1, 0, 1], np.int32)
+    for position in range(lengths[b]):
+      logits = predictor(prefix, memory[b:b + 1], memory_mask[b:b + 1]).numpy()
+      best = int(np.argmax(logits[0, position, :hparams.codebook_size]))
+      assert codes[b, position] == best, (b, position)
+      prefix = np.concatenate([prefix, [[[best]]]], axis=1).astype(np.int32)
+    assert (codes[b, lengths[b]:] == predictor.stop).all()
+
+
 def test_translations_end_with_eos_and_respect_max_decode_length(latent_transformer,
                                                                  transformer, held_out):
   for model in (transformer, latent_transformer):

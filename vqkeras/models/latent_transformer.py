@@ -197,9 +197,25 @@ class LatentPredictor(keras.layers.Layer):
                                                 pad_id=self.stop)
     return codes, self.lengths_of(codes), log_probs
 
+  def predict_of_lengths(self, memory, memory_mask, lengths):
+    """The greedy codes `[batch, max(lengths)]` of code sequences of the given lengths
+    `[batch]`: STOP is ruled out before a row's length and is the only choice from it
+    on (so STOP fills the ends). The codes translation would search, as many as the
+    target has latents: what the parallel decoder learns from in its own stage."""
+    step, cache = self.symbol_step(memory, memory_mask)
+    return beam_search.greedy_search(stop_at(step, self.stop, lengths), cache,
+                                     tf.shape(memory)[0], tf.reduce_max(lengths), self.stop,
+                                     start_id=self.start, pad_id=self.stop)
+
   def decoding_step(self, memory, memory_mask, beam_size=1):
-    """The step function of `vqkeras.beam_search` over code symbols, and its empty cache
-    (the memory repeated for the beams)."""
+    """The step function of `vqkeras.beam_search` over code symbols, with the end of
+    the sequence decided first (`stop_decided_first`), and its empty cache."""
+    step, cache = self.symbol_step(memory, memory_mask, beam_size)
+    return stop_decided_first(step, self.stop), cache
+
+  def symbol_step(self, memory, memory_mask, beam_size=1):
+    """The logits of the next symbol given the previous one (a step function of
+    `vqkeras.beam_search`), and its empty cache (the memory repeated for the beams)."""
     batch_size = tf.shape(memory)[0]
     if beam_size > 1:
       memory, memory_mask = beam_search.tile_beams((memory, memory_mask), beam_size)
@@ -211,7 +227,7 @@ class LatentPredictor(keras.layers.Layer):
                               cache=cache)
       return tf.cast(self.head(y)[:, 0], tf.float32), cache
 
-    return stop_decided_first(step, self.stop), self.decoder.empty_cache(batch_size * beam_size)
+    return step, self.decoder.empty_cache(batch_size * beam_size)
 
   def lengths_of(self, codes):
     """The codes before STOP of each row of `[..., L]` codes."""
@@ -237,6 +253,19 @@ def stop_decided_first(step, stop):
                            off_value=beam_search.NEG_INF, dtype=log_probs.dtype)
     no_stop = beam_search.forbid(tf.zeros_like(only_stop), stop)
     return log_probs + tf.where(stop_now[:, None], only_stop[None], no_stop[None]), cache
+  return wrapped
+
+
+def stop_at(step, stop, lengths):
+  """The step with each row's code sequence ended after exactly `lengths[row]` codes:
+  STOP is ruled out before and is the only choice from there on."""
+  def wrapped(symbols, position, cache):
+    logits, cache = step(symbols, position, cache)
+    only_stop = tf.one_hot(stop, tf.shape(logits)[-1], on_value=0.0,
+                           off_value=beam_search.NEG_INF, dtype=logits.dtype)
+    no_stop = beam_search.forbid(tf.zeros_like(only_stop), stop)
+    ended = (position >= lengths)[:, None]
+    return tf.nn.log_softmax(logits) + tf.where(ended, only_stop[None], no_stop[None]), cache
   return wrapped
 
 
@@ -299,7 +328,7 @@ class LatentTransformer(EncoderDecoder):
     # Self-attention stays causal, as in T2T: while the schedule feeds gold
     # targets, a position must not see the token it predicts.
     self.decoder = decoder_stack(hparams, num_layers=hparams.decoder_layers)   # 0: num_layers
-    self.predictor_only = False   # see training_stage
+    self.stage = "joint"   # see training_stage
 
   def build(self, input_shape=None):
     """Nothing to create here: the sublayers build on the first batch."""
@@ -308,26 +337,33 @@ class LatentTransformer(EncoderDecoder):
   # Training stages (the Trainer enters each in turn).
 
   def training_stage(self, step, train_steps):
-    """"joint" up to the last predictor_only_steps of train_steps, then "latent_predictor".
+    """"joint", then "latent_predictor" for predictor_only_steps, then "decoder" for the
+    last decoder_only_steps of train_steps.
 
     Trained jointly, the latent predictor chases codes that move with the
     autoencoder, learns them from soft-EM samples and reads averaged sample
-    embeddings, while translation feeds it hard codes. In the last stage (as
+    embeddings, while translation feeds it hard codes. In its own stage (as
     VQ-VAE trains its prior on a trained autoencoder) it learns the nearest codes
-    of the frozen autoencoder, read as translation reads them.
+    of the frozen autoencoder, read as translation reads them. The parallel decoder
+    learned from the targets' own codes, while translation gives it the predictor's;
+    in the last stage it learns from those (`decoder_loss_and_weight`).
     """
-    alone = self.hparams.predictor_only_steps
-    if alone >= train_steps:
-      raise ValueError(f"predictor_only_steps={alone} leaves no joint training in "
-                       f"train_steps={train_steps}; use fewer predictor_only_steps or more "
-                       f"train_steps.")
-    return "latent_predictor" if alone and step >= train_steps - alone else "joint"
+    predictor, decoder = self.hparams.predictor_only_steps, self.hparams.decoder_only_steps
+    if predictor + decoder >= train_steps:
+      raise ValueError(f"predictor_only_steps={predictor} and decoder_only_steps={decoder} "
+                       f"leave no joint training in train_steps={train_steps}; use fewer "
+                       f"stage steps or more train_steps.")
+    if step >= train_steps - decoder:
+      return "decoder"
+    return "latent_predictor" if step >= train_steps - decoder - predictor else "joint"
 
   def enter_training_stage(self, stage):
     """Makes the variables of `stage` (see `training_stage`) the trainable ones."""
-    self.predictor_only = stage == "latent_predictor"
+    trained = {"joint": None, "latent_predictor": [self.latent_predictor],
+               "decoder": [self.decompress, self.decoder]}[stage]
+    self.stage = stage
     for layer in self.layers:
-      layer.trainable = not self.predictor_only or layer is self.latent_predictor
+      layer.trainable = trained is None or any(layer is part for part in trained)
 
   def latents(self, targets, training=False):
     """The compressed target `[batch, ceil(T / 2^n_c), hidden]` and its lengths `[batch]`."""
@@ -414,8 +450,10 @@ class LatentTransformer(EncoderDecoder):
     a sum over latents; times 2^n_c it weighs as a mean per latent would
     beside the token mean (T2T adds the two means).
     """
-    if training and self.predictor_only:
+    if training and self.stage == "latent_predictor":
       return self.predictor_loss_and_weight(features)
+    if training and self.stage == "decoder":
+      return self.decoder_loss_and_weight(features)
     forward = self.forward(features, training)
     token_loss, tokens = smoothed_cross_entropy(forward.logits, features["targets"],
                                                 self.hparams.label_smoothing)
@@ -434,6 +472,22 @@ class LatentTransformer(EncoderDecoder):
                                              memory_mask, training=True)
     tokens = tf.reduce_sum(tf.cast(tf.not_equal(features["targets"], PAD_ID), tf.float32))
     return self.compression * tf.reduce_sum(latent_loss), tokens
+
+  def decoder_loss_and_weight(self, features):
+    """(token cross-entropy decoded from the latent predictor's codes, target tokens):
+    the parallel decoder and the decompression learn to translate from the greedy codes
+    the predictor gives translation, as many as the target has latents; the source
+    encoder, the predictor and the codebook are frozen."""
+    targets = features["targets"]
+    memory, memory_mask = self.encode(features["inputs"])
+    lengths = latent_lengths(targets, self.compression)
+    codes = self.latent_predictor.predict_of_lengths(memory, memory_mask, lengths)
+    latents = tf.shape(pad_to_multiple(targets, self.compression))[1] // self.compression
+    codes = tf.pad(codes, [[0, 0], [0, latents - tf.shape(codes)[1]]])
+    logits = self.code_logits(tf.stop_gradient(codes), lengths, memory, memory_mask,
+                              training=True)
+    return smoothed_cross_entropy(logits[:, :tf.shape(targets)[1]], targets,
+                                  self.hparams.label_smoothing)
 
   def metric_sums(self, features):
     """Evaluation metrics as (sum, weight): token NLL given the target's own codes
@@ -544,11 +598,11 @@ class LatentTransformer(EncoderDecoder):
     logits = self.code_logits(codes, lengths, memory, memory_mask)
     return self.tokens_of(logits, lengths, max_decode_length)
 
-  def code_logits(self, codes, lengths, memory, memory_mask):
+  def code_logits(self, codes, lengths, memory, memory_mask, training=False):
     """Token logits `[batch, L * 2^n_c, vocab]` of codes `[batch, L]` (`lengths` in use)."""
     in_use = tf.sequence_mask(lengths, tf.shape(codes)[1])
     quantized = self.quantizer.decode(tf.where(in_use, codes, 0)[:, :, None])
-    return self.decode_latents(quantized, lengths, memory, memory_mask)
+    return self.decode_latents(quantized, lengths, memory, memory_mask, training=training)
 
   def tokens_of(self, logits, lengths, max_decode_length):
     """The most likely token of every position, up to the first EOS, at most
