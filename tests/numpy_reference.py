@@ -58,3 +58,16 @@ def perplexity(counts):
   p = counts / counts.sum()
   p = p[p > 0]
   return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def rotation_trick_gradient(x, q, g):
+  """The gradient reaching x `[N, d]` through the rotation trick (Fifty et al. 2024) for
+  the output's gradient g, float64: lambda R^T g with R = I - 2 w w^T + 2 v u^T, u and v
+  the unit x and q, w the unit u + v, lambda = ||q|| / ||x||, written row by row."""
+  grads = []
+  for xi, qi, gi in zip(*(np.asarray(a, np.float64) for a in (x, q, g))):
+    u, v = xi / np.linalg.norm(xi), qi / np.linalg.norm(qi)
+    w = (u + v) / np.linalg.norm(u + v)
+    rotation = np.eye(len(xi)) - 2 * np.outer(w, w) + 2 * np.outer(v, u)
+    grads.append(np.linalg.norm(qi) / np.linalg.norm(xi) * rotation.T @ gi)
+  return np.stack(grads)

@@ -262,6 +262,41 @@ def lookup(codebook, assignments):
                  mean_of_samples, nearest_plus_others)
 
 
+def straight_through(x, quantized):
+  """quantized in the forward pass, the identity's gradient to x (VQ-VAE's estimator)."""
+  return x + tf.stop_gradient(quantized - x)
+
+
+def rotation_trick(x, quantized, epsilon=1e-6):
+  """quantized in the forward pass, reached from x by a rotation and a rescaling that
+  the gradient treats as constants (Fifty et al. 2024, "Restructuring Vector
+  Quantization with the Rotation Trick").
+
+  With u = x / ||x||, v = q / ||q||, w = (u + v) / ||u + v|| and lambda = ||q|| / ||x||,
+  q = lambda R x for R = I - 2 w w^T + 2 v u^T, the rotation taking u to v in their
+  plane. The gradient reaching x is lambda R^T g instead of the straight-through g: it
+  keeps the angle between the gradient and the input that the output has to the code.
+
+  Args:
+    x: `[..., d]` float, the encoder outputs.
+    quantized: `[..., d]`, their code vectors (no gradient flows to them here).
+
+  Returns:
+    `[..., d]`, equal to `quantized` (exactly: the rounding of the rotation is removed
+    without gradient).
+  """
+  quantized = tf.stop_gradient(quantized)
+  x_norm = tf.stop_gradient(tf.maximum(tf.norm(x, axis=-1, keepdims=True), epsilon))
+  q_norm = tf.norm(quantized, axis=-1, keepdims=True)
+  u = tf.stop_gradient(x / x_norm)
+  v = quantized / tf.maximum(q_norm, epsilon)
+  w = tf.stop_gradient(tf.math.l2_normalize(u + v, axis=-1, epsilon=epsilon ** 2))
+  rotated = (x - 2.0 * tf.reduce_sum(x * w, -1, keepdims=True) * w
+             + 2.0 * tf.reduce_sum(x * u, -1, keepdims=True) * v)
+  scaled = rotated * (q_norm / x_norm)
+  return scaled + tf.stop_gradient(quantized - scaled)
+
+
 def assignment_statistics(x, assignments, valid, codebook_size, with_sums=True):
   """M-step sufficient statistics of one batch: counts n_j = sum_p W[p, j], sums s_j = sum_p W[p, j] x_p.
 

@@ -84,6 +84,22 @@ def test_the_encoder_gets_the_gradient_straight_through_and_each_level_its_loss(
   np.testing.assert_allclose([float(v) for v in layer.losses], expected, rtol=1e-4)
 
 
+def test_the_rotation_trick_turns_the_input_onto_the_sum_of_its_codes(cifar_patches):
+  codebooks = codebooks_of(cifar_patches, 3, 16, seed=4)
+  layer = make_layer(codebooks, beta=0.0, rotation_trick=True)
+  x = tf.constant(cifar_patches[:60])
+  g = np.random.default_rng(5).normal(size=(60, 48))
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = layer(x)
+    loss = tf.reduce_sum(y * tf.constant(g, tf.float32))
+  _, total = residual_reference(cifar_patches[:60], codebooks)
+  np.testing.assert_allclose(y.numpy(), total, atol=1e-5)
+  np.testing.assert_allclose(tape.gradient(loss, x).numpy(),
+                             ref.rotation_trick_gradient(cifar_patches[:60], total, g),
+                             rtol=1e-4, atol=1e-5)
+
+
 def test_ema_levels_learn_their_residuals(cifar_patches):
   """Every level takes its EMA M-step on its own residual: with decay 0 and a full batch
   each codebook is the mean of the residuals assigned to each code (Lloyd's step)."""

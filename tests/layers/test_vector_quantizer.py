@@ -174,6 +174,31 @@ def test_straight_through_gradient_and_commitment_loss(cifar_patches):
                              atol=1e-7)
 
 
+@pytest.mark.parametrize("num_blocks", [1, 3])
+def test_rotation_trick_gradient_against_its_closed_form(cifar_patches, num_blocks):
+  """Each input slice turns onto its code vector: the forward pass is the code vector,
+  the gradient lambda R^T g of each slice (NumPy, float64), not the identity's g."""
+  rng = np.random.default_rng(17)
+  d = 48 // num_blocks
+  blocks = np.stack([cifar_patches[rng.choice(1000, 16)][:, d * b:d * (b + 1)]
+                     for b in range(num_blocks)])
+  layer = make_layer(blocks, update="ema", beta=0.0, rotation_trick=True)
+  x = tf.constant(cifar_patches[:40])
+  g = rng.normal(size=(40, 48))
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = layer(x, training=False)
+    loss = tf.reduce_sum(y * tf.constant(g, tf.float32))
+  grad = tape.gradient(loss, x).numpy()
+  for b in range(num_blocks):
+    part = slice(d * b, d * (b + 1))
+    q = blocks[b][ref.nearest(cifar_patches[:40, part], blocks[b])]
+    np.testing.assert_allclose(y.numpy()[:, part], q, atol=1e-6)
+    want = ref.rotation_trick_gradient(cifar_patches[:40, part], q, g[:, part])
+    np.testing.assert_allclose(grad[:, part], want, rtol=1e-4, atol=1e-5)
+  assert np.abs(grad - g).max() > 0.1   # not the straight-through gradient
+
+
 def test_gradient_mode_codebook_loss_moves_only_the_codebook(cifar_patches):
   rng = np.random.default_rng(8)
   codebook = cifar_patches[rng.choice(1000, 16)]
@@ -402,7 +427,7 @@ def test_keras_file_round_trip_keeps_codebook_and_ema_state(tmp_path, cifar_patc
 def test_config_round_trip():
   layer = VectorQuantizer(64, update="hard_em", num_samples=3, decay=0.95, epsilon=1e-4,
                           beta=0.5, num_blocks=4, temperature=2.0, usage_window=7,
-                          restart_dead_codes=True, seed=5, name="vq")
+                          restart_dead_codes=True, rotation_trick=True, seed=5, name="vq")
   clone = VectorQuantizer.from_config(layer.get_config())
   assert clone.get_config() == layer.get_config()
   assert clone.update == "ema"

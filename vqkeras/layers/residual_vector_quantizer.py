@@ -7,7 +7,7 @@ Q quantizers in a row, each quantizing what the ones before it left:
 
 Each level is a `VectorQuantizer` with every update rule and guarantee of it (its
 codebook statistics summed over replicas, masks, health, float32 statistics), and
-the encoder sees the sum through one straight-through estimator.
+the encoder sees the sum through one straight-through estimator (or the rotation trick).
 """
 
 import functools
@@ -15,6 +15,7 @@ import functools
 import keras
 import tensorflow as tf
 
+from vqkeras import quantization
 from vqkeras.layers import checks
 from vqkeras.layers.vector_quantizer import VectorQuantizer
 
@@ -38,6 +39,9 @@ class ResidualVectorQuantizer(keras.layers.Layer):
       dropout's do.
     shared_codebook: one codebook for every level (one `VectorQuantizer` called Q
       times: its EMA takes a step per level); else one per level.
+    rotation_trick: if True, gradients reach the inputs through the rotation and
+      rescaling that take each input to the sum of its code vectors
+      (`quantization.rotation_trick`) instead of straight through.
     seed: int seed of the levels (level i: seed + i) and of the quantizer dropout.
     **level_arguments: `VectorQuantizer` arguments for every level (update,
       num_samples, decay, epsilon, beta, temperature, usage_window,
@@ -54,11 +58,12 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     return_codes: if True, return {"quantized", "codes" int32 `[..., n]`}.
 
   Returns:
-    z_q with a straight-through gradient to the inputs, same shape; or the dict above.
+    z_q with a straight-through (or rotation-trick) gradient to the inputs, same shape;
+    or the dict above.
   """
 
   def __init__(self, codebook_size, num_quantizers, quantizer_dropout=0.0,
-               shared_codebook=False, seed=None, **kwargs):
+               shared_codebook=False, rotation_trick=False, seed=None, **kwargs):
     level_arguments = {name: kwargs.pop(name) for name in LEVEL_ARGUMENTS if name in kwargs}
     super().__init__(**kwargs)
     _check(isinstance(num_quantizers, int) and num_quantizers >= 1, "num_quantizers",
@@ -69,6 +74,7 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     self.num_quantizers = num_quantizers
     self.quantizer_dropout = float(quantizer_dropout)
     self.shared_codebook = bool(shared_codebook)
+    self.rotation_trick = bool(rotation_trick)
     self.seed = checks.seed_or_random(seed)
     self.level_arguments = level_arguments
     count = 1 if self.shared_codebook else num_quantizers
@@ -124,7 +130,9 @@ class ResidualVectorQuantizer(keras.layers.Layer):
       total += quantized
       residual -= quantized
       codes.append(out["codes"][..., 0])
-    outputs = tf.cast(x + tf.stop_gradient(total - x), self.compute_dtype)
+    estimator = (quantization.rotation_trick if self.rotation_trick
+                 else quantization.straight_through)
+    outputs = tf.cast(estimator(x, total), self.compute_dtype)
     if return_codes:
       return {"quantized": outputs, "codes": tf.stack(codes, axis=-1)}
     return outputs
@@ -162,7 +170,8 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     config.update({"codebook_size": self.codebook_size,
                    "num_quantizers": self.num_quantizers,
                    "quantizer_dropout": self.quantizer_dropout,
-                   "shared_codebook": self.shared_codebook, "seed": self.seed, **arguments})
+                   "shared_codebook": self.shared_codebook,
+                   "rotation_trick": self.rotation_trick, "seed": self.seed, **arguments})
     return config
 
 

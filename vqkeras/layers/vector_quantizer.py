@@ -66,6 +66,9 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
       on every replica.
     codebook_initializer: a Keras initializer for the `[B, K, D/B]` codebook;
       default uniform in +-sqrt(3/K), Tensor2Tensor's unit scaling.
+    rotation_trick: if True, gradients reach the inputs through the rotation and
+      rescaling that take each input (slice) to its code vector (Fifty et al. 2024,
+      `quantization.rotation_trick`) instead of straight through.
     seed: int seed of the soft-EM sampler and the restarts; drawn at random if None.
     max_distance_elements: the largest number of distances held at once; larger
       batches are quantized in chunks of rows.
@@ -84,8 +87,8 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
       (see `quantization.sample_cross_entropy`).
 
   Returns:
-    the straight-through quantized tensor, same shape as `inputs`, in the layer's
-    compute dtype; or the dict above.
+    the quantized tensor (gradients straight through, or by the rotation trick), same
+    shape as `inputs`, in the layer's compute dtype; or the dict above.
   """
 
   def __init__(self,
@@ -100,6 +103,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
                usage_window=100,
                restart_dead_codes=False,
                codebook_initializer=None,
+               rotation_trick=False,
                seed=None,
                max_distance_elements=2**25,
                **kwargs):
@@ -137,6 +141,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
                                                            math.sqrt(3.0 / codebook_size),
                                                            seed=seed))
     self._initializer_given = codebook_initializer is not None
+    self.rotation_trick = bool(rotation_trick)
     self.seed = checks.seed_or_random(seed)
     self.max_distance_elements = int(max_distance_elements)
     self.supports_masking = True
@@ -234,7 +239,11 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
       self._apply_updates(x_blocks, statistics, valid, batch_perplexity)
     self.update_usage_metrics(batch_perplexity, training)
 
-    outputs = flat + tf.stop_gradient(quantized - flat)
+    if self.rotation_trick:   # each block's slice turns onto its own code vector
+      outputs = self._from_blocks(
+          quantization.rotation_trick(x_blocks, quantized_blocks), [-1])
+    else:
+      outputs = quantization.straight_through(flat, quantized)
     outputs = tf.cast(tf.reshape(outputs, tf.shape(inputs)), self.compute_dtype)
     if not return_codes:
       return outputs
@@ -389,6 +398,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
         "restart_dead_codes": self.restart_dead_codes,
         "codebook_initializer": (keras.initializers.serialize(self.codebook_initializer)
                                  if self._initializer_given else None),
+        "rotation_trick": self.rotation_trick,
         "seed": self.seed,
         "max_distance_elements": self.max_distance_elements,
     })
