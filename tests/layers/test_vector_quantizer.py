@@ -7,6 +7,7 @@ import scipy.stats
 import tensorflow as tf
 
 import numpy_reference as ref
+from round_trip import check_round_trips
 from vqkeras.layers import VectorQuantizer
 
 
@@ -197,6 +198,66 @@ def test_rotation_trick_gradient_against_its_closed_form(cifar_patches, num_bloc
     want = ref.rotation_trick_gradient(cifar_patches[:40, part], q, g[:, part])
     np.testing.assert_allclose(grad[:, part], want, rtol=1e-4, atol=1e-5)
   assert np.abs(grad - g).max() > 0.1   # not the straight-through gradient
+
+
+def unit(v):
+  v = np.asarray(v, np.float64)
+  return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("num_blocks", [1, 2])
+def test_cosine_codebook_quantizes_to_the_most_similar_unit_code(cifar_patches, num_blocks):
+  """Codes by cosine similarity (float64), unit code vectors out, and an EMA step
+  (decay 0) that moves each used code onto the direction of its unit inputs' sum."""
+  rng = np.random.default_rng(21)
+  d = 48 // num_blocks
+  blocks = np.stack([cifar_patches[rng.choice(1000, 16)][:, d * b:d * (b + 1)] * (b + 2)
+                     for b in range(num_blocks)])
+  layer = make_layer(blocks, update="ema", decay=0.0, distance="cosine")
+  x = cifar_patches[:300]
+  out = layer(x, training=True, return_codes=True)
+  for b in range(num_blocks):
+    part = slice(d * b, d * (b + 1))
+    codes = np.argmax(unit(x[:, part]) @ unit(blocks[b]).T, axis=1)
+    np.testing.assert_array_equal(out["codes"].numpy()[:, b], codes)
+    np.testing.assert_allclose(out["quantized"].numpy()[:, part], unit(blocks[b])[codes],
+                               atol=1e-6)
+    used = np.unique(codes)
+    sums = np.stack([unit(x[:, part])[codes == k].sum(0) for k in used])
+    codebook = layer.codebook.numpy().reshape(num_blocks, 16, d)[b]
+    np.testing.assert_allclose(codebook[used], unit(sums), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(codebook, axis=-1), 1.0, atol=1e-6)
+
+
+def test_a_lower_codebook_dimension_projects_in_and_out(cifar_patches):
+  """Inputs of depth 48 quantized in 8 dimensions (float64 reference of both Dense
+  projections); gradients reach both projections and the layer's inputs."""
+  layer = VectorQuantizer(16, update="ema", codebook_dim=8, seed=3)
+  x = tf.constant(cifar_patches[:200])
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(x)
+    out = layer(x, training=False, return_codes=True)
+    loss = tf.reduce_sum(tf.square(out["quantized"])) + tf.add_n(layer.losses)
+  w_in, b_in = (v.numpy().astype(np.float64) for v in layer.project_in.weights)
+  w_out, b_out = (v.numpy().astype(np.float64) for v in layer.project_out.weights)
+  z = cifar_patches[:200].astype(np.float64) @ w_in + b_in
+  codebook = layer.codebook.numpy().astype(np.float64)
+  codes = ref.nearest(z, codebook)
+  assert codebook.shape == (16, 8) and out["quantized"].shape == (200, 48)
+  np.testing.assert_array_equal(out["codes"].numpy()[:, 0], codes)
+  expected = codebook[codes] @ w_out + b_out
+  np.testing.assert_allclose(out["quantized"].numpy(), expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(layer.decode(out["codes"]).numpy(), expected, rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_array_equal(layer.encode(x).numpy(), out["codes"].numpy())
+  for variable in layer.project_in.weights + layer.project_out.weights + [x]:
+    assert np.abs(tape.gradient(loss, variable).numpy()).max() > 0, variable.name
+
+
+@pytest.mark.parametrize("options", [dict(distance="cosine"), dict(codebook_dim=4)])
+def test_cosine_and_projected_layers_round_trip(tmp_path, cifar_patches, options):
+  check_round_trips(VectorQuantizer(16, seed=2, name="vq", **options), 8, cifar_patches,
+                    tmp_path)
 
 
 def test_gradient_mode_codebook_loss_moves_only_the_codebook(cifar_patches):
@@ -454,6 +515,8 @@ def test_exported_saved_model_quantizes(tmp_path, cifar_patches):
     (dict(codebook_size=8, epsilon=0.0), "epsilon"),
     (dict(codebook_size=8, num_blocks=0), "num_blocks"),
     (dict(codebook_size=8, temperature=0.0), "temperature"),
+    (dict(codebook_size=8, distance="l1"), "distance"),
+    (dict(codebook_size=8, codebook_dim=0), "codebook_dim"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, argument):
   with pytest.raises(ValueError, match=argument):

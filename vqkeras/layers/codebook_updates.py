@@ -66,7 +66,8 @@ class GradientUpdate(CodebookUpdate):
 
   def code_vectors(self, layer, codebook):
     del codebook
-    return layer.embeddings   # differentiable: the codebook loss reaches the codes
+    # Differentiable: the codebook loss reaches the codes.
+    return layer.code_vectors_of(layer.embeddings)
 
   def extra_losses(self, x, quantized, mean_square):
     return [mean_square(tf.stop_gradient(x), quantized)]

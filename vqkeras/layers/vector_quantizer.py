@@ -66,6 +66,14 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
       on every replica.
     codebook_initializer: a Keras initializer for the `[B, K, D/B]` codebook;
       default uniform in +-sqrt(3/K), Tensor2Tensor's unit scaling.
+    distance: "euclidean", or "cosine": inputs and codes are l2-normalized (each
+      block's slice) before quantization, so the nearest code is the most similar in
+      direction and the output is a unit code vector (each slice); the commitment
+      loss and the EMA statistics are of the normalized inputs.
+    codebook_dim: if set, the codebook lives in this lower dimension: a learned
+      `Dense(codebook_dim)` projects the inputs in and a `Dense(D)` projects the
+      code vectors out (the commitment loss and codebook statistics are in the lower
+      dimension; num_blocks must divide codebook_dim).
     rotation_trick: if True, gradients reach the inputs through the rotation and
       rescaling that take each input (slice) to its code vector (Fifty et al. 2024,
       `quantization.rotation_trick`) instead of straight through.
@@ -103,6 +111,8 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
                usage_window=100,
                restart_dead_codes=False,
                codebook_initializer=None,
+               distance="euclidean",
+               codebook_dim=None,
                rotation_trick=False,
                seed=None,
                max_distance_elements=2**25,
@@ -121,6 +131,10 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     _check(temperature > 0.0, "temperature", temperature, "a float > 0")
     _check(isinstance(usage_window, int) and usage_window >= 1, "usage_window",
            usage_window, "an integer of at least 1")
+    _check(distance in ("euclidean", "cosine"), "distance", distance,
+           "'euclidean' or 'cosine'")
+    _check(codebook_dim is None or (isinstance(codebook_dim, int) and codebook_dim >= 1),
+           "codebook_dim", codebook_dim, "None or a positive integer")
     _check(max_distance_elements >= codebook_size * num_blocks, "max_distance_elements",
            max_distance_elements, f"at least codebook_size * num_blocks = "
            f"{codebook_size * num_blocks}")
@@ -141,6 +155,8 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
                                                            math.sqrt(3.0 / codebook_size),
                                                            seed=seed))
     self._initializer_given = codebook_initializer is not None
+    self.distance = distance
+    self.codebook_dim = codebook_dim
     self.rotation_trick = bool(rotation_trick)
     self.seed = checks.seed_or_random(seed)
     self.max_distance_elements = int(max_distance_elements)
@@ -152,8 +168,18 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     if depth is None:
       raise ValueError(f"{self.name}: the last dimension of the input must be known; "
                        f"got input shape {tuple(input_shape)}.")
+    self.input_depth = depth
+    if self.codebook_dim is not None:
+      # Float32 as the codebook: the distances are computed from their outputs.
+      self.project_in = keras.layers.Dense(self.codebook_dim, name="project_in",
+                                           dtype="float32")
+      self.project_out = keras.layers.Dense(depth, name="project_out", dtype="float32")
+      self.project_in.build((None, depth))
+      self.project_out.build((None, self.codebook_dim))
+      depth = self.codebook_dim
     _check(depth % self.num_blocks == 0, "num_blocks", self.num_blocks,
-           f"a divisor of the input depth {depth}")
+           f"a divisor of the {'input' if self.codebook_dim is None else 'codebook'} "
+           f"depth {depth}")
     self.depth = depth
     self.block_depth = depth // self.num_blocks
     shape = (self.num_blocks, self.codebook_size, self.block_depth)
@@ -169,8 +195,9 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
 
   @property
   def codebook(self):
-    """The current codebook: `[K, D]`, or `[B, K, D/B]` with `num_blocks = B > 1`."""
-    value = tf.convert_to_tensor(self.embeddings)
+    """The current code vectors (unit vectors under the cosine distance): `[K, D]`, or
+    `[B, K, D/B]` with `num_blocks = B > 1` (D: codebook_dim if set)."""
+    value = self._codebook_without_gradient()
     return value[0] if self.num_blocks == 1 else value
 
   # Encoding and decoding without state changes.
@@ -180,7 +207,8 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     x = self._checked_inputs(inputs)
     if not self.built:
       self.build(x.shape)
-    codes = quantization.nearest_codes(self._to_blocks(x), self._codebook_without_gradient(),
+    x = self._projected_in(x)
+    codes = quantization.nearest_codes(self._input_blocks(x), self._codebook_without_gradient(),
                                        self.max_rows())
     return self._from_blocks(codes[..., None], tf.shape(x)[:-1])[..., 0]
 
@@ -194,7 +222,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     blocks = tf.transpose(tf.reshape(tf.cast(codes, tf.int32), [-1, self.num_blocks]))
     vectors = quantization.lookup(self._codebook_without_gradient(),
                                   quantization.hard_assignments(blocks))
-    return self._from_blocks(vectors, outer)
+    return self._projected_out(self._from_blocks(vectors, outer))
 
   def soft_targets(self, samples):
     """The mean of the sampled one-hots: `[..., B, m]` samples to `[..., B, K]` targets."""
@@ -206,10 +234,10 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     # Frozen (trainable=False), the layer runs as in inference, as Keras'
     # BatchNormalization does: nearest codes, no codebook or usage updates.
     training = bool(training) and self.trainable
-    x = self._checked_inputs(inputs)
+    x = self._projected_in(self._checked_inputs(inputs))
     outer = tf.shape(x)[:-1]
     valid = None if mask is None else tf.reshape(tf.cast(mask, tf.bool), [-1])
-    x_blocks = self._to_blocks(x)
+    x_blocks = self._input_blocks(x)
     codebook = self._codebook_without_gradient()
     e_step = self.rule.e_step(self, x_blocks, codebook, training)
     codes, samples = e_step.codes, e_step.samples
@@ -217,7 +245,8 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     quantized_blocks = quantization.lookup(self.rule.code_vectors(self, codebook),
                                            e_step.assignments)
     quantized = self._from_blocks(quantized_blocks, [-1])
-    flat = tf.reshape(x, [-1, self.depth])
+    flat = (self._from_blocks(x_blocks, [-1]) if self.distance == "cosine"
+            else tf.reshape(x, [-1, self.depth]))
     self._add_losses(flat, quantized, valid)
 
     counts, sums = quantization.assignment_statistics(
@@ -244,7 +273,8 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
           quantization.rotation_trick(x_blocks, quantized_blocks), [-1])
     else:
       outputs = quantization.straight_through(flat, quantized)
-    outputs = tf.cast(tf.reshape(outputs, tf.shape(inputs)), self.compute_dtype)
+    outputs = self._projected_out(tf.reshape(outputs, tf.shape(x)))
+    outputs = tf.cast(outputs, self.compute_dtype)
     if not return_codes:
       return outputs
     if samples.shape[-1] != self._samples_per_position():
@@ -329,15 +359,39 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     if x.shape.rank is not None and x.shape.rank < 2:
       raise ValueError(f"{self.name} expects inputs of shape [..., depth] with at least "
                        f"2 dimensions, got {x.shape}.")
-    if self.built and x.shape[-1] != self.depth:
-      raise ValueError(f"{self.name} was built for inputs of depth {self.depth}, got last "
+    if self.built and x.shape[-1] != self.input_depth:
+      raise ValueError(f"{self.name} was built for inputs of depth {self.input_depth}, got last "
                        f"dimension {x.shape[-1]} (input shape {x.shape}); the depth cannot "
                        f"change after the first call.")
     return tf.cast(x, tf.float32)
 
   def _codebook_without_gradient(self):
-    """The codebook without gradient: the E-step never differentiates the distances."""
-    return tf.stop_gradient(tf.convert_to_tensor(self.embeddings))
+    """The code vectors without gradient: the E-step never differentiates the distances."""
+    return tf.stop_gradient(self.code_vectors_of(self.embeddings))
+
+  def code_vectors_of(self, embeddings):
+    """The code vectors `[B, K, d]` of the codebook variable: unit vectors under the
+    cosine distance (the variable holds the EMA means, of any norm)."""
+    embeddings = tf.convert_to_tensor(embeddings)
+    if self.distance == "cosine":
+      return tf.math.l2_normalize(embeddings, axis=-1, epsilon=1e-12)
+    return embeddings
+
+  def _input_blocks(self, x):
+    """`[..., D]` inputs to the `[B, N, D/B]` vectors quantized: unit slices under the
+    cosine distance."""
+    blocks = self._to_blocks(x)
+    if self.distance == "cosine":
+      return tf.math.l2_normalize(blocks, axis=-1, epsilon=1e-12)
+    return blocks
+
+  def _projected_in(self, x):
+    """Inputs `[..., D]` to the codebook's dimension (the identity without codebook_dim)."""
+    return x if self.codebook_dim is None else self.project_in(x)
+
+  def _projected_out(self, vectors):
+    """Code-space vectors back to the input depth (the identity without codebook_dim)."""
+    return vectors if self.codebook_dim is None else self.project_out(vectors)
 
   def max_rows(self):
     """The most vectors whose distances to every code are held at once."""
@@ -398,6 +452,8 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
         "restart_dead_codes": self.restart_dead_codes,
         "codebook_initializer": (keras.initializers.serialize(self.codebook_initializer)
                                  if self._initializer_given else None),
+        "distance": self.distance,
+        "codebook_dim": self.codebook_dim,
         "rotation_trick": self.rotation_trick,
         "seed": self.seed,
         "max_distance_elements": self.max_distance_elements,
