@@ -260,6 +260,36 @@ def test_cosine_and_projected_layers_round_trip(tmp_path, cifar_patches, options
                     tmp_path)
 
 
+def lloyd(x, codebook, iterations):
+  """Lloyd's k-means iterations in float64; a code without vectors stays."""
+  x, codebook = np.asarray(x, np.float64), np.array(codebook, np.float64)
+  for _ in range(iterations):
+    codes = ref.nearest(x, codebook)
+    for k in np.unique(codes):
+      codebook[k] = x[codes == k].mean(0)
+  return codebook
+
+
+@pytest.mark.parametrize("update", ["ema", "gradient"])
+def test_kmeans_init_is_lloyds_iterations_from_drawn_inputs(cifar_patches, update):
+  x, mask = cifar_patches[:400], np.arange(400) % 5 != 0
+  drawn = VectorQuantizer(16, update=update, seed=8)
+  drawn.kmeans_init(x, mask=mask, iterations=0)
+  start = drawn.codebook.numpy()
+  # The start: valid inputs.
+  valid = x[mask]
+  assert all(np.abs(valid - row).sum(1).min() == 0 for row in start)
+  layer = VectorQuantizer(16, update=update, seed=8)
+  counts = layer.kmeans_init(x, mask=mask, iterations=6)
+  want = lloyd(valid, start, 6)
+  np.testing.assert_allclose(layer.codebook.numpy(), want, atol=1e-5)
+  assert counts.numpy().sum() == mask.sum()
+  assert not np.allclose(want, start)
+  if update == "ema":   # the running statistics restart from the centroids
+    np.testing.assert_array_equal(layer.ema_count.numpy(), np.ones((1, 16)))
+    np.testing.assert_allclose(layer.ema_sum.numpy()[0], want, atol=1e-5)
+
+
 def test_gradient_mode_codebook_loss_moves_only_the_codebook(cifar_patches):
   rng = np.random.default_rng(8)
   codebook = cifar_patches[rng.choice(1000, 16)]

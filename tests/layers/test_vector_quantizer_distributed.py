@@ -82,3 +82,24 @@ def test_mirrored_soft_em_replicas_hold_the_same_codebook(cifar_patches, mirrore
     copies = local_values(variable)
     assert len(copies) == 2
     np.testing.assert_array_equal(copies[0], copies[1], err_msg=variable.path)
+
+
+def test_kmeans_init_on_replicas_equals_one_device_on_the_global_batch(cifar_patches,
+                                                                       mirrored_strategy):
+  x = cifar_patches[:256]
+  single = VectorQuantizer(32, num_blocks=2, seed=6)
+  single.kmeans_init(x, iterations=4)
+  with mirrored_strategy.scope():
+    mirrored = VectorQuantizer(32, num_blocks=2, seed=6)
+    mirrored.build((None, 48))
+  shards = np.split(x, 2)
+
+  @tf.function
+  def init(x):
+    mirrored_strategy.run(lambda x: mirrored.kmeans_init(x, iterations=4), args=(x,))
+
+  init(mirrored_strategy.experimental_distribute_values_from_function(
+      lambda context: tf.constant(shards[context.replica_id_in_sync_group])))
+  copies = local_values(mirrored.embeddings)
+  np.testing.assert_array_equal(copies[0], copies[1])
+  np.testing.assert_allclose(copies[0], single.embeddings.numpy(), atol=1e-5)

@@ -224,6 +224,48 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
                                   quantization.hard_assignments(blocks))
     return self._projected_out(self._from_blocks(vectors, outer))
 
+  def kmeans_init(self, inputs, mask=None, iterations=10):
+    """Starts the codebook at the k-means centroids of a batch (Lloyd's iterations).
+
+    The codes start on inputs drawn at random (one draw for all replicas, as dead-code
+    restarts draw); each iteration gives every valid input its nearest code and moves
+    every code that has inputs to their mean (counts and sums summed over the
+    replicas, so every replica holds the codebook one device would compute on the
+    global batch); a code without inputs keeps its place. The EMA statistics restart
+    from the result, each code weighing as one vector. Call it once before training,
+    eagerly or in `strategy.run` on the first global batch of encoder outputs, e.g.
+    `vq.kmeans_init(encoder(first_batch))`; it is not part of the training step (a
+    collective inside a conditional is not supported by MirroredStrategy).
+
+    Args:
+      inputs: float `[..., D]` encoder outputs.
+      mask: optional bool `[...]`, False at positions to leave out.
+      iterations: Lloyd iterations after the draw (0: the drawn inputs).
+
+    Returns:
+      int32 `[B, K]`, how many inputs each code had in the last assignment.
+    """
+    _check(isinstance(iterations, int) and iterations >= 0, "iterations", iterations,
+           "an integer >= 0")
+    x = self._checked_inputs(inputs)
+    if not self.built:
+      self.build(x.shape)
+    x_blocks = self._input_blocks(self._projected_in(x))
+    valid = None if mask is None else tf.reshape(tf.cast(mask, tf.bool), [-1])
+    codebook, _ = self._drawn_inputs(x_blocks, valid,
+                                     self.step_seed(salt=2, per_replica=False))
+    counts = tf.zeros(codebook.shape[:2], tf.float32)
+    for _ in range(iterations):
+      codes = quantization.nearest_codes(x_blocks, self.code_vectors_of(codebook),
+                                         self.max_rows())
+      counts, sums = sum_over_replicas(quantization.assignment_statistics(
+          x_blocks, quantization.hard_assignments(codes), valid, self.codebook_size))
+      codebook = tf.where(counts[..., None] > 0,
+                          sums / tf.maximum(counts, 1.0)[..., None], codebook)
+    self.embeddings.assign(codebook)
+    self.rule.restarted(self, tf.ones(codebook.shape[:2], tf.bool), codebook)
+    return tf.cast(tf.round(counts), tf.int32)
+
   def soft_targets(self, samples):
     """The mean of the sampled one-hots: `[..., B, m]` samples to `[..., B, K]` targets."""
     return quantization.soft_targets(samples, self.codebook_size)
@@ -325,13 +367,26 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     outputs would otherwise stay unused for a whole window, and under the EMA
     M-step, whose running sums start at the initial codebook with count 0, a code
     with few vectors is its initial value divided by a tiny smoothed count.
-    The replacement rows are drawn among the valid rows of the global batch with a
-    seed shared by all replicas; each replica supplies the rows it holds (replica
-    r holds the r-th slice) and a sum over replicas assembles them. Every replica
-    restarts to the same vectors, the ones single-device training would pick.
+    Every replica restarts to the same vectors, the ones single-device training
+    would pick (`_drawn_inputs`).
     """
     unused_for = step - tf.convert_to_tensor(self.last_used)
     dead = ((unused_for > 0) & (unused_for % self.usage_window == 0)) | (step == 1)
+    candidates, num_global = self._drawn_inputs(x_blocks, valid,
+                                                self.step_seed(salt=1, per_replica=False))
+    dead = dead & (num_global > 0)
+    self.embeddings.assign(tf.where(dead[..., None], candidates, self.embeddings))
+    self.rule.restarted(self, dead, candidates)
+
+  def _drawn_inputs(self, x_blocks, valid, seed):
+    """`[B, K, d]` valid input vectors drawn at random from the global batch, the same on
+    every replica (0 where the global batch has none), and the global batch's number of
+    valid vectors.
+
+    The rows are drawn among the valid rows of the global batch with a seed shared by
+    all replicas; each replica supplies the rows it holds (replica r holds the r-th
+    slice) and a sum over replicas assembles them.
+    """
     rows = tf.range(tf.shape(x_blocks)[1])
     if valid is not None:
       rows = tf.boolean_mask(rows, valid)
@@ -341,16 +396,12 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     offset = tf.reduce_sum(sizes[:replica_id()])
     num_global = tf.reduce_sum(sizes)
     picks = tf.random.stateless_uniform(
-        [self.num_blocks, self.codebook_size], self.step_seed(salt=1, per_replica=False),
+        [self.num_blocks, self.codebook_size], seed,
         minval=0, maxval=tf.maximum(num_global, 1), dtype=tf.int32) - offset
     held = (picks >= 0) & (picks < num_local)
     local_rows = tf.gather(rows, tf.clip_by_value(picks, 0, tf.maximum(num_local - 1, 0)))
     candidates = tf.gather(x_blocks, local_rows, batch_dims=1)
-    candidates = tf.where(held[..., None], candidates, 0.0)
-    candidates = sum_over_replicas(candidates)
-    dead = dead & (num_global > 0)
-    self.embeddings.assign(tf.where(dead[..., None], candidates, self.embeddings))
-    self.rule.restarted(self, dead, candidates)
+    return sum_over_replicas(tf.where(held[..., None], candidates, 0.0)), num_global
 
   # Helpers.
 
