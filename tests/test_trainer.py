@@ -318,67 +318,50 @@ def test_a_restored_run_continues_exactly_as_the_uninterrupted_one(tmp_path, mul
     np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
 
 
-def test_the_predictor_only_stage_trains_the_latent_predictor_alone(tmp_path, multi30k_data_dir):
-  # A joint run resumed with predictor_only_steps: from then on only the latent
-  # predictor moves; the encoder, the autoencoder, the codebook, its statistics and the
-  # moving moments stay bit-identical.
-  def run(alone, log):
+def test_each_training_stage_trains_its_part_alone(tmp_path, multi30k_data_dir):
+  # A joint run resumed with predictor_only_steps, then with decoder_only_steps: in the
+  # predictor's stage only the latent predictor moves, in the decoder's only the
+  # decompression and the parallel decoder; the encoder, the codebook, its statistics
+  # and the moving moments stay bit-identical throughout.
+  def run(overrides, log):
     settings = run_lib.RunConfig(
         problem="translate_ende_multi30k", hparams="vq_em_tiny",
-        hparams_overrides=f"mask_startup_steps=0,predictor_only_steps={alone}",
+        hparams_overrides=f"mask_startup_steps=0,{overrides}",
         data_dir=str(multi30k_data_dir), raw_dir=str(TESTDATA / "multi30k"),
         model_dir=str(tmp_path / "run"), seed=3)
     return run_lib.Run(settings, tf.distribute.get_strategy(), log=log)
 
-  joint = run(0, quiet)
-  trainer_lib.Trainer(joint).train(4, checkpoint_every=0, log_every=100)
+  def check_only_moved(model, before, parts):
+    moved = {id(v) for part in parts for v in part.weights}
+    changed = 0
+    for want, variable in zip(before, model.weights):
+      if id(variable) in moved:
+        changed += not np.array_equal(variable.numpy(), want)
+      else:
+        np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
+    assert changed == len(moved)
+
+  joint = run("predictor_only_steps=0", quiet)
+  trainer_lib.Trainer(joint).train(3, checkpoint_every=0, log_every=100)
   before = [v.numpy() for v in joint.model.weights]
   logs = []
-  staged = run(3, logs.append)
-  trainer_lib.Trainer(staged).train(7, checkpoint_every=0, log_every=100)
-  assert staged.step == 7 and "Step 4: training stage latent_predictor." in logs
-  predictor = {id(v) for v in staged.model.latent_predictor.weights}
-  changed = 0
-  for want, variable in zip(before, staged.model.weights):
-    if id(variable) in predictor:
-      changed += not np.array_equal(variable.numpy(), want)
-    else:
-      np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
-  assert changed == len(predictor)
-  with pytest.raises(ValueError, match="predictor_only_steps=3 and decoder_only_steps=0 leave "
-                     "no joint training"):
-    staged.model.training_stage(0, 3)
+  staged = run("predictor_only_steps=2", logs.append)
+  trainer_lib.Trainer(staged).train(5, checkpoint_every=0, log_every=100)
+  assert staged.step == 5 and "Step 3: training stage latent_predictor." in logs
+  check_only_moved(staged.model, before, [staged.model.latent_predictor])
 
-
-def test_the_decoder_only_stage_trains_the_parallel_decoder_alone(tmp_path, multi30k_data_dir):
-  # A run trained jointly and then its predictor, resumed with decoder_only_steps: from
-  # then on only the decompression and the parallel decoder move.
-  def run(overrides, log=quiet):
-    settings = run_lib.RunConfig(
-        problem="translate_ende_multi30k", hparams="vq_em_tiny",
-        hparams_overrides=f"mask_startup_steps=0,predictor_only_steps=1{overrides}",
-        data_dir=str(multi30k_data_dir), raw_dir=str(TESTDATA / "multi30k"),
-        model_dir=str(tmp_path / "run"), seed=3)
-    return run_lib.Run(settings, tf.distribute.get_strategy(), log=log)
-
-  trainer_lib.Trainer(run("")).train(3, checkpoint_every=0, log_every=100)
-  logs = []
-  staged = run(",decoder_only_steps=2", logs.append)
-  staged.restore()
   before = [v.numpy() for v in staged.model.weights]
-  history = trainer_lib.Trainer(staged).train(5, checkpoint_every=0, log_every=1)
-  assert staged.step == 5 and "Step 3: training stage decoder." in logs
+  staged = run("predictor_only_steps=2,decoder_only_steps=2", logs.append)
+  history = trainer_lib.Trainer(staged).train(7, checkpoint_every=0, log_every=1)
+  assert staged.step == 7 and "Step 5: training stage decoder." in logs
   assert all(np.isfinite(row["loss"]) for row in history["train"])
   model = staged.model
-  decoder = {id(v) for layer in (model.decompress, model.decoder) for v in layer.weights}
-  changed = 0
-  for want, variable in zip(before, model.weights):
-    if id(variable) in decoder:
-      changed += not np.array_equal(variable.numpy(), want)
-    else:
-      np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
-  assert changed == len(decoder)
-  assert model.training_stage(2, 5) == "latent_predictor"
+  check_only_moved(model, before, [model.decompress, model.decoder])
+  assert [model.training_stage(step, 7) for step in (2, 3, 4, 5, 6)] == [
+      "joint", "latent_predictor", "latent_predictor", "decoder", "decoder"]
+  with pytest.raises(ValueError, match="predictor_only_steps=2 and decoder_only_steps=2 leave "
+                     "no joint training"):
+    model.training_stage(0, 4)
 
 
 def real_translation_batches(tokenizer, count=3, size=8):
