@@ -58,7 +58,7 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
   """
   ADDED_FIELDS = {**TransformerHParams.ADDED_FIELDS, **BottleneckHParams.ADDED_FIELDS,
                   "latent_normalization": "layer", "predictor_only_steps": 0,
-                  "decoder_layers": 0, "decoder_only_steps": 0}
+                  "decoder_layers": 0, "decoder_only_steps": 0, "predictor_layers": 0}
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
   bottleneck_bits: int = 12          # K = 2^bits codes
@@ -77,11 +77,15 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
   # Layers of the parallel target decoder (0: num_layers, as the encoder and the latent
   # predictor); it runs once per translation on every target position.
   decoder_layers: int = 0
+  # Layers of the latent predictor (0: num_layers); it runs once per code, 2^n_c target
+  # tokens, of a translation.
+  predictor_layers: int = 0
 
   def validate(self):
     super().validate()
-    check(self.decoder_layers >= 0, "decoder_layers", self.decoder_layers,
-          "an integer >= 0 (0: num_layers)")
+    for name in ("decoder_layers", "predictor_layers"):
+      check(getattr(self, name) >= 0, name, getattr(self, name),
+            "an integer >= 0 (0: num_layers)")
     check(1 <= self.bottleneck_bits <= 20, "bottleneck_bits", self.bottleneck_bits,
           "an integer in [1, 20]")
     check(self.latent_normalization in ("batch", "layer"), "latent_normalization",

@@ -224,6 +224,14 @@ def test_the_code_sequence_stops_when_stop_is_likelier_than_all_codes_together()
   assert plain.numpy().tolist() == [[stop]]
 
 
+def test_the_latent_models_stacks_take_their_own_depths():
+  hparams = registry.hparams("vq_em_tiny").derive(num_layers=2, decoder_layers=1,
+                                                  predictor_layers=3)
+  model = model_class(hparams).from_hparams(hparams)
+  assert [len(stack.layers_) for stack in (model.encoder, model.decoder,
+                                           model.latent_predictor.decoder)] == [2, 1, 3]
+
+
 def test_codes_of_given_lengths_are_the_greedy_codes_of_teacher_forcing(multi30k_tokenizer):
   """The codes the parallel decoder learns from in its stage: at each position the code
   (never STOP) the predictor ranks first given the codes before, computed here by a full

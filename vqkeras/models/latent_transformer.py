@@ -126,7 +126,8 @@ class LatentPredictor(keras.layers.Layer):
 
   Args:
     codebook_size: K.
-    hparams: Transformer sizes (num_layers, hidden_size, filter_size, num_heads, dropout).
+    hparams: Transformer sizes (predictor_layers or num_layers, hidden_size, filter_size,
+      num_heads, dropout).
   """
 
   def __init__(self, codebook_size, hparams, **kwargs):
@@ -137,7 +138,8 @@ class LatentPredictor(keras.layers.Layer):
     self.hidden_size = hparams.hidden_size
     self.symbol_embedding = keras.layers.Embedding(codebook_size + 2, hparams.hidden_size,
                                                    name="symbol_embedding")
-    self.decoder = decoder_stack(hparams, name="decoder")
+    self.decoder = decoder_stack(hparams, name="decoder",
+                                 num_layers=hparams.predictor_layers)   # 0: num_layers
     self.head = keras.layers.Dense(codebook_size + 1, name="head")
 
   def embed(self, symbols, start=0):
