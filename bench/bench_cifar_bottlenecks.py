@@ -1,10 +1,11 @@
-"""Hard EM, soft EM and the codebook loss on CIFAR-10 at the same training budget.
+"""The bottlenecks on CIFAR-10 at the same training budget.
 
-Trains vq_ema_cifar_small, vq_em_cifar_small and vq_gradient_cifar_small (the same
-model, only the bottleneck differs) for the same number of steps on the CIFAR-10
-records in ../shared/data, with the same seed, then prints one table of held-out
-bits/dim (reconstruction, prior, total), reconstruction MSE, codebook perplexity,
-codes used and steps/s. Roy et al. 2018 report soft EM beating hard EM.
+Trains vq_ema_cifar_small, vq_em_cifar_small, vq_gradient_cifar_small,
+vq_rvq_cifar_small and vq_fsq_cifar_small (the same model, only the bottleneck
+differs) for the same number of steps on the CIFAR-10 records in ../shared/data, with
+the same seed, then prints one table of held-out bits/dim (reconstruction, prior,
+total), reconstruction MSE, perplexity and codes used of each code layer (residual VQ:
+one per level) and steps/s. Roy et al. 2018 report soft EM beating hard EM.
 
   python bench/bench_cifar_bottlenecks.py --steps=1000
 """
@@ -24,7 +25,8 @@ from vqkeras import run as run_lib
 from vqkeras import trainer as trainer_lib
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-SETS = ("vq_ema_cifar_small", "vq_em_cifar_small", "vq_gradient_cifar_small")
+SETS = ("vq_ema_cifar_small", "vq_em_cifar_small", "vq_gradient_cifar_small",
+        "vq_rvq_cifar_small", "vq_fsq_cifar_small")
 
 
 def main():
@@ -49,11 +51,14 @@ def main():
       rows.append((name, metrics, args.steps / seconds))
   print(f"\n{args.steps} steps each, seed {args.seed}, held-out split of the CIFAR-10 records")
   print(f"{'hparams':26s} {'bpd total':>9s} {'bpd recon':>9s} {'bpd prior':>9s} {'mse':>7s} "
-        f"{'perplexity':>10s} {'codes used':>10s} {'steps/s':>7s}")
+        f"{'perplexity':>12s} {'codes used':>10s} {'steps/s':>7s}")
   for name, m, rate in rows:
+    layers = sorted(key[:-len("/perplexity")] for key in m if key.endswith("/perplexity"))
+    perplexity = "/".join(f"{m[f'{layer}/perplexity']:.0f}" for layer in layers)
+    used = "/".join(str(m[f"{layer}/codes_used"]) for layer in layers)
     print(f"{name:26s} {m['bits_per_dim_total']:9.3f} {m['bits_per_dim_reconstruction']:9.3f} "
-          f"{m['bits_per_dim_prior']:9.3f} {m['mse']:7.4f} {m['quantizer/perplexity']:10.1f} "
-          f"{m['quantizer/codes_used']:10d} {rate:7.2f}")
+          f"{m['bits_per_dim_prior']:9.3f} {m['mse']:7.4f} {perplexity:>12s} {used:>10s} "
+          f"{rate:7.2f}")
 
 
 if __name__ == "__main__":

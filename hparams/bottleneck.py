@@ -12,13 +12,23 @@ from vqkeras.hparams_lib import HParams, check
 # The update rules of `vqkeras.layers.VectorQuantizer` (codebook_updates.UPDATES without
 # its alias), named here without importing TensorFlow; tests/test_registry.py keeps the two
 # lists equal.
-BOTTLENECKS = ("gradient", "ema", "soft_em")
+UPDATE_RULES = ("gradient", "ema", "soft_em")
+# Every bottleneck: a VectorQuantizer with one of the rules, residual VQ with EMA levels,
+# or finite scalar quantization (vqkeras.models.bottleneck.bottleneck_from_hparams).
+BOTTLENECKS = UPDATE_RULES + ("rvq", "fsq")
 
 
 @dataclasses.dataclass(frozen=True)
 class BottleneckHParams(HParams):
-  """The update rule of the codebook and its settings (docs/papers.md sections 1 and 2)."""
-  bottleneck: str = "soft_em"        # "gradient" (VQ-VAE), "ema" (hard EM) or "soft_em"
+  """The bottleneck and its settings (docs/papers.md sections 1 and 2).
+
+  A family's codes per position (num_blocks) are a VectorQuantizer's codebook blocks,
+  a residual quantizer's levels, or FSQ's groups of channels.
+  """
+  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "fsq_levels": "8x5x5x5"}
+  # "gradient" (VQ-VAE), "ema" (hard EM) or "soft_em": VectorQuantizer's update rules;
+  # "rvq": residual VQ, its levels EMA codebooks; "fsq": finite scalar quantization.
+  bottleneck: str = "soft_em"
   num_samples: int = 10              # m = n_s, soft-EM samples per position
   decay: float = 0.99                # EMA decay lambda
   epsilon: float = 1e-5              # Laplace smoothing of the counts
@@ -27,10 +37,20 @@ class BottleneckHParams(HParams):
   # Codes start on latents of the first batch; codes unused for 100 steps move onto
   # latents of the batch.
   restart_dead_codes: bool = False
+  # FSQ: the levels of the channels of a group, "x"-separated (8x5x5x5: 1000 codes).
+  fsq_levels: str = "8x5x5x5"
 
   def validate(self):
     super().validate()
     check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
           " or ".join(BOTTLENECKS))
     check(self.num_samples >= 1, "num_samples", self.num_samples, "a positive integer")
+    levels = self.fsq_levels.split("x")
+    check(all(level.isdigit() and int(level) >= 2 for level in levels), "fsq_levels",
+          self.fsq_levels, "integers of at least 2 separated by x, e.g. 8x5x5x5")
+
+  @property
+  def fsq_level_list(self):
+    """fsq_levels as integers."""
+    return [int(level) for level in self.fsq_levels.split("x")]
     # decay, epsilon, beta and temperature: VectorQuantizer checks their ranges, once.

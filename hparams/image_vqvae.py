@@ -25,8 +25,10 @@ class ImageVQVAEHParams(BottleneckHParams):
   channels: int = 256                # width of the encoder and decoder convolutions
   latent_depth: int = 320            # D, depth of a latent position before slicing
   # Codebook (the rest of the bottleneck: BottleneckHParams).
-  codebook_size: int = 512           # K codes per block
-  num_blocks: int = 10               # codebooks per position: the paper's 8 x 8 x 10
+  codebook_size: int = 512           # K codes per block (VQ) or level (rvq); FSQ: fsq_levels
+  # Codes per position: codebooks (VQ, the paper's 8 x 8 x 10), levels (rvq) or groups of
+  # channels (fsq).
+  num_blocks: int = 10
   # Latent prior over the code grid (vqkeras.models.latent_prior): "positions", a
   # Transformer over the H*W positions and one over each position's B codes; "raster",
   # one over all H*W*B codes (the same factorization; its attention over 640 codes
@@ -51,8 +53,13 @@ class ImageVQVAEHParams(BottleneckHParams):
     super().validate()
     check(self.prior_factorization in PRIOR_FACTORIZATIONS, "prior_factorization",
           self.prior_factorization, " or ".join(PRIOR_FACTORIZATIONS))
-    check(self.latent_depth % self.num_blocks == 0, "num_blocks", self.num_blocks,
-          f"a divisor of latent_depth={self.latent_depth}")
+    if self.bottleneck == "fsq":
+      groups = self.num_blocks * len(self.fsq_level_list)
+      check(self.latent_depth == groups, "latent_depth", self.latent_depth,
+            f"num_blocks x the number of fsq_levels = {groups} under bottleneck=fsq")
+    elif self.bottleneck != "rvq":
+      check(self.latent_depth % self.num_blocks == 0, "num_blocks", self.num_blocks,
+            f"a divisor of latent_depth={self.latent_depth}")
     check(self.prior_hidden_size % self.prior_num_heads == 0, "prior_num_heads",
           self.prior_num_heads, f"a divisor of prior_hidden_size={self.prior_hidden_size}")
     for name in ("channels", "codebook_size", "batch_size", "train_steps",
@@ -100,6 +107,19 @@ def vq_ema_cifar_small():
 @registry.register_hparams
 def vq_gradient_cifar_small():
   return vq_gradient_cifar().derive(**SMALL)
+
+
+@registry.register_hparams
+def vq_rvq_cifar_small():
+  """Residual VQ: two EMA levels of 128 codes on the whole latent (RQ-VAE, SoundStream)."""
+  return vq_ema_cifar_small().derive(bottleneck="rvq", restart_dead_codes=True)
+
+
+@registry.register_hparams
+def vq_fsq_cifar_small():
+  """FSQ: two groups of three channels on the 8x6x5 grid (240 codes each; Mentzer et al.
+  2023's levels for about 2^8 codes)."""
+  return vq_em_cifar_small().derive(bottleneck="fsq", fsq_levels="8x6x5", latent_depth=6)
 
 
 @registry.register_hparams

@@ -9,7 +9,7 @@ compressed 2^3 times into 12-bit codes, Adam(0.9, 0.997, 1e-9) with warm-up.
 import dataclasses
 
 from vqkeras import registry
-from vqkeras.hparams.bottleneck import BottleneckHParams
+from vqkeras.hparams.bottleneck import UPDATE_RULES, BottleneckHParams
 from vqkeras.hparams_lib import HParams, check
 
 
@@ -88,6 +88,9 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
             "an integer >= 0 (0: num_layers)")
     check(1 <= self.bottleneck_bits <= 20, "bottleneck_bits", self.bottleneck_bits,
           "an integer in [1, 20]")
+    check(self.bottleneck in UPDATE_RULES, "bottleneck", self.bottleneck,
+          f"one of {', '.join(UPDATE_RULES)} (the latent predictor predicts one code of a "
+          f"codebook per latent)")
     check(self.latent_normalization in ("batch", "layer"), "latent_normalization",
           self.latent_normalization, "batch or layer")
     check(self.compression_steps >= 1, "compression_steps", self.compression_steps,

@@ -48,6 +48,29 @@ def test_forward_is_the_bounded_rounded_grid_point(cifar_patches, levels):
                                 out["codes"].numpy())
 
 
+def test_codebooks_quantize_their_groups_of_channels_alone(cifar_patches):
+  """num_codebooks = 3: three groups of four channels, codes [..., 3] (float64 reference
+  per group), decode back, and usage counted per group over the valid positions."""
+  z = encoder_outputs(cifar_patches, 12)
+  mask = np.arange(len(z)) % 4 != 0
+  layer = FiniteScalarQuantizer(LEVELS, num_codebooks=3)
+  out = layer(z.astype(np.float32).reshape(-1, 4, 12), training=True,
+              mask=mask.reshape(-1, 4), return_codes=True)
+  codes = out["codes"].numpy().reshape(-1, 3)
+  assert out["codes"].shape[-1] == 3 and layer.codes_per_position == 3
+  for g in range(3):
+    quantized, index = reference(z[:, 4 * g:4 * (g + 1)], LEVELS)
+    agree = index == codes[:, g]
+    assert agree.mean() > 0.999
+    np.testing.assert_allclose(out["quantized"].numpy().reshape(-1, 12)[agree, 4 * g:4 * (g + 1)],
+                               quantized[agree], atol=1e-6)
+    np.testing.assert_array_equal(layer.batch_counts.numpy()[g],
+                                  np.bincount(codes[mask, g], minlength=1000))
+  np.testing.assert_allclose(layer.decode(out["codes"]).numpy(), out["quantized"].numpy())
+  np.testing.assert_array_equal(layer.encode(z.astype(np.float32).reshape(-1, 4, 12)).numpy(),
+                                out["codes"].numpy())
+
+
 @pytest.mark.parametrize("levels", [LEVELS, [3, 4, 7]])
 def test_each_channel_takes_exactly_its_levels(levels):
   sweep = np.linspace(-12.0, 12.0, 4001)

@@ -36,36 +36,45 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
       channel; e.g. [8, 5, 5, 5] (1000 codes) or [8, 8, 8, 5, 5, 5] (64000), the
       paper's choices for 2^10 and 2^16 codes.
     eps: how far inside the outermost levels the bound stays, in (0, 1).
+    num_codebooks: C, if given: the input holds C groups of len(levels) channels, each
+      quantized on the grid alone, and a position has C codes `[..., C]` (as
+      `VectorQuantizer`'s blocks). None: one group, codes `[...]`.
     usage_window: W, the training steps over which a code counts as used in the
       health metrics (as in `VectorQuantizer`).
     **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
 
   Call arguments:
-    inputs: float `[..., d]` with d = len(levels) (project to d channels first,
-      e.g. with a Dense layer).
+    inputs: float `[..., d]` with d = len(levels), or C * len(levels) with
+      num_codebooks = C (project to d channels first, e.g. with a Dense layer).
     training: bool; True records the codes' usage (the health metrics).
     mask: optional bool `[...]`; False positions are left out of the usage.
-    return_codes: if True, return {"quantized": `[..., d]`, "codes": int32 `[...]`}.
+    return_codes: if True, return {"quantized": `[..., d]`, "codes": int32 `[...]`
+      (`[..., C]` with num_codebooks)}.
 
   Returns:
     the quantized tensor in [-1, 1], same shape as `inputs`, in the layer's compute
     dtype; or the dict above.
   """
 
-  def __init__(self, levels, eps=1e-3, usage_window=100, **kwargs):
+  def __init__(self, levels, eps=1e-3, num_codebooks=None, usage_window=100, **kwargs):
     super().__init__(**kwargs)
     levels = list(levels) if isinstance(levels, (list, tuple)) else levels
     _check(isinstance(levels, list) and levels and
            all(isinstance(l, (int, np.integer)) and l >= 2 for l in levels),
            "levels", levels, "a non-empty list of integers of at least 2, e.g. [8, 5, 5, 5]")
     _check(0.0 < eps < 1.0, "eps", eps, "a float in (0, 1)")
+    _check(num_codebooks is None or (isinstance(num_codebooks, int) and num_codebooks >= 1),
+           "num_codebooks", num_codebooks, "None or a positive integer")
     _check(isinstance(usage_window, int) and usage_window >= 1, "usage_window",
            usage_window, "an integer of at least 1")
     self.levels = [int(l) for l in levels]
     self.eps = float(eps)
     self.usage_window = usage_window
+    self.num_codebooks = num_codebooks
+    self.codes_per_position = num_codebooks or 1
     self.codebook_size = math.prod(self.levels)
-    self.depth = len(self.levels)
+    self.group_depth = len(self.levels)
+    self.depth = self.group_depth * self.codes_per_position
     self.supports_masking = True
     # The grid's constants, per channel.
     levels_f = np.asarray(self.levels, np.float64)
@@ -78,12 +87,12 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
 
   def build(self, input_shape):
     self._check_depth(input_shape)
-    self.build_usage((1, self.codebook_size))
+    self.build_usage((self.codes_per_position, self.codebook_size))
 
   # The grid.
 
   def bound(self, inputs):
-    """Each channel squashed into (-L/2, L/2), float32 `[..., d]`."""
+    """Each channel squashed into (-L/2, L/2), float32 `[..., len(levels)]`."""
     return tf.tanh(tf.cast(inputs, tf.float32) + self._shift) * self._half_l - self._offset
 
   def round_to_grid(self, bounded):
@@ -110,38 +119,61 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
     return self.indices_to_codes(tf.range(self.codebook_size))
 
   def encode(self, inputs):
-    """The code indices of float `[..., d]` inputs: int32 `[...]`."""
-    return self.codes_to_indices(self.round_to_grid(self.bound(self._checked_inputs(inputs))))
+    """The code indices of float `[..., d]` inputs: int32 `[...]` (`[..., C]`)."""
+    groups = self._groups(self._checked_inputs(inputs))
+    return self._ungrouped_codes(self.codes_to_indices(self.round_to_grid(self.bound(groups))))
 
   def decode(self, codes):
-    """The code vectors of int `[...]` indices: float32 `[..., d]`."""
-    return self.indices_to_codes(codes)
+    """The code vectors of int `[...]` indices (`[..., C]`): float32 `[..., d]`."""
+    codes = checks.integer_codes(self.name, codes)
+    if self.num_codebooks is None:
+      return self.indices_to_codes(codes)
+    if codes.shape.rank is None or codes.shape[-1] != self.num_codebooks:
+      raise ValueError(f"{self.name}.decode expects codes of shape [..., num_codebooks="
+                       f"{self.num_codebooks}], got {codes.shape}.")
+    return self._ungrouped(self.indices_to_codes(codes))
 
   # The forward pass.
 
   def call(self, inputs, training=None, mask=None, return_codes=False):
     training = bool(training) and self.trainable
     x = self._checked_inputs(inputs)
-    quantized = self.round_to_grid(self.bound(x))
-    indices = self.codes_to_indices(tf.stop_gradient(quantized))
+    quantized = self.round_to_grid(self.bound(self._groups(x)))
+    indices = self.codes_to_indices(tf.stop_gradient(quantized))   # [..., C]
     counts = self._global_counts(indices, mask)
     batch_perplexity = quantization.perplexity(counts)
     if training:
       self.record_usage(counts, counts, batch_perplexity)
     self.update_usage_metrics(batch_perplexity, training)
-    outputs = tf.cast(quantized, self.compute_dtype)
+    outputs = tf.cast(self._ungrouped(quantized), self.compute_dtype)
     if return_codes:
-      return {"quantized": outputs, "codes": indices}
+      return {"quantized": outputs, "codes": self._ungrouped_codes(indices)}
     return outputs
 
+  def _groups(self, x):
+    """`[..., C * len(levels)]` to `[..., C, len(levels)]`."""
+    return tf.reshape(x, tf.concat([tf.shape(x)[:-1],
+                                    [self.codes_per_position, self.group_depth]], 0))
+
+  def _ungrouped(self, vectors):
+    """`[..., C, len(levels)]` back to `[..., C * len(levels)]`."""
+    return tf.reshape(vectors, tf.concat([tf.shape(vectors)[:-2], [self.depth]], 0))
+
+  def _ungrouped_codes(self, indices):
+    """Codes `[..., C]` as the layer gives them: `[...]` without num_codebooks."""
+    return indices[..., 0] if self.num_codebooks is None else indices
+
   def _global_counts(self, indices, mask):
-    """How many valid positions of the global batch took each code, `[1, K]`."""
-    ids = tf.reshape(indices, [-1])
+    """How many valid positions of the global batch took each code of each group,
+    `[C, K]`, from indices `[..., C]`."""
+    ids = tf.reshape(indices, [-1, self.codes_per_position])
+    ids += tf.range(self.codes_per_position) * self.codebook_size
     if mask is not None:
-      ids = tf.where(tf.reshape(tf.cast(mask, tf.bool), [-1]), ids, -1)   # dropped below
+      valid = tf.reshape(tf.cast(mask, tf.bool), [-1])[:, None]
+      ids = tf.where(valid, ids, -1)   # dropped below
     counts = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids,
-                                          self.codebook_size)
-    return sum_over_replicas(counts)[None]
+                                          self.codes_per_position * self.codebook_size)
+    return tf.reshape(sum_over_replicas(counts), [self.codes_per_position, self.codebook_size])
 
   def _checked_inputs(self, inputs):
     x = checks.float_inputs(self.name, inputs)
@@ -151,8 +183,9 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
   def _check_depth(self, shape):
     shape = tf.TensorShape(shape)
     if shape.rank is None or shape.rank < 1 or shape[-1] != self.depth:
+      groups = f" x num_codebooks={self.num_codebooks}" if self.num_codebooks else ""
       raise ValueError(f"{self.name}: inputs must have one channel per level: "
-                       f"levels={self.levels} needs a last dimension of {self.depth}, got "
+                       f"levels={self.levels}{groups} needs a last dimension of {self.depth}, got "
                        f"input shape {shape}; project the inputs to {self.depth} channels "
                        f"first, e.g. with keras.layers.Dense({self.depth}).")
 
@@ -160,15 +193,16 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
     quantized = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
     if not return_codes:
       return quantized
-    return {"quantized": quantized,
-            "codes": keras.KerasTensor(tuple(inputs.shape[:-1]), dtype="int32")}
+    codes = tuple(inputs.shape[:-1]) + ((self.num_codebooks,) if self.num_codebooks else ())
+    return {"quantized": quantized, "codes": keras.KerasTensor(codes, dtype="int32")}
 
   def compute_mask(self, inputs, mask=None):
     return mask
 
   def get_config(self):
     config = super().get_config()
-    config.update({"levels": self.levels, "eps": self.eps, "usage_window": self.usage_window})
+    config.update({"levels": self.levels, "eps": self.eps, "num_codebooks": self.num_codebooks,
+                   "usage_window": self.usage_window})
     return config
 
 

@@ -85,6 +85,11 @@ class ResidualVectorQuantizer(keras.layers.Layer):
                    for i in range(count)]
     self.supports_masking = True
 
+  @property
+  def codes_per_position(self):
+    """Q: the codes of a position (one per level)."""
+    return self.num_quantizers
+
   def level(self, i):
     """The quantizer of level i."""
     return self.levels[0 if self.shared_codebook else i]

@@ -191,6 +191,11 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     self.rule.build(self, shape)
     self.build_usage(shape[:2])
 
+  @property
+  def codes_per_position(self):
+    """B: the codes of a position (one per codebook block)."""
+    return self.num_blocks
+
   # Public views of the state.
 
   @property

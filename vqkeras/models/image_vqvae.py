@@ -71,8 +71,10 @@ class ImageVQVAE(ImageModel):
   Args:
     channels: width of the convolutions (256 in the paper).
     latent_depth: D, the depth of a latent position before quantization.
-    quantizer: the bottleneck layer, a `VectorQuantizer` (its K codes per block and
-      B blocks per latent position, the paper's "8 x 8 x 10", size the prior).
+    quantizer: the bottleneck layer (`vqkeras.models.bottleneck`): a `VectorQuantizer`
+      (its K codes per block and B blocks per latent position, the paper's
+      "8 x 8 x 10", size the prior), a `ResidualVectorQuantizer` (K codes per level, Q
+      levels) or a `FiniteScalarQuantizer` (K grid points per group, C groups).
     prior: dict of the prior's sizes (num_layers, hidden_size, filter_size,
       num_heads, dropout; block_layers for LatentPrior), or None for an
       autoencoder without a prior.
@@ -88,7 +90,7 @@ class ImageVQVAE(ImageModel):
     self.quantizer = quantizer
     self.decoder = image_decoder(channels, 3 * PIXEL_VALUES)
     prior_class = {"positions": LatentPrior, "raster": RasterPrior}[prior_factorization]
-    self.prior = (prior_class(quantizer.codebook_size, quantizer.num_blocks, name="prior",
+    self.prior = (prior_class(quantizer.codebook_size, quantizer.codes_per_position, name="prior",
                               **prior) if prior else None)
 
   @classmethod
@@ -129,8 +131,9 @@ class ImageVQVAE(ImageModel):
     reconstruction = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
     result = {"reconstruction": tf.reduce_sum(reconstruction, axis=[1, 2, 3]) / LN2}
     if self.prior is not None:
+      # The soft-EM draws where the bottleneck has them, else the codes.
       result["prior"] = self.prior.negative_log_likelihood(
-          out["codes"], out["samples"], training=training) / LN2
+          out["codes"], out.get("samples"), training=training) / LN2
     if squared_error:
       mean = tf.reduce_sum(tf.nn.softmax(logits) * tf.range(PIXEL_VALUES, dtype=tf.float32), -1)
       result["squared_error"] = tf.reduce_sum(
