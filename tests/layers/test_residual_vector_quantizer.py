@@ -59,6 +59,8 @@ def test_each_level_quantizes_the_residual_of_the_levels_before(cifar_patches):
   # Fewer levels: the first ones' codes and their partial sum.
   two = layer(x, num_levels=2, return_codes=True)
   np.testing.assert_array_equal(two["codes"].numpy(), codes[:, :2])
+  np.testing.assert_array_equal(layer.encode(x).numpy(), codes)
+  np.testing.assert_array_equal(layer.encode(x, num_levels=2).numpy(), codes[:, :2])
   np.testing.assert_allclose(layer.decode(codes[:, :2]).numpy(),
                              codebooks[0][codes[:, 0]] + codebooks[1][codes[:, 1]], atol=1e-5)
   # Each level is closer than the one before: the residual error shrinks.

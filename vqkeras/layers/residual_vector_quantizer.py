@@ -143,8 +143,14 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     return outputs
 
   def encode(self, inputs, num_levels=None):
-    """The codes `[..., n]` of float `[..., D]` inputs (n = num_levels, default Q)."""
-    return self(inputs, num_levels=num_levels, return_codes=True)["codes"]
+    """The codes `[..., n]` of float `[..., D]` inputs (n = num_levels, default Q),
+    without the forward pass's losses and health metrics."""
+    residual, codes = tf.cast(checks.float_inputs(self.name, inputs), tf.float32), []
+    for i in range(self._num_levels(num_levels)):
+      level_codes = self.level(i).encode(residual)   # [..., 1]
+      residual -= self.level(i).decode(level_codes)
+      codes.append(level_codes[..., 0])
+    return tf.stack(codes, axis=-1)
 
   def decode(self, codes):
     """The sum of the code vectors of int codes `[..., n]` (n <= Q: the first n levels)."""
