@@ -26,8 +26,10 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     "test": ["pytest>=8", "scipy>=1.11"],
-    # Sonnet is the peer the bottleneck benchmark measures against.
-    "bench": ["dm-sonnet>=2.0.2", "dm-tree>=0.1.8"],
+    # The peers the bottleneck benchmark measures against: Sonnet, and
+    # vector-quantize-pytorch (install a CPU build of torch first: PyPI's default torch
+    # for Linux is a CUDA build of several GB).
+    "bench": ["dm-sonnet>=2.0.2", "dm-tree>=0.1.8", "vector-quantize-pytorch>=1.20"],
 }
 
 setuptools.setup(

@@ -1,4 +1,9 @@
-"""Speed of one VectorQuantizer training step against Sonnet's VectorQuantizerEMA.
+"""Speed of one training step of our bottlenecks against their peers.
+
+VectorQuantizer against Sonnet's VectorQuantizerEMA; ResidualVectorQuantizer and
+FiniteScalarQuantizer against vector-quantize-pytorch's ResidualVQ and FSQ (when it is
+installed: `pip install torch==2.13.0` or a CPU wheel of torch first, then the
+`[bench]` extra; torch runs on as many threads as TensorFlow).
 
 One process, the same inputs, the steps interleaved round by round so that
 machine noise hits every contender alike. A training step is the forward pass,
@@ -8,6 +13,9 @@ VQ step can avoid. Then the memory of K = 2^16 codes at N = 16384 (a fresh
 process, peak resident memory).
 
   pip install -e ".[bench]" && python bench/bench_vector_quantizer.py
+
+Target (issue 20): residual VQ (Q = 8, K = 1024, D = 256, N = 8192, EMA levels) and
+FSQ (levels 8,5,5,5, N = 8192) at least as fast as vector-quantize-pytorch's.
 
 Targets (issue 2): "ema" >= 1.8x faster than Sonnet at both sizes and <= 1.75x
 (small) / 1.2x (large) the matrix product; "soft_em" with m = 10 <= 2x (small) and
@@ -128,6 +136,90 @@ def speed(rounds):
     print(f"  {name:6s} temperature 1: {default:6.1%}   flat (temperature 1e4): {flat:6.1%}")
 
 
+def our_residual_step(depth, codebook_size, num_quantizers):
+  from vqkeras.layers import ResidualVectorQuantizer
+  layer = ResidualVectorQuantizer(codebook_size, num_quantizers, update="ema", decay=0.99,
+                                  seed=0)
+  layer.build((None, depth))
+  return loss_gradient_step(layer)
+
+
+def our_fsq_step(levels):
+  from vqkeras.layers import FiniteScalarQuantizer
+  return loss_gradient_step(FiniteScalarQuantizer(levels))
+
+
+def loss_gradient_step(layer):
+  """The gradient of sum(layer(x) * w) + the layer's losses w.r.t. x, in training."""
+  @tf.function(jit_compile=False)
+  def step(x, w):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(layer(x, training=True) * w)
+      if layer.losses:
+        loss += tf.add_n(layer.losses)
+    return tape.gradient(loss, x)
+  return step
+
+
+def torch_step(module, x, w, returns_loss):
+  """The same step for a vector-quantize-pytorch module on copies of x and w."""
+  import torch
+  x = torch.tensor(x.numpy()[None], requires_grad=True)
+  w = torch.tensor(w.numpy()[None])
+  module.train()
+
+  def step(_x, _w):
+    x.grad = None
+    out = module(x)
+    loss = (out[0] * w).sum() + (out[2].sum() if returns_loss else 0.0)
+    loss.backward()
+    return x.grad
+  return step
+
+
+def peers(rounds):
+  """Residual VQ and FSQ against vector-quantize-pytorch, and the matmul floor of RVQ."""
+  try:
+    import torch
+    from vector_quantize_pytorch import FSQ, ResidualVQ
+  except ImportError:
+    print("\nvector-quantize-pytorch is not installed: residual VQ and FSQ rows skipped "
+          "(pip install torch==2.13.0, then pip install -e \".[bench]\").")
+    return
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  rng = np.random.default_rng(0)
+  n, depth, codebook_size, levels_q = 8192, 256, 1024, 8
+  levels = [8, 5, 5, 5]
+  print(f"\nAgainst vector-quantize-pytorch (torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads), N = {n}; median of {rounds} rounds:")
+  header = (f"{'layer':34s} | {'floor ms':>8s} {'peer ms':>8s} {'ours ms':>8s} | "
+            f"{'peer/ours':>9s} {'ours/floor':>10s}")
+  print(header)
+  print("-" * len(header))
+  x = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
+  w = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
+  codebook = tf.constant(rng.normal(size=(codebook_size, depth)).astype(np.float32))
+  floor = matmul_step(codebook)
+  steps = {
+      "floor": lambda x, w: [floor(x, w) for _ in range(levels_q)][-1],
+      "peer": torch_step(ResidualVQ(dim=depth, num_quantizers=levels_q,
+                                    codebook_size=codebook_size, decay=0.99), x, w, True),
+      "ours": our_residual_step(depth, codebook_size, levels_q)}
+  t = time_interleaved(steps, x, w, rounds, 1)
+  print(f"{f'residual VQ Q={levels_q} K={codebook_size} D={depth}':34s} | "
+        f"{t['floor'] * 1e3:8.2f} {t['peer'] * 1e3:8.2f} {t['ours'] * 1e3:8.2f} | "
+        f"{t['peer'] / t['ours']:8.2f}x {t['ours'] / t['floor']:9.2f}x", flush=True)
+  x = tf.constant(rng.normal(size=(n, len(levels))).astype(np.float32))
+  w = tf.constant(rng.normal(size=(n, len(levels))).astype(np.float32))
+  steps = {"peer": torch_step(FSQ(levels=levels), x, w, False), "ours": our_fsq_step(levels)}
+  t = time_interleaved(steps, x, w, rounds, 5)
+  print(f"{f'FSQ levels {levels}':34s} | {'-':>8s} {t['peer'] * 1e3:8.2f} "
+        f"{t['ours'] * 1e3:8.2f} | {t['peer'] / t['ours']:8.2f}x {'-':>10s}")
+  print("(floor: the Q distance products [N, D] x [D, K] that no residual VQ step avoids)")
+
+
 def memory_child(update, n, depth, codebook_size):
   """Runs a few steps and prints the peak resident memory in GB."""
   rng = np.random.default_rng(0)
@@ -156,13 +248,17 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=15)
   parser.add_argument("--memory_child", nargs=4)
+  parser.add_argument("--only_peers", action="store_true",
+                      help="Only the rows against vector-quantize-pytorch.")
   args = parser.parse_args()
   if args.memory_child:
     update, n, depth, codebook_size = args.memory_child
     memory_child(update, int(n), int(depth), int(codebook_size))
     return
-  speed(args.rounds)
-  memory()
+  if not args.only_peers:
+    speed(args.rounds)
+    memory()
+  peers(args.rounds)
 
 
 if __name__ == "__main__":
