@@ -14,8 +14,9 @@ from vqkeras.hparams_lib import HParams, check
 # lists equal.
 UPDATE_RULES = ("gradient", "ema", "soft_em")
 # Every bottleneck: a VectorQuantizer with one of the rules, residual VQ with EMA levels,
-# or finite scalar quantization (vqkeras.models.bottleneck.bottleneck_from_hparams).
-BOTTLENECKS = UPDATE_RULES + ("rvq", "fsq")
+# finite scalar quantization or the Gumbel-softmax relaxation
+# (vqkeras.models.bottleneck.bottleneck_from_hparams).
+BOTTLENECKS = UPDATE_RULES + ("rvq", "fsq", "gumbel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,13 +28,14 @@ class BottleneckHParams(HParams):
   """
   ADDED_FIELDS = {**HParams.ADDED_FIELDS, "fsq_levels": "8x5x5x5"}
   # "gradient" (VQ-VAE), "ema" (hard EM) or "soft_em": VectorQuantizer's update rules;
-  # "rvq": residual VQ, its levels EMA codebooks; "fsq": finite scalar quantization.
+  # "rvq": residual VQ, its levels EMA codebooks; "fsq": finite scalar quantization;
+  # "gumbel": the Gumbel-softmax relaxation (one code per position, tau = temperature).
   bottleneck: str = "soft_em"
   num_samples: int = 10              # m = n_s, soft-EM samples per position
   decay: float = 0.99                # EMA decay lambda
   epsilon: float = 1e-5              # Laplace smoothing of the counts
   beta: float = 0.25                 # commitment loss weight
-  temperature: float = 1.0           # soft EM samples from softmax(-||z - e||^2 / T)
+  temperature: float = 1.0           # soft EM's T of softmax(-||z - e||^2 / T); gumbel's tau
   # Codes start on latents of the first batch; codes unused for 100 steps move onto
   # latents of the batch.
   restart_dead_codes: bool = False

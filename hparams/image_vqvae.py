@@ -26,8 +26,8 @@ class ImageVQVAEHParams(BottleneckHParams):
   latent_depth: int = 320            # D, depth of a latent position before slicing
   # Codebook (the rest of the bottleneck: BottleneckHParams).
   codebook_size: int = 512           # K codes per block (VQ) or level (rvq); FSQ: fsq_levels
-  # Codes per position: codebooks (VQ, the paper's 8 x 8 x 10), levels (rvq) or groups of
-  # channels (fsq).
+  # Codes per position: codebooks (VQ, the paper's 8 x 8 x 10), levels (rvq), groups of
+  # channels (fsq); 1 for gumbel.
   num_blocks: int = 10
   # Latent prior over the code grid (vqkeras.models.latent_prior): "positions", a
   # Transformer over the H*W positions and one over each position's B codes; "raster",
@@ -57,6 +57,9 @@ class ImageVQVAEHParams(BottleneckHParams):
       groups = self.num_blocks * len(self.fsq_level_list)
       check(self.latent_depth == groups, "latent_depth", self.latent_depth,
             f"num_blocks x the number of fsq_levels = {groups} under bottleneck=fsq")
+    elif self.bottleneck == "gumbel":
+      check(self.num_blocks == 1, "num_blocks", self.num_blocks,
+            "1 under bottleneck=gumbel (one code per position)")
     elif self.bottleneck != "rvq":
       check(self.latent_depth % self.num_blocks == 0, "num_blocks", self.num_blocks,
             f"a divisor of latent_depth={self.latent_depth}")

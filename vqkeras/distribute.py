@@ -53,6 +53,19 @@ def sum_over_replicas(values):
   return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
 
 
+def global_mean(values, weights=None):
+  """A replica's share of the mean of `values` `[n]` over the global batch's entries
+  (`weights` `[n]`: 1 for entries to count, 0 for the rest; None counts every entry).
+
+  Keras scales each replica's losses by 1/replicas and sums them, so a replica adds
+  replicas x its sum over the global count: replicas holding different numbers of valid
+  entries (token batches) would bias a mean of per-replica means.
+  """
+  weights = tf.ones_like(values) if weights is None else tf.cast(weights, values.dtype)
+  count = sum_over_replicas(tf.reduce_sum(weights))
+  return num_replicas() * tf.math.divide_no_nan(tf.reduce_sum(values * weights), count)
+
+
 def make_strategy(name="auto"):
   """The strategy called `name`.
 

@@ -117,17 +117,18 @@ def test_each_sampled_code_is_the_draw_from_its_teacher_forced_distribution(mode
 
 
 @pytest.mark.parametrize("bottleneck, overrides, codebook_size", [
-    ("rvq", {}, 32),                                         # 4 levels of 32 codes
-    ("fsq", dict(fsq_levels="5x3", latent_depth=8), 15),     # 4 groups of 2 channels
+    ("rvq", dict(num_blocks=4), 32),                                    # 4 levels of 32
+    ("fsq", dict(num_blocks=4, fsq_levels="5x3", latent_depth=8), 15),  # 4 groups of 2
+    ("gumbel", dict(num_blocks=1), 32),
 ])
 def test_each_bottleneck_sizes_the_prior_and_trains(images, bottleneck, overrides,
                                                     codebook_size):
-  """Residual VQ and FSQ in the same model: B codes of K per position size the prior
-  (uniform outputs: 8 bits/dim and 64 * B * log2(K) prior bits per image, by hand),
-  codes round trip, and a training step gives a finite loss."""
+  """Residual VQ, FSQ and Gumbel-softmax in the same model: B codes of K per position
+  size the prior (uniform outputs: 8 bits/dim and 64 * B * log2(K) prior bits per image,
+  by hand), codes round trip, and a training step gives a finite loss."""
   keras.utils.set_random_seed(0)
-  hparams = registry.hparams("vq_em_cifar_tiny").derive(bottleneck=bottleneck, num_blocks=4,
-                                                       **overrides)
+  hparams = registry.hparams("vq_em_cifar_tiny").derive(bottleneck=bottleneck, **overrides)
+  blocks = hparams.num_blocks
   model = ImageVQVAE.from_hparams(hparams)
   optimizer = keras.optimizers.Adam(1e-3)
   train_step.build(model, optimizer, {"image": images[:8]})
@@ -135,7 +136,7 @@ def test_each_bottleneck_sizes_the_prior_and_trains(images, bottleneck, override
   assert all(np.isfinite(float(step({"image": images[8 * i:8 * i + 8]})["loss"]))
              for i in range(2))
   codes = model.encode_images(images[:3])
-  assert codes.shape == (3, 8, 8, 4) and codes.numpy().max() < codebook_size
+  assert codes.shape == (3, 8, 8, blocks) and codes.numpy().max() < codebook_size
   assert model.decode_codes(codes).shape == (3, 32, 32, 3)
   for layer in (model.decoder.layers[-1], model.prior.head):
     for weight in layer.weights:
@@ -144,7 +145,7 @@ def test_each_bottleneck_sizes_the_prior_and_trains(images, bottleneck, override
   got = {name: float(total) / float(weight) for name, (total, weight) in sums.items()}
   np.testing.assert_allclose(got["bits_per_dim_reconstruction"], 8.0, rtol=1e-6)
   np.testing.assert_allclose(got["bits_per_dim_prior"],
-                             64 * 4 * math.log2(codebook_size) / 3072, rtol=1e-6)
+                             64 * blocks * math.log2(codebook_size) / 3072, rtol=1e-6)
 
 
 def test_a_few_steps_on_real_records_lower_the_loss(positions_model, images):

@@ -2,5 +2,6 @@
 
 from vqkeras.layers.batch_standardization import BatchStandardization
 from vqkeras.layers.finite_scalar_quantizer import FiniteScalarQuantizer
+from vqkeras.layers.gumbel_softmax_quantizer import GumbelSoftmaxQuantizer
 from vqkeras.layers.vector_quantizer import VectorQuantizer
 from vqkeras.layers.residual_vector_quantizer import ResidualVectorQuantizer

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from vqkeras import quantization
-from vqkeras.distribute import num_replicas, replica_id, sum_over_replicas
+from vqkeras.distribute import global_mean, num_replicas, replica_id, sum_over_replicas
 from vqkeras.keras_compat import PerReplicaLosses
 from vqkeras.layers import checks
 from vqkeras.layers.code_usage import CodeUsage
@@ -338,16 +338,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     """Commitment loss (and the rule's: the codebook loss of "gradient"), means over valid
     entries."""
     def masked_mean_square(a, b):
-      per_position = tf.reduce_mean(tf.square(a - b), axis=-1)
-      weights = (tf.ones_like(per_position) if valid is None
-                 else tf.cast(valid, per_position.dtype))
-      # The mean over the global batch's valid positions. Training weights each replica's
-      # losses by 1/replicas (Keras' convention), so a replica adds replicas x its sum over
-      # the global count: replicas holding different numbers of valid positions (token
-      # batches) would bias a mean of per-replica means.
-      count = sum_over_replicas(tf.reduce_sum(weights))
-      return num_replicas() * tf.math.divide_no_nan(tf.reduce_sum(per_position * weights),
-                                                    count)
+      return global_mean(tf.reduce_mean(tf.square(a - b), axis=-1), valid)
     self.add_loss(self.beta * masked_mean_square(x, tf.stop_gradient(quantized)))
     for loss in self.rule.extra_losses(x, quantized, masked_mean_square):
       self.add_loss(loss)

@@ -1,6 +1,7 @@
 """The bottleneck layer a model's hyper-parameters ask for (hparams/bottleneck.py)."""
 
-from vqkeras.layers import FiniteScalarQuantizer, ResidualVectorQuantizer, VectorQuantizer
+from vqkeras.layers import (FiniteScalarQuantizer, GumbelSoftmaxQuantizer,
+                            ResidualVectorQuantizer, VectorQuantizer)
 
 
 def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantizer"):
@@ -11,6 +12,11 @@ def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantize
   `return_codes=True`, {"quantized", "codes" `[..., num_blocks]`} (VectorQuantizer also
   its "samples").
   """
+  if hparams.bottleneck == "gumbel":
+    if num_blocks != 1:
+      raise ValueError(f"bottleneck=gumbel gives one code per position; got num_blocks="
+                       f"{num_blocks} (set num_blocks=1).")
+    return GumbelSoftmaxQuantizer(codebook_size, temperature=hparams.temperature, name=name)
   if hparams.bottleneck == "fsq":
     return FiniteScalarQuantizer(hparams.fsq_level_list, num_codebooks=num_blocks, name=name)
   vq_arguments = dict(decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
