@@ -20,7 +20,8 @@ class ImageVQVAEHParams(BottleneckHParams):
   The bottleneck's update rule and settings are BottleneckHParams' fields.
   """
   ADDED_FIELDS = {**BottleneckHParams.ADDED_FIELDS, "prior_factorization": "raster",
-                  "prior_block_layers": 1}
+                  "prior_block_layers": 1, "pixel_likelihood": "categorical",
+                  "num_mixtures": 10}
   # Autoencoder.
   channels: int = 256                # width of the encoder and decoder convolutions
   latent_depth: int = 320            # D, depth of a latent position before slicing
@@ -42,6 +43,11 @@ class ImageVQVAEHParams(BottleneckHParams):
   prior_block_layers: int = 1
   prior_num_heads: int = 8
   prior_dropout: float = 0.1         # the prior trains jointly with the autoencoder
+  # Pixel likelihood (vqkeras.models.pixel_likelihood): "categorical", 256 values per
+  # sub-pixel (3 x 256 output channels), or "logistic_mixture", num_mixtures discretized
+  # logistics per sub-pixel (3 x 3 x num_mixtures channels; PixelCNN++).
+  pixel_likelihood: str = "categorical"
+  num_mixtures: int = 10
   # Optimization.
   batch_size: int = 128              # images per step, global over all replicas
   learning_rate: float = 2e-4
@@ -51,6 +57,8 @@ class ImageVQVAEHParams(BottleneckHParams):
 
   def validate(self):
     super().validate()
+    check(self.pixel_likelihood in ("categorical", "logistic_mixture"), "pixel_likelihood",
+          self.pixel_likelihood, "categorical or logistic_mixture")
     check(self.prior_factorization in PRIOR_FACTORIZATIONS, "prior_factorization",
           self.prior_factorization, " or ".join(PRIOR_FACTORIZATIONS))
     if self.bottleneck == "fsq":
@@ -65,7 +73,7 @@ class ImageVQVAEHParams(BottleneckHParams):
             f"a divisor of latent_depth={self.latent_depth}")
     check(self.prior_hidden_size % self.prior_num_heads == 0, "prior_num_heads",
           self.prior_num_heads, f"a divisor of prior_hidden_size={self.prior_hidden_size}")
-    for name in ("channels", "codebook_size", "batch_size", "train_steps",
+    for name in ("channels", "codebook_size", "batch_size", "train_steps", "num_mixtures",
                  "prior_num_layers", "prior_block_layers"):
       check(getattr(self, name) >= 1, name, getattr(self, name), "a positive integer")
 

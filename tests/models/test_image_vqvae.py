@@ -148,6 +148,30 @@ def test_each_bottleneck_sizes_the_prior_and_trains(images, bottleneck, override
                              64 * blocks * math.log2(codebook_size) / 3072, rtol=1e-6)
 
 
+def test_the_logistic_mixture_likelihood_gives_an_exact_bound(images):
+  """Zero decoder outputs: every component is the logistic at 127.5 with scale 127.5,
+  so each value's probability is a difference of two sigmoids (by hand, float64)."""
+  keras.utils.set_random_seed(0)
+  hparams = registry.hparams("vq_em_cifar_tiny").derive(pixel_likelihood="logistic_mixture",
+                                                       num_mixtures=4)
+  model = ImageVQVAE.from_hparams(hparams)
+  optimizer = keras.optimizers.Adam(1e-3)
+  train_step.build(model, optimizer, {"image": images[:8]})
+  step = train_step.make_train_step(model, optimizer)
+  assert np.isfinite(float(step({"image": images[8:16]})["loss"]))
+  assert model.decoder.layers[-1].filters == 3 * 3 * 4
+  assert model.decode_codes(model.encode_images(images[:2])).shape == (2, 32, 32, 3)
+  for weight in model.decoder.layers[-1].weights:
+    weight.assign(tf.zeros_like(weight))
+  sums = model.metric_sums({"image": images[:4]})
+  v = images[:4].astype(np.float64)
+  sigmoid = lambda x: 1 / (1 + np.exp(-(x - 127.5) / 127.5))   # pylint: disable=unnecessary-lambda-assignment
+  p = np.where(v == 255, 1.0, sigmoid(v + 0.5)) - np.where(v == 0, 0.0, sigmoid(v - 0.5))
+  np.testing.assert_allclose(float(sums["bits_per_dim_reconstruction"][0]) /
+                             float(sums["bits_per_dim_reconstruction"][1]),
+                             -np.log2(p).mean(), rtol=1e-5)
+
+
 def test_a_few_steps_on_real_records_lower_the_loss(positions_model, images):
   model = positions_model
   optimizer = keras.optimizers.Adam(3e-3)

@@ -10,6 +10,7 @@ from vqkeras.input_pipeline import scale_images
 from vqkeras.models.base import ImageModel, register_model
 from vqkeras.models.bottleneck import bottleneck_from_hparams
 from vqkeras.models.latent_prior import LatentPrior, RasterPrior
+from vqkeras.models.pixel_likelihood import CategoricalPixels, pixel_likelihood
 
 
 class ResidualBlock(keras.layers.Layer):
@@ -54,16 +55,16 @@ def image_decoder(channels, output_channels, name="decoder"):
   ], name=name)
 
 
-PIXEL_VALUES = 256
 LN2 = math.log(2.0)
 
 
 @register_model(ImageVQVAEHParams)
 class ImageVQVAE(ImageModel):
-  """VQ-VAE over images with a categorical pixel likelihood and a Transformer prior over codes.
+  """VQ-VAE over images with a discrete pixel likelihood and a Transformer prior over codes.
 
-  The decoder gives a 256-way categorical per sub-pixel, so the negative
-  log-likelihood is in bits per dimension; the prior (vqkeras.models.latent_prior)
+  The decoder gives a probability for each of a sub-pixel's 256 values (a categorical
+  or a mixture of discretized logistics: vqkeras.models.pixel_likelihood), so the
+  negative log-likelihood is in bits per dimension; the prior (vqkeras.models.latent_prior)
   models the codes, trained jointly on them (on the soft-EM draws under soft EM).
   bits/dim of the bound = reconstruction NLL + prior NLL of the codes, over
   H * W * 3 dimensions.
@@ -79,16 +80,20 @@ class ImageVQVAE(ImageModel):
       num_heads, dropout; block_layers for LatentPrior), or None for an
       autoencoder without a prior.
     prior_factorization: "positions" (`LatentPrior`) or "raster" (`RasterPrior`).
+    likelihood: the pixel likelihood (`CategoricalPixels` by default, or
+      `LogisticMixturePixels`), which sets the decoder's output channels.
 
-  Call: uint8 images `[batch, H, W, 3]` to pixel logits `[batch, H, W, 3, 256]`.
+  Call: uint8 images `[batch, H, W, 3]` to the log-probabilities of every value of
+  every sub-pixel, `[batch, H, W, 3, 256]`.
   """
 
   def __init__(self, channels, latent_depth, quantizer, prior=None,
-               prior_factorization="positions"):
+               prior_factorization="positions", likelihood=None):
     super().__init__()
     self.encoder = image_encoder(channels, latent_depth)
     self.quantizer = quantizer
-    self.decoder = image_decoder(channels, 3 * PIXEL_VALUES)
+    self.likelihood = likelihood or CategoricalPixels()
+    self.decoder = image_decoder(channels, self.likelihood.output_channels)
     prior_class = {"positions": LatentPrior, "raster": RasterPrior}[prior_factorization]
     self.prior = (prior_class(quantizer.codebook_size, quantizer.codes_per_position, name="prior",
                               **prior) if prior else None)
@@ -102,20 +107,16 @@ class ImageVQVAE(ImageModel):
       prior["block_layers"] = hparams.prior_block_layers
     quantizer = bottleneck_from_hparams(hparams, hparams.codebook_size, hparams.num_blocks)
     return cls(hparams.channels, hparams.latent_depth, quantizer, prior=prior,
-               prior_factorization=hparams.prior_factorization)
+               prior_factorization=hparams.prior_factorization,
+               likelihood=pixel_likelihood(hparams.pixel_likelihood, hparams.num_mixtures))
 
   @staticmethod
   def make_optimizer(hparams):
     return keras.optimizers.Adam(hparams.learning_rate)
 
-  def pixel_logits(self, quantized):
-    """Decoder output as `[batch, H, W, 3, 256]` logits."""
-    logits = self.decoder(quantized)
-    return tf.reshape(logits, tf.concat([tf.shape(logits)[:-1], [3, PIXEL_VALUES]], 0))
-
   def call(self, images, training=False):
     quantized = self.quantizer(self.encoder(scale_images(images)), training=training)
-    return self.pixel_logits(quantized)
+    return self.likelihood.log_probs(self.decoder(quantized))
 
   def negative_log_likelihoods(self, images, training=False, squared_error=False):
     """Per image, in bits: reconstruction -log p(x | z_q(x)) and prior -log p(z); `[batch]` each.
@@ -126,16 +127,14 @@ class ImageVQVAE(ImageModel):
     """
     out = self.quantizer(self.encoder(scale_images(images)), training=training,
                          return_codes=True)
-    logits = tf.cast(self.pixel_logits(out["quantized"]), tf.float32)
-    targets = tf.cast(images, tf.int32)
-    reconstruction = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
-    result = {"reconstruction": tf.reduce_sum(reconstruction, axis=[1, 2, 3]) / LN2}
+    outputs = self.decoder(out["quantized"])
+    result = {"reconstruction": self.likelihood.nll(outputs, images) / LN2}
     if self.prior is not None:
       # The soft-EM draws where the bottleneck has them, else the codes.
       result["prior"] = self.prior.negative_log_likelihood(
           out["codes"], out.get("samples"), training=training) / LN2
     if squared_error:
-      mean = tf.reduce_sum(tf.nn.softmax(logits) * tf.range(PIXEL_VALUES, dtype=tf.float32), -1)
+      mean = self.likelihood.mean(outputs)
       result["squared_error"] = tf.reduce_sum(
           tf.square(scale_images(mean) - scale_images(images)), axis=[1, 2, 3])
     return result
@@ -161,8 +160,7 @@ class ImageVQVAE(ImageModel):
 
   def decode_codes(self, codes):
     """uint8 images `[batch, H, W, 3]` (each sub-pixel's most likely value) from codes."""
-    logits = self.pixel_logits(self.quantizer.decode(codes))
-    return tf.cast(tf.argmax(logits, axis=-1), tf.uint8)
+    return self.likelihood.mode(self.decoder(self.quantizer.decode(codes)))
 
   def encode_images(self, images):
     """Codes `[batch, H/4, W/4, B]` of uint8 images."""
