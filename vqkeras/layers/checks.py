@@ -18,6 +18,15 @@ def float_inputs(layer_name, inputs):
   return x
 
 
+def known_depth(layer_name, input_shape):
+  """The last dimension of `input_shape`; ValueError when it is unknown."""
+  depth = input_shape[-1]
+  if depth is None:
+    raise ValueError(f"{layer_name}: the last dimension of the input must be known; "
+                     f"got input shape {tuple(input_shape)}.")
+  return depth
+
+
 def integer_codes(layer_name, codes):
   """`codes` as a tensor; ValueError unless they are integers."""
   codes = tf.convert_to_tensor(codes)

@@ -75,11 +75,7 @@ class GumbelSoftmaxQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     self.create_usage_metrics()
 
   def build(self, input_shape):
-    depth = input_shape[-1]
-    if depth is None:
-      raise ValueError(f"{self.name}: the last dimension of the input must be known; "
-                       f"got input shape {tuple(input_shape)}.")
-    self.depth = depth
+    self.depth = depth = checks.known_depth(self.name, input_shape)
     # Float32 as VectorQuantizer's codebook: the logits and the KL stay float32.
     self.to_logits = keras.layers.Dense(self.codebook_size, name="to_logits", dtype="float32")
     self.to_logits.build((None, depth))

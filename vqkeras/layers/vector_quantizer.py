@@ -164,10 +164,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     self.create_usage_metrics()
 
   def build(self, input_shape):
-    depth = input_shape[-1]
-    if depth is None:
-      raise ValueError(f"{self.name}: the last dimension of the input must be known; "
-                       f"got input shape {tuple(input_shape)}.")
+    depth = checks.known_depth(self.name, input_shape)
     self.input_depth = depth
     if self.codebook_dim is not None:
       # Float32 as the codebook: the distances are computed from their outputs.
