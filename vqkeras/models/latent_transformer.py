@@ -251,10 +251,7 @@ def stop_decided_first(step, stop):
     logits, cache = step(symbols, position, cache)
     log_probs = tf.nn.log_softmax(logits)
     stop_now = (log_probs[:, stop] > math.log(0.5)) & (position > 0)
-    only_stop = tf.one_hot(stop, tf.shape(logits)[-1], on_value=0.0,
-                           off_value=beam_search.NEG_INF, dtype=log_probs.dtype)
-    no_stop = beam_search.forbid(tf.zeros_like(only_stop), stop)
-    return log_probs + tf.where(stop_now[:, None], only_stop[None], no_stop[None]), cache
+    return log_probs + stop_or_not(stop_now, stop, tf.shape(logits)[-1]), cache
   return wrapped
 
 
@@ -263,12 +260,17 @@ def stop_at(step, stop, lengths):
   STOP is ruled out before and is the only choice from there on."""
   def wrapped(symbols, position, cache):
     logits, cache = step(symbols, position, cache)
-    only_stop = tf.one_hot(stop, tf.shape(logits)[-1], on_value=0.0,
-                           off_value=beam_search.NEG_INF, dtype=logits.dtype)
-    no_stop = beam_search.forbid(tf.zeros_like(only_stop), stop)
-    ended = (position >= lengths)[:, None]
-    return tf.nn.log_softmax(logits) + tf.where(ended, only_stop[None], no_stop[None]), cache
+    return (tf.nn.log_softmax(logits) + stop_or_not(position >= lengths, stop,
+                                                    tf.shape(logits)[-1]), cache)
   return wrapped
+
+
+def stop_or_not(stop_now, stop, num_symbols):
+  """Added to log-probabilities `[batch, symbols]`: where `stop_now` `[batch]`, every
+  symbol but STOP is ruled out; elsewhere STOP is."""
+  only_stop = tf.one_hot(stop, num_symbols, on_value=0.0, off_value=beam_search.NEG_INF)
+  no_stop = beam_search.forbid(tf.zeros_like(only_stop), stop)
+  return tf.where(stop_now[:, None], only_stop[None], no_stop[None])
 
 
 def pad_to_multiple(ids, multiple):
