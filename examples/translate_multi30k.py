@@ -8,7 +8,8 @@ size, each stage one of the documented commands:
                targets of the `translate_ende_multi30k_distilled` problem;
   4. latent:   the non-autoregressive latent model (soft EM, n_c = 3) on the distilled
                pairs, its last steps training the latent predictor alone (bin/train with
-               `predictor_only_steps`);
+               `predictor_only_steps`) and, with --decoder_steps, then the parallel
+               decoder alone on the predictor's codes (`decoder_only_steps`);
   5. bench:    bench/bench_translation.py, the speed/quality table on Multi30k validation.
 
   python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k
