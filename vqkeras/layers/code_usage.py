@@ -9,6 +9,8 @@ it; `codes_used` counts the codes used within the last `usage_window` training s
 import keras
 import tensorflow as tf
 
+from vqkeras.distribute import sum_over_replicas
+
 
 class CodeUsage:
   """Health state and metrics of a layer's codes (see the module docstring).
@@ -34,6 +36,18 @@ class CodeUsage:
     self.batch_counts = self.add_weight(
         name="batch_counts", shape=shape, dtype="float32", autocast=False,
         initializer="zeros", trainable=False)
+
+  def global_code_counts(self, indices, mask, groups=1):
+    """How many valid positions of the global batch took each code of each group,
+    `[groups, K]`, from int indices `[..., groups]` in [0, K) (`self.codebook_size`);
+    mask: None or bool `[...]`, False at positions to leave out."""
+    ids = tf.reshape(indices, [-1, groups]) + tf.range(groups) * self.codebook_size
+    if mask is not None:
+      valid = tf.reshape(tf.cast(mask, tf.bool), [-1])[:, None]
+      ids = tf.where(valid, ids, -1)   # dropped below
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids,
+                                          groups * self.codebook_size)
+    return tf.reshape(sum_over_replicas(counts), [groups, self.codebook_size])
 
   def codes_used(self):
     """Codes (summed over blocks) used within the last `usage_window` training steps."""

@@ -22,7 +22,6 @@ import numpy as np
 import tensorflow as tf
 
 from vqkeras import quantization
-from vqkeras.distribute import sum_over_replicas
 from vqkeras.layers import checks
 from vqkeras.layers.code_usage import CodeUsage
 
@@ -140,7 +139,7 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
     x = self._checked_inputs(inputs)
     quantized = self.round_to_grid(self.bound(self._groups(x)))
     indices = self.codes_to_indices(tf.stop_gradient(quantized))   # [..., C]
-    counts = self._global_counts(indices, mask)
+    counts = self.global_code_counts(indices, mask, self.codes_per_position)
     batch_perplexity = quantization.perplexity(counts)
     if training:
       self.record_usage(counts, counts, batch_perplexity)
@@ -162,18 +161,6 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
   def _ungrouped_codes(self, indices):
     """Codes `[..., C]` as the layer gives them: `[...]` without num_codebooks."""
     return indices[..., 0] if self.num_codebooks is None else indices
-
-  def _global_counts(self, indices, mask):
-    """How many valid positions of the global batch took each code of each group,
-    `[C, K]`, from indices `[..., C]`."""
-    ids = tf.reshape(indices, [-1, self.codes_per_position])
-    ids += tf.range(self.codes_per_position) * self.codebook_size
-    if mask is not None:
-      valid = tf.reshape(tf.cast(mask, tf.bool), [-1])[:, None]
-      ids = tf.where(valid, ids, -1)   # dropped below
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids,
-                                          self.codes_per_position * self.codebook_size)
-    return tf.reshape(sum_over_replicas(counts), [self.codes_per_position, self.codebook_size])
 
   def _checked_inputs(self, inputs):
     x = checks.float_inputs(self.name, inputs)

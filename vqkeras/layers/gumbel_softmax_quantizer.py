@@ -17,16 +17,11 @@ import keras
 import tensorflow as tf
 
 from vqkeras import quantization
-from vqkeras.distribute import global_mean, replica_id, sum_over_replicas
+from vqkeras.distribute import global_mean, replica_id
+from vqkeras.distributions import distributions
 from vqkeras.keras_compat import PerReplicaLosses
 from vqkeras.layers import checks
 from vqkeras.layers.code_usage import CodeUsage
-
-
-def _distributions():
-  # TensorFlow Probability loads on first use: it takes seconds to import.
-  import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
-  return tfp.distributions
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
@@ -117,9 +112,9 @@ class GumbelSoftmaxQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     quantized = tf.tensordot(weights, self.codebook, axes=1)
     valid = None if mask is None else tf.reshape(tf.cast(mask, tf.bool), [-1])
     if self.kl_weight:
-      kl = math.log(self.codebook_size) - _distributions().Categorical(logits=logits).entropy()
+      kl = math.log(self.codebook_size) - distributions().Categorical(logits=logits).entropy()
       self.add_loss(self.kl_weight * global_mean(tf.reshape(kl, [-1]), valid))
-    counts = self._global_counts(codes, valid)
+    counts = self.global_code_counts(codes, valid)
     batch_perplexity = quantization.perplexity(counts)
     if training:
       self.record_usage(counts, counts, batch_perplexity)
@@ -134,21 +129,12 @@ class GumbelSoftmaxQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     relaxed gradient); the draws differ per step and per replica."""
     seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.num_updates, tf.int64)])
     seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), replica_id())
-    sample = _distributions().RelaxedOneHotCategorical(self.temperature,
+    sample = distributions().RelaxedOneHotCategorical(self.temperature,
                                                        logits=logits).sample(seed=seed)
     if not self.straight_through:
       return sample
     hard = tf.one_hot(tf.argmax(sample, axis=-1), self.codebook_size)
     return quantization.straight_through(sample, hard)
-
-  def _global_counts(self, codes, valid):
-    """How many valid positions of the global batch took each argmax code, `[1, K]`."""
-    ids = tf.reshape(codes, [-1])
-    if valid is not None:
-      ids = tf.where(valid, ids, -1)   # dropped below
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(ids, tf.float32), ids,
-                                          self.codebook_size)
-    return sum_over_replicas(counts)[None]
 
   def _checked_inputs(self, inputs):
     x = checks.float_inputs(self.name, inputs)

@@ -12,13 +12,9 @@ reconstruction NLL in bits/dim stays an exact bound.
 
 import tensorflow as tf
 
+from vqkeras.distributions import distributions
+
 PIXEL_VALUES = 256
-
-
-def _distributions():
-  # TensorFlow Probability loads on first use: it takes seconds to import.
-  import tensorflow_probability as tfp  # pylint: disable=import-outside-toplevel
-  return tfp.distributions
 
 
 def _per_sub_pixel(outputs, parameters):
@@ -74,7 +70,7 @@ class LogisticMixturePixels:
 
   def distribution(self, outputs):
     """The mixture of every sub-pixel, batch shape `[batch, H, W, 3]`."""
-    tfd = _distributions()
+    tfd = distributions()
     weights, locations, log_scales = tf.split(_per_sub_pixel(outputs, 3 * self.num_mixtures),
                                               3, axis=-1)
     half = (PIXEL_VALUES - 1) / 2.0
