@@ -7,10 +7,16 @@ compressed 2^3 times into 12-bit codes, Adam(0.9, 0.997, 1e-9) with warm-up.
 """
 
 import dataclasses
+import math
 
 from vqkeras import registry
 from vqkeras.hparams.bottleneck import UPDATE_RULES, BottleneckHParams
 from vqkeras.hparams_lib import HParams, check
+
+# The bottlenecks with one code per latent, the code the latent predictor predicts:
+# VectorQuantizer's update rules, FSQ on a projection of the latent (one group of
+# fsq_levels) and the Gumbel-softmax relaxation.
+ONE_CODE_BOTTLENECKS = UPDATE_RULES + ("fsq", "gumbel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +67,7 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
                   "decoder_layers": 0, "decoder_only_steps": 0, "predictor_layers": 0}
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
-  bottleneck_bits: int = 12          # K = 2^bits codes
+  bottleneck_bits: int = 12          # K = 2^bits codes (fsq: prod(fsq_levels))
   decay: float = 0.999               # EMA decay lambda of Roy et al.
   # From T2T's initialization, far from the unit-scale latents, one code took every latent.
   restart_dead_codes: bool = True
@@ -88,9 +94,9 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
             "an integer >= 0 (0: num_layers)")
     check(1 <= self.bottleneck_bits <= 20, "bottleneck_bits", self.bottleneck_bits,
           "an integer in [1, 20]")
-    check(self.bottleneck in UPDATE_RULES, "bottleneck", self.bottleneck,
-          f"one of {', '.join(UPDATE_RULES)} (the latent predictor predicts one code of a "
-          f"codebook per latent)")
+    check(self.bottleneck in ONE_CODE_BOTTLENECKS, "bottleneck", self.bottleneck,
+          f"one of {', '.join(ONE_CODE_BOTTLENECKS)} (the latent predictor predicts one code "
+          f"per latent; rvq gives one per level)")
     check(self.latent_normalization in ("batch", "layer"), "latent_normalization",
           self.latent_normalization, "batch or layer")
     check(self.compression_steps >= 1, "compression_steps", self.compression_steps,
@@ -101,7 +107,9 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
 
   @property
   def codebook_size(self):
-    """K = 2^bottleneck_bits."""
+    """K = 2^bottleneck_bits; FSQ: the product of fsq_levels."""
+    if self.bottleneck == "fsq":
+      return math.prod(self.fsq_level_list)
     return 2 ** self.bottleneck_bits
 
 

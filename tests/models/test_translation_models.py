@@ -232,6 +232,35 @@ def test_the_latent_models_stacks_take_their_own_depths():
                                            model.latent_predictor.decoder)] == [2, 1, 3]
 
 
+@pytest.mark.parametrize("overrides", ["bottleneck=fsq,fsq_levels=4x4",
+                                       "bottleneck=gumbel,bottleneck_bits=4"])
+def test_each_one_code_bottleneck_trains_and_translates(overrides, pairs):
+  """FSQ (on a learned projection of each latent) and the Gumbel-softmax bottleneck in the
+  latent model: 16 codes for the predictor beside STOP, each latent's code decodes to
+  the vector the decoder reads, a training step moves the bottleneck, translation ends."""
+  hparams = registry.hparams("vq_ema_tiny", overrides)
+  assert hparams.codebook_size == 16
+  keras.utils.set_random_seed(2)
+  model = model_class(hparams).from_hparams(hparams)
+  optimizer = keras.optimizers.Adam(3e-3)
+  train_step.build(model, optimizer, pairs)
+  before = [w.numpy().copy() for w in model.quantizer.trainable_weights]
+  step = tf.function(train_step.train_step_fn(model, optimizer))
+  for _ in range(2):
+    assert np.isfinite(float(step(pairs)["loss"]))
+  assert before and all(not np.allclose(b, w.numpy())
+                        for b, w in zip(before, model.quantizer.trainable_weights))
+  assert model.latent_predictor.stop == 16
+  targets = model.quantize_targets(pairs["targets"])
+  real = tf.sequence_mask(targets.lengths).numpy()
+  codes = targets.codes.numpy()[real]
+  assert codes.min() >= 0 and codes.max() < 16
+  decoded = model.quantizer.decode(targets.codes[:, :, None]).numpy()[real]
+  np.testing.assert_allclose(decoded, targets.quantized.numpy()[real], atol=1e-5)
+  translations = model.translate(pairs["inputs"][:4], max_decode_length=16).numpy()
+  assert translations.shape[0] == 4 and translations.shape[1] <= 16
+
+
 def test_codes_of_given_lengths_are_the_greedy_codes_of_teacher_forcing(multi30k_tokenizer):
   """The codes the parallel decoder learns from in its stage: at each position the code
   (never STOP) the predictor ranks first given the codes before, computed here by a full

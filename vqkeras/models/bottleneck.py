@@ -1,16 +1,22 @@
 """The bottleneck layer a model's hyper-parameters ask for (hparams/bottleneck.py)."""
 
+import keras
+
 from vqkeras.layers import (FiniteScalarQuantizer, GumbelSoftmaxQuantizer,
                             ResidualVectorQuantizer, VectorQuantizer)
 
 
-def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantizer"):
+def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantizer", depth=None):
   """The bottleneck of a `BottleneckHParams` record with `num_blocks` codes per position
   and K = `codebook_size` codes each (FSQ: K is the product of its levels).
 
-  Every kind gives `codes_per_position`, `codebook_size`, `encode`, `decode` and, with
-  `return_codes=True`, {"quantized", "codes" `[..., num_blocks]`} (VectorQuantizer also
-  its "samples").
+  depth: the depth of the vectors the model quantizes, if FSQ is to take them through
+  a learned projection (`ProjectedBottleneck`) when they are not already one channel per
+  level; None: the model makes them so (images: latent_depth).
+
+  Every kind gives `codes_per_position`, `codebook_size`, `num_updates`, `encode`,
+  `decode` and, with `return_codes=True`, {"quantized", "codes" `[..., num_blocks]`}
+  (VectorQuantizer also its "samples").
   """
   if hparams.bottleneck == "gumbel":
     if num_blocks != 1:
@@ -18,7 +24,10 @@ def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantize
                        f"{num_blocks} (set num_blocks=1).")
     return GumbelSoftmaxQuantizer(codebook_size, temperature=hparams.temperature, name=name)
   if hparams.bottleneck == "fsq":
-    return FiniteScalarQuantizer(hparams.fsq_level_list, num_codebooks=num_blocks, name=name)
+    fsq = FiniteScalarQuantizer(hparams.fsq_level_list, num_codebooks=num_blocks, name=name)
+    if depth is None or depth == fsq.depth:
+      return fsq
+    return ProjectedBottleneck(fsq, depth, name=f"projected_{name}")
   vq_arguments = dict(decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
                       restart_dead_codes=hparams.restart_dead_codes)
   if hparams.bottleneck == "rvq":
@@ -27,3 +36,46 @@ def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantize
   return VectorQuantizer(codebook_size, num_blocks=num_blocks, update=hparams.bottleneck,
                          num_samples=hparams.num_samples, temperature=hparams.temperature,
                          name=name, **vq_arguments)
+
+
+class ProjectedBottleneck(keras.layers.Layer):
+  """A quantizer of few channels on vectors of `depth`: a learned projection down to
+  the quantizer's depth before it and one back up after it (FSQ's d = len(levels)
+  channels on a model's hidden size; Mentzer et al. 2023 project the same way).
+
+  Call, `encode` and `decode` are the quantizer's, on `[..., depth]` vectors.
+  """
+
+  def __init__(self, quantizer, depth, **kwargs):
+    super().__init__(**kwargs)
+    self.quantizer = quantizer
+    self.project_in = keras.layers.Dense(quantizer.depth, name="project_in")
+    self.project_out = keras.layers.Dense(depth, name="project_out")
+    self.supports_masking = True
+
+  @property
+  def codebook_size(self):
+    return self.quantizer.codebook_size
+
+  @property
+  def codes_per_position(self):
+    return self.quantizer.codes_per_position
+
+  @property
+  def num_updates(self):
+    return self.quantizer.num_updates
+
+  def encode(self, inputs):
+    return self.quantizer.encode(self.project_in(inputs))
+
+  def decode(self, codes):
+    return self.project_out(self.quantizer.decode(codes))
+
+  def call(self, inputs, training=None, mask=None, return_codes=False):
+    out = self.quantizer(self.project_in(inputs), training=training, mask=mask,
+                         return_codes=True)
+    quantized = self.project_out(out["quantized"])
+    return dict(out, quantized=quantized) if return_codes else quantized
+
+  def compute_mask(self, inputs, mask=None):
+    return mask

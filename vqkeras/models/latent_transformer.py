@@ -6,7 +6,8 @@ Training reads the source and the target:
   2. the target embeddings, padded to a multiple of 2^n_c, are compressed 2^n_c
      times by residual convolutions and n_c stride-2 convolutions;
   3. the compressed latents pass the discrete bottleneck (`VectorQuantizer`:
-     hard EM, soft EM or the VQ-VAE codebook loss);
+     hard EM, soft EM or the VQ-VAE codebook loss; or FSQ on a projection of each
+     latent, or the Gumbel-softmax relaxation: hparams `bottleneck`);
   4. the latent predictor, an autoregressive Transformer decoder attending to
      the source, learns the code sequence (soft targets under soft EM) and when
      it ends;
@@ -325,7 +326,8 @@ class LatentTransformer(EncoderDecoder):
     else:
       self.latent_norm = keras.layers.LayerNormalization(center=False, scale=False,
                                                          name="latent_norm")
-    self.quantizer = bottleneck_from_hparams(hparams, hparams.codebook_size)
+    self.quantizer = bottleneck_from_hparams(hparams, hparams.codebook_size,
+                                             depth=hparams.hidden_size)
     self.latent_predictor = LatentPredictor(hparams.codebook_size, hparams,
                                             name="latent_predictor")
     self.decompress = Decompress(*sizes, name="decompress")
@@ -398,10 +400,11 @@ class LatentTransformer(EncoderDecoder):
     latents, lengths = self.latents(targets, training)
     mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
     out = self.quantizer(latents, training=training, mask=mask, return_codes=True)
-    # One codebook block per latent (the quantizer is built with num_blocks=1): the
-    # block axis of the codes and samples goes.
-    return QuantizedTargets(out["quantized"], out["codes"][:, :, 0], out["samples"][:, :, 0],
-                            lengths)
+    # One code per latent (the quantizer is built with num_blocks=1): the block axis of
+    # the codes and samples goes. Without soft-EM draws `[..., 1, m]` the predictor
+    # learns the codes, m = 1.
+    samples = out["samples"] if "samples" in out else out["codes"][..., None]
+    return QuantizedTargets(out["quantized"], out["codes"][:, :, 0], samples[:, :, 0], lengths)
 
   def decode_latents(self, quantized, lengths, memory, memory_mask, gold_targets=None,
                      gold_fraction=0.0, training=False):
