@@ -25,7 +25,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8", "scipy>=1.11"],
+    "test": ["pytest>=8", "pytest-xdist>=3", "scipy>=1.11"],
     # The peers the bottleneck benchmark measures against: Sonnet, and
     # vector-quantize-pytorch (install a CPU build of torch first: PyPI's default torch
     # for Linux is a CUDA build of several GB).

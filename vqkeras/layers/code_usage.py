@@ -9,13 +9,14 @@ it; `codes_used` counts the codes used within the last `usage_window` training s
 import keras
 import tensorflow as tf
 
-from vqkeras.distribute import sum_over_replicas
+from vqkeras.distribute import replica_id, sum_over_replicas
 
 
 class CodeUsage:
   """Health state and metrics of a layer's codes (see the module docstring).
 
-  The layer sets `usage_window` before `build_usage`.
+  The layer sets `usage_window` before `build_usage` (and `seed` to draw with
+  `step_seed`).
   """
 
   def create_usage_metrics(self):
@@ -64,6 +65,15 @@ class CodeUsage:
     """
     return {"perplexity": tf.convert_to_tensor(self.batch_perplexity),
             "codes_used": self.codes_used(), "dead_codes": self.dead_codes()}
+
+  def step_seed(self, salt, per_replica=True):
+    """A stateless seed of the layer's `seed` that differs per training step and per use
+    (`salt`), and per replica; it lives in the checkpoint (`num_updates`)."""
+    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.num_updates, tf.int64)])
+    seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), salt)
+    if not per_replica:
+      return seed
+    return tf.random.experimental.stateless_fold_in(seed, replica_id())
 
   def _used_in_window(self):
     last_used = tf.convert_to_tensor(self.last_used)

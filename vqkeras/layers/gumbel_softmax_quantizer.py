@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from vqkeras import quantization
-from vqkeras.distribute import global_mean, replica_id
+from vqkeras.distribute import global_mean
 from vqkeras.distributions import distributions
 from vqkeras.keras_compat import PerReplicaLosses
 from vqkeras.layers import checks
@@ -127,10 +127,8 @@ class GumbelSoftmaxQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
   def relaxed_sample(self, logits):
     """A Gumbel-softmax sample `[..., K]` of each position (hard with straight_through,
     relaxed gradient); the draws differ per step and per replica."""
-    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.num_updates, tf.int64)])
-    seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), replica_id())
-    sample = distributions().RelaxedOneHotCategorical(self.temperature,
-                                                       logits=logits).sample(seed=seed)
+    sample = distributions().RelaxedOneHotCategorical(
+        self.temperature, logits=logits).sample(seed=self.step_seed(salt=0))
     if not self.straight_through:
       return sample
     hard = tf.one_hot(tf.argmax(sample, axis=-1), self.codebook_size)

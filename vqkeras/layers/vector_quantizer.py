@@ -460,14 +460,6 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
       per_position = tf.transpose(blocks, [1, 0, 2])
     return tf.reshape(per_position, tf.concat([outer, [self.depth]], 0))
 
-  def step_seed(self, salt, per_replica=True):
-    """A stateless seed that differs per step and per use (and per replica), checkpointed."""
-    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(self.num_updates, tf.int64)])
-    seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), salt)
-    if not per_replica:
-      return seed
-    return tf.random.experimental.stateless_fold_in(seed, replica_id())
-
   def compute_output_spec(self, inputs, training=None, mask=None, return_codes=False):
     quantized = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
     if not return_codes:
