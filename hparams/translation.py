@@ -125,7 +125,9 @@ TINY = dict(vocab_size=1000, max_length=64, batch_size=1024, hidden_size=64, fil
             num_layers=1, num_heads=2, dropout=0.0, warmup_steps=50, train_steps=200)
 # mask_startup_steps=0: the decoder reads the latents from the first step (a gold-target
 # startup lets the latents collapse onto one code).
-LATENT_SMALL = dict(SMALL, bottleneck_bits=10, mask_startup_steps=0)
+# 256 codes: on Multi30k they translated 2.4 BLEU better than 1024 from predicted codes
+# (25.6 against 23.2 at the same budget; README, Speed).
+LATENT_SMALL = dict(SMALL, bottleneck_bits=8, mask_startup_steps=0)
 LATENT_TINY = dict(TINY, bottleneck_bits=6, num_samples=4, mask_startup_steps=50)
 
 
