@@ -107,8 +107,8 @@ class ResidualVectorQuantizer(keras.layers.Layer):
   def _levels_of_examples(self, inputs):
     """How many levels each training example uses under quantizer dropout, `[batch]`."""
     batch = tf.shape(inputs)[0]
-    step = tf.cast(self.level(0).num_updates, tf.int32)
-    seed = tf.random.experimental.stateless_fold_in(tf.constant([self.seed, 7]), step)
+    # Level 0's seed is the layer's (seed + 0); every replica draws the same numbers.
+    seed = self.level(0).step_seed(salt=7, per_replica=False)
     dropped = tf.random.stateless_uniform([batch], seed) < self.quantizer_dropout
     fewer = tf.random.stateless_uniform([batch], seed + 1, minval=1,
                                         maxval=self.num_quantizers + 1, dtype=tf.int32)
