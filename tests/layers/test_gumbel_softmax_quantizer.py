@@ -37,6 +37,24 @@ def test_inference_gives_the_argmax_code_and_the_kl_to_uniform(cifar_patches):
                              rtol=1e-5)
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_logits_codebook_and_kl_float32(policy, cifar_patches):
+  """The inputs arrive in the compute dtype; logits, codebook, samples and the KL stay
+  float32 (the argmax against float64 logits of the same inputs), the output is cast."""
+  layer = GumbelSoftmaxQuantizer(16, kl_weight=0.5, dtype=policy, seed=1)
+  compute_dtype = keras.mixed_precision.Policy(policy).compute_dtype
+  x = cifar_patches[:200]
+  out = layer(x, training=True, return_codes=True)
+  assert out["quantized"].dtype == compute_dtype
+  assert out["logits"].dtype == "float32" and layer.embeddings.dtype == "float32"
+  assert all(v.dtype == "float32" for v in layer.to_logits.weights)
+  x_seen = tf.cast(tf.cast(x, compute_dtype), tf.float32).numpy()   # what the layer gets
+  np.testing.assert_array_equal(out["codes"].numpy()[:, 0],
+                                logits_reference(layer, x_seen).argmax(-1))
+  assert len(layer.losses) == 1 and layer.losses[0].dtype == "float32"
+  assert np.isfinite(float(layer.losses[0]))
+
+
 @pytest.mark.parametrize("temperature", [0.5, 2.0])
 def test_samples_follow_the_softmax_of_the_logits_at_any_temperature(temperature):
   """Gumbel-max: the argmax of a relaxed sample is a draw from softmax(logits), whatever
