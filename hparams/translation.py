@@ -64,7 +64,8 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
   """
   ADDED_FIELDS = {**TransformerHParams.ADDED_FIELDS, **BottleneckHParams.ADDED_FIELDS,
                   "latent_normalization": "layer", "predictor_only_steps": 0,
-                  "decoder_layers": 0, "decoder_only_steps": 0, "predictor_layers": 0}
+                  "decoder_layers": 0, "decoder_only_steps": 0, "predictor_layers": 0,
+                  "glancing_ratio": 0.0, "glancing_final_ratio": 0.3}
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
   bottleneck_bits: int = 12          # K = 2^bits codes (fsq: prod(fsq_levels))
@@ -86,9 +87,19 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
   # Layers of the latent predictor (0: num_layers); it runs once per code, 2^n_c target
   # tokens, of a translation.
   predictor_layers: int = 0
+  # Glancing at the codes (CNAT, Bao et al. 2021; GLAT's glancing, Qian et al. 2021): in
+  # joint training the parallel decoder reads the latent predictor's own argmax codes,
+  # ceil(ratio x wrong) random latents reset to the target's codes, so that it learns to
+  # translate from codes as translation gives them. The ratio falls linearly from
+  # glancing_ratio to glancing_final_ratio over the joint steps; 0: the decoder reads
+  # the target's own codes (the paper's model).
+  glancing_ratio: float = 0.0
+  glancing_final_ratio: float = 0.3
 
   def validate(self):
     super().validate()
+    for name in ("glancing_ratio", "glancing_final_ratio"):
+      check(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "a float in [0, 1]")
     for name in ("decoder_layers", "predictor_layers"):
       check(getattr(self, name) >= 0, name, getattr(self, name),
             "an integer >= 0 (0: num_layers)")

@@ -15,7 +15,7 @@ from vqkeras import beam_search
 from vqkeras import registry
 from vqkeras import train_step
 from vqkeras.models import model_class
-from vqkeras.models.latent_transformer import latent_lengths, stop_decided_first
+from vqkeras.models.latent_transformer import glancing_mask, latent_lengths, stop_decided_first
 from vqkeras.models.transformer import smoothed_cross_entropy
 from vqkeras.files import read_lines
 from vqkeras.tokenizer import EOS_ID, PAD_ID
@@ -547,3 +547,80 @@ def test_the_soft_em_model_draws_nothing_at_random_when_it_translates(options):
   assert not random_ops(lambda ids: model.translate(ids, **options), spec)
   assert random_ops(lambda f: model.loss_and_weight(f, training=True)[0],
                     {"inputs": spec, "targets": spec})
+
+
+def numpy_glancing_mask(wrong, in_use, ratio, scores):
+  """GLAT's selection in float64: per row, ceil(ratio x wrong real latents) real latents
+  of the lowest scores."""
+  picked = np.zeros_like(in_use)
+  for b in range(len(wrong)):
+    count = int(np.ceil(round(ratio * (wrong[b] & in_use[b]).sum(), 6)))
+    real = np.flatnonzero(in_use[b])
+    picked[b, real[np.argsort(scores[b, real], kind="stable")[:count]]] = True
+  return picked
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.5, 1.0])
+def test_glancing_picks_ceil_ratio_times_wrong_real_latents(ratio):
+  rng = np.random.default_rng(1)
+  wrong = rng.random((6, 10)) < 0.6
+  in_use = np.arange(10)[None] < np.array([10, 7, 3, 1, 10, 5])[:, None]
+  wrong[4] = False   # a row the predictor gets right reads no target code
+  scores = rng.random((6, 10))
+  picked = glancing_mask(tf.constant(wrong), tf.constant(in_use), ratio,
+                         tf.constant(scores, tf.float32)).numpy()
+  np.testing.assert_array_equal(picked, numpy_glancing_mask(wrong, in_use, ratio, scores))
+  assert not picked[~in_use].any() and not picked[4].any()
+
+
+def test_the_glancing_decoder_reads_target_codes_where_picked_and_predicted_ones_elsewhere(
+    multi30k_tokenizer, monkeypatch):
+  """The decoder's input against a NumPy reference built from the quantizer's codebook:
+  the target's straight-through code vector at ceil(ratio x wrong) latents, the code
+  vector of the predictor's argmax elsewhere; the ratio anneals from glancing_ratio to
+  glancing_final_ratio over the joint steps."""
+  text = first_short_pairs("val", 6, max_words=30)
+  features = {"inputs": padded_ids(multi30k_tokenizer, [en for en, _ in text]),
+              "targets": padded_ids(multi30k_tokenizer, [de for _, de in text])}
+  hparams = registry.hparams("vq_ema_tiny").derive(
+      mask_startup_steps=0, glancing_ratio=0.5, glancing_final_ratio=0.25, train_steps=40)
+  model = model_class(hparams).from_hparams(hparams)
+  captured = {}
+  decode_latents = model.decode_latents
+
+  def capture(quantized, lengths, *args, **kwargs):
+    captured["decoder_input"] = quantized
+    return decode_latents(quantized, lengths, *args, **kwargs)
+
+  draws = []
+  uniform = tf.random.uniform
+
+  def recorded_uniform(shape, *args, **kwargs):
+    draws.append(uniform(shape, *args, **kwargs))
+    return draws[-1]
+
+  monkeypatch.setattr(tf.random, "uniform", recorded_uniform)
+  model.decode_latents = capture
+  model.loss_and_weight(features, training=True)   # builds; the EMA moves the codebook
+  model.quantizer.num_updates.assign(30)           # 3/4 through the joint steps
+  np.testing.assert_allclose(float(model.glancing_ratio()), 0.5 - 0.75 * 0.25, rtol=1e-6)
+  quantize, predictor_call = model.quantize_targets, model.latent_predictor.call
+  seen = {}
+  model.quantize_targets = lambda *a, **k: seen.setdefault("targets", quantize(*a, **k))
+  model.latent_predictor.call = lambda *a, **k: seen.setdefault("logits", predictor_call(*a, **k))
+  draws.clear()
+  model.loss_and_weight(features, training=True)
+  ratio = 0.5 - 31 / 40 * 0.25   # num_updates is 31 once the step's EMA update ran
+  codebook = model.quantizer.codebook.numpy().astype(np.float64)   # [K, hidden]
+  targets = seen["targets"]
+  logits = seen["logits"].numpy()
+  predicted = logits[:, :-1, :hparams.codebook_size].argmax(-1)
+  codes, lengths = targets.codes.numpy(), targets.lengths.numpy()
+  in_use = np.arange(codes.shape[1])[None] < lengths[:, None]
+  latent_draws = [d.numpy() for d in draws if d.shape == codes.shape]
+  assert len(latent_draws) == 1   # the gold-token schedule draws per token, not per latent
+  picked = numpy_glancing_mask(predicted != codes, in_use, ratio, latent_draws[0])
+  assert picked.any() and (~picked & in_use).any()
+  expected = np.where(picked[:, :, None], targets.quantized.numpy(), codebook[predicted])
+  got = captured["decoder_input"].numpy()
+  np.testing.assert_allclose(got[in_use], expected[in_use], rtol=1e-5, atol=1e-6)

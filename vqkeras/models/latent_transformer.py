@@ -168,9 +168,18 @@ class LatentPredictor(keras.layers.Layer):
     samples: `[batch, L, m]`; lengths: `[batch]` latent positions in use (the rest padding).
     Under soft EM the target of a position is the mean of its m one-hots.
     """
-    logits = self(samples, memory, memory_mask, training=training)
+    return self.loss_of_logits(self(samples, memory, memory_mask, training=training), samples,
+                               lengths)
+
+  def loss_of_logits(self, logits, samples, lengths):
+    """`loss` of the logits `[batch, L + 1, K + 1]` the predictor gave the samples."""
     targets, weights = self.targets(samples, lengths)
     return tf.reduce_sum(quantization.sample_cross_entropy(logits, targets) * weights, axis=1)
+
+  def argmax_codes(self, logits):
+    """The most likely code `[batch, L]` of every latent (STOP left out) from the
+    teacher-forced logits `[batch, L + 1, K + 1]`."""
+    return tf.argmax(logits[:, :-1, :self.codebook_size], axis=-1, output_type=tf.int32)
 
   def targets(self, samples, lengths):
     """The symbols to predict `[batch, L + 1, m]` (the codes, STOP at position `lengths`,
@@ -272,6 +281,28 @@ def stop_or_not(stop_now, stop, num_symbols):
   only_stop = tf.one_hot(stop, num_symbols, on_value=0.0, off_value=beam_search.NEG_INF)
   no_stop = beam_search.forbid(tf.zeros_like(only_stop), stop)
   return tf.where(stop_now[:, None], only_stop[None], no_stop[None])
+
+
+def glancing_mask(wrong, in_use, ratio, scores):
+  """The latents whose target code the decoder reads (glancing, Qian et al. 2021, on codes
+  as CNAT does), `[batch, L]` bool.
+
+  In each row, n = ceil(ratio x its wrong latents) latents in use are picked: those of
+  the n lowest `scores` (uniform draws in training, so n random latents, right or wrong,
+  as GLAT picks them). A row the predictor gets right reads only its predicted codes.
+
+  Args:
+    wrong: `[batch, L]` bool, True where the predicted code is not the target's.
+    in_use: `[batch, L]` bool, True at real latents.
+    ratio: the glancing ratio, a float in [0, 1].
+    scores: `[batch, L]` float, the order in which latents are picked.
+  """
+  num_wrong = tf.reduce_sum(tf.cast(wrong & in_use, tf.float32), axis=1)
+  # The tolerance keeps ratios that floats cannot hold (0.3 x 10 = 3.0000001) at their ceil.
+  num_picked = tf.cast(tf.math.ceil(ratio * num_wrong - 1e-4), tf.int32)
+  scores = tf.where(in_use, tf.cast(scores, tf.float32), float("inf"))
+  ranks = tf.argsort(tf.argsort(scores, axis=1, stable=True), axis=1, stable=True)
+  return ranks < num_picked[:, None]
 
 
 def pad_to_multiple(ids, multiple):
@@ -430,6 +461,30 @@ class LatentTransformer(EncoderDecoder):
                      memory_mask=memory_mask, training=training)
     return self.embedding.logits(y)
 
+  def glanced(self, targets, code_logits, ratio):
+    """The decoder's input latents when it learns to survive wrong codes: the latent
+    predictor's own argmax codes (from its teacher-forced `code_logits`), with
+    ceil(ratio x wrong) random latents reset to the targets' straight-through code
+    vectors (`glancing_mask`); only those carry the decoder's gradient to the
+    autoencoder. `[batch, L, hidden]`."""
+    predicted = self.latent_predictor.argmax_codes(code_logits)
+    in_use = tf.sequence_mask(targets.lengths, tf.shape(predicted)[1])
+    reset = glancing_mask(tf.not_equal(predicted, targets.codes), in_use, ratio,
+                          tf.random.uniform(tf.shape(predicted)))
+    predicted_vectors = tf.cast(self.quantizer.decode(predicted[:, :, None]),
+                                targets.quantized.dtype)
+    return tf.where(reset[:, :, None], targets.quantized, predicted_vectors)
+
+  def glancing_ratio(self):
+    """glancing_ratio falling linearly to glancing_final_ratio over the joint training
+    steps (counted by the bottleneck's training steps)."""
+    hparams = self.hparams
+    joint_steps = hparams.train_steps - hparams.predictor_only_steps - hparams.decoder_only_steps
+    progress = tf.minimum(1.0, tf.cast(self.quantizer.num_updates, tf.float32) /
+                          max(joint_steps, 1))
+    return hparams.glancing_ratio + progress * (hparams.glancing_final_ratio -
+                                                hparams.glancing_ratio)
+
   def gold_fraction(self):
     """The share of decoder inputs taken from the gold targets: 1 falling linearly to 0
     over mask_startup_steps (counted by the bottleneck's training steps)."""
@@ -441,11 +496,17 @@ class LatentTransformer(EncoderDecoder):
     ForwardPass."""
     memory, memory_mask = self.encode(features["inputs"], training)
     targets = self.quantize_targets(features["targets"], training)
-    gold_fraction = self.gold_fraction() if training else 0.0
-    logits = self.decode_latents(targets.quantized, targets.lengths, memory, memory_mask,
-                                 features["targets"], gold_fraction, training)
-    logits = logits[:, :tf.shape(features["targets"])[1]]
+    logits = self.decode_targets(targets.quantized, targets.lengths, memory, memory_mask,
+                                 features["targets"], training)
     return ForwardPass(logits, targets, memory, memory_mask)
+
+  def decode_targets(self, quantized, lengths, memory, memory_mask, targets, training=False):
+    """Token logits `[batch, T, vocab]` of training targets `[batch, T]` decoded from the
+    latents `quantized` (in training, with the schedule's gold tokens)."""
+    gold_fraction = self.gold_fraction() if training else 0.0
+    logits = self.decode_latents(quantized, lengths, memory, memory_mask, targets,
+                                 gold_fraction, training)
+    return logits[:, :tf.shape(targets)[1]]
 
   def call(self, features, training=False):
     return self.forward(features, training).logits
@@ -461,11 +522,18 @@ class LatentTransformer(EncoderDecoder):
       return self.predictor_loss_and_weight(features)
     if training and self.stage == "decoder":
       return self.decoder_loss_and_weight(features)
-    forward = self.forward(features, training)
-    token_loss, tokens = smoothed_cross_entropy(forward.logits, features["targets"],
+    memory, memory_mask = self.encode(features["inputs"], training)
+    targets = self.quantize_targets(features["targets"], training)
+    code_logits = self.latent_predictor(targets.samples, memory, memory_mask, training=training)
+    quantized = targets.quantized
+    if training and self.hparams.glancing_ratio > 0:
+      quantized = self.glanced(targets, code_logits, self.glancing_ratio())
+    logits = self.decode_targets(quantized, targets.lengths, memory, memory_mask,
+                                 features["targets"], training)
+    token_loss, tokens = smoothed_cross_entropy(logits, features["targets"],
                                                 self.hparams.label_smoothing)
-    latent_loss = self.latent_predictor.loss(forward.targets.samples, forward.targets.lengths,
-                                             forward.memory, forward.memory_mask, training)
+    latent_loss = self.latent_predictor.loss_of_logits(code_logits, targets.samples,
+                                                       targets.lengths)
     switched_on = tf.cast(self.quantizer.num_updates > self.hparams.mask_startup_steps,
                           tf.float32) if training else 1.0
     return token_loss + switched_on * self.compression * tf.reduce_sum(latent_loss), tokens
