@@ -25,6 +25,9 @@ class DecodeHParams(hparams_lib.HParams):
   length_penalty: float = 0.6   # alpha of ((5 + length) / 6)^alpha in the beam score
   batch_size: int = 64          # sentences per batch
   num_candidates: int = 1       # latent model: translations decoded at once, the best kept
+  # latent model: the candidates' codes, "beam" (the k best of a latent beam of
+  # max(beam_size, k)) or "first_code" (the k likeliest first codes, each finished greedily)
+  candidate_codes: str = "beam"
   temperature: float = 1.0      # of the prior's softmax when sampling image codes
   seed: int = 0                 # of image sampling
 
@@ -33,6 +36,8 @@ class DecodeHParams(hparams_lib.HParams):
     hparams_lib.check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
     hparams_lib.check(self.num_candidates >= 1, "num_candidates", self.num_candidates,
                       "a positive integer")
+    hparams_lib.check(self.candidate_codes in ("beam", "first_code"), "candidate_codes",
+                      self.candidate_codes, "beam or first_code")
     hparams_lib.check(self.length_penalty >= 0, "length_penalty", self.length_penalty,
                       "a float >= 0")
     hparams_lib.check(self.temperature > 0, "temperature", self.temperature, "a float > 0")
@@ -59,29 +64,45 @@ def forbid(logits, token):
                              dtype=logits.dtype)
 
 
-def greedy_search(step, state, batch_size, max_length, eos_id, start_id=PAD_ID, pad_id=PAD_ID):
+def greedy_search(step, state, batch_size, max_length, eos_id, start_id=PAD_ID, pad_id=PAD_ID,
+                  first_position=0, return_scores=False):
   """The most likely token at every step, until EOS or max_length.
 
+  Args:
+    start_id: the first input, a scalar or `[batch]` ids.
+    first_position: the position of the first step; > 0 continues sequences whose first
+      tokens are in `state` (the cache of their steps), start_id the last of them.
+    return_scores: also return each row's log-probability of its tokens, the sum of
+      log_softmax(logits) of every token up to and including EOS.
+
   Returns:
-    ids `[batch, length]`: each row ends with EOS (unless it reached
-    max_length), then pad_id; length is at most max_length.
+    ids `[batch, length]` of positions first_position..: each row ends with EOS (unless
+    it reached max_length), then pad_id; length is at most max_length - first_position.
+    With return_scores, (ids, scores `[batch]`).
   """
-  def body(position, previous, finished, outputs, state):
+  def body(position, previous, finished, scores, outputs, state):
     logits, state = step(previous, position, state)
     ids = tf.argmax(logits, axis=-1, output_type=tf.int32)
     ids = tf.where(finished, pad_id, ids)
-    return (position + 1, ids, finished | tf.equal(ids, eos_id), outputs.write(position, ids),
-            state)
+    if return_scores:
+      log_probs = tf.gather(tf.nn.log_softmax(tf.cast(logits, tf.float32)), ids, batch_dims=1)
+      scores += tf.where(finished, 0.0, log_probs)
+    return (position + 1, ids, finished | tf.equal(ids, eos_id), scores,
+            outputs.write(position - first_position, ids), state)
 
-  def not_done(position, previous, finished, outputs, state):
+  def not_done(position, previous, finished, scores, outputs, state):
     return (position < max_length) & ~tf.reduce_all(finished)
 
-  start = (tf.constant(0), tf.fill([batch_size], start_id), tf.zeros([batch_size], tf.bool),
-           tf.TensorArray(tf.int32, size=0, dynamic_size=True), state)
+  start = (tf.constant(first_position), tf.broadcast_to(start_id, [batch_size]),
+           tf.zeros([batch_size], tf.bool), tf.zeros([batch_size]),
+           tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]), state)
   invariants = (tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None]),
-                tf.TensorShape(None), tf.nest.map_structure(open_shape, state))
-  _, _, _, outputs, _ = tf.while_loop(not_done, body, start, shape_invariants=invariants)
-  return tf.transpose(outputs.stack())
+                tf.TensorShape([None]), tf.TensorShape(None),
+                tf.nest.map_structure(open_shape, state))
+  _, _, _, scores, outputs, _ = tf.while_loop(not_done, body, start,
+                                              shape_invariants=invariants)
+  ids = tf.reshape(tf.transpose(outputs.stack()), [batch_size, -1])
+  return (ids, scores) if return_scores else ids
 
 
 def search(step, state, batch_size, beam_size, max_length, eos_id, alpha=0.0, start_id=PAD_ID,

@@ -75,7 +75,7 @@ class Evaluator:
   def translator(self, options, teacher=None):
     """The `translate.Translator` of a decoding setting, built once."""
     key = (options.beam_size, options.length_penalty, options.batch_size,
-           options.num_candidates, teacher)
+           options.num_candidates, teacher, options.candidate_codes)
     if key not in self._translators:
       self._translators[key] = translate.Translator(self.run.model, self.run.tokenizer(), *key)
     return self._translators[key]

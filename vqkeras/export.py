@@ -43,17 +43,18 @@ class TranslationServing(tf.Module):
     model: a model with `translate` (Transformer or LatentTransformer).
     tokenizer: the problem's `Tokenizer`.
     beam_size, length_penalty: the search of every request.
-    num_candidates, teacher: the latent model's candidates and the Transformer that
-      scores them (`translate.translate_ids`); the SavedModel then holds both models.
+    num_candidates, teacher, candidate_codes: the latent model's candidates, the
+      Transformer that scores them (the SavedModel then holds both models) and their
+      search (`translate.translate_ids`).
   """
 
   def __init__(self, model, tokenizer, beam_size, length_penalty, num_candidates=1,
-               teacher=None):
+               teacher=None, candidate_codes="beam"):
     super().__init__(name="translation")
-    check_candidates(model, num_candidates, teacher)
+    check_candidates(model, num_candidates, teacher, candidate_codes)
     self.model_variables = _variables_of(model)
     self.teacher_variables = [] if teacher is None else _variables_of(teacher)
-    search = (beam_size, length_penalty, num_candidates, teacher)
+    search = (beam_size, length_penalty, num_candidates, teacher, candidate_codes)
     self.translate = tf.function(
         lambda inputs: {"outputs": translate_text(model, tokenizer, inputs, *search)},
         input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])

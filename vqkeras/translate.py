@@ -42,8 +42,15 @@ def source_ids(tokenizer, text, max_length):
   return cut[:, :tf.reduce_max(kept)], lengths
 
 
-def check_candidates(model, num_candidates=1, teacher=None):
-  """Raises ValueError unless the model can take num_candidates and the teacher."""
+CANDIDATE_CODES = ("beam", "first_code")   # LatentTransformer.translate_candidates
+
+
+def check_candidates(model, num_candidates=1, teacher=None, candidate_codes="beam"):
+  """Raises ValueError unless the model can take num_candidates, their search and the
+  teacher."""
+  if candidate_codes not in CANDIDATE_CODES:
+    raise ValueError(f"candidate_codes={candidate_codes!r}: choose one of "
+                     f"{', '.join(CANDIDATE_CODES)}.")
   if num_candidates > 1 and not getattr(model, "decodes_candidates", False):
     raise ValueError(f"num_candidates={num_candidates}: only the latent model decodes several "
                      f"candidates; the {type(model).__name__} searches with beam_size.")
@@ -59,18 +66,20 @@ def check_candidates(model, num_candidates=1, teacher=None):
                        f"model's {model.hparams.vocab_size}: they must share the vocabulary.")
 
 
-def translate_ids(model, ids, beam_size=1, length_penalty=0.0, num_candidates=1, teacher=None):
+def translate_ids(model, ids, beam_size=1, length_penalty=0.0, num_candidates=1, teacher=None,
+                  candidate_codes="beam"):
   """The model's translation ids of source ids; num_candidates > 1: the best of that many
-  candidates of the latent model, scored by `teacher` (a Transformer) or the model itself."""
+  candidates of the latent model (their codes searched by `candidate_codes`), scored by
+  `teacher` (a Transformer) or the model itself."""
   if num_candidates == 1:
     return model.translate(ids, beam_size, length_penalty)
   scorer = None if teacher is None else teacher.candidate_log_likelihoods
   return model.translate(ids, beam_size, length_penalty, num_candidates=num_candidates,
-                         scorer=scorer)
+                         scorer=scorer, candidate_codes=candidate_codes)
 
 
 def translate_text(model, tokenizer, text, beam_size=1, length_penalty=0.0, num_candidates=1,
-                   teacher=None):
+                   teacher=None, candidate_codes="beam"):
   """Translations `[batch]` (strings) of sentences `[batch]`, all in the TF graph.
 
   Tokenization, the model's search (`translate_ids`) and detokenization; over-long
@@ -80,7 +89,7 @@ def translate_text(model, tokenizer, text, beam_size=1, length_penalty=0.0, num_
   """
   ids, _ = source_ids(tokenizer, text, model.hparams.max_length)
   translations = tokenizer.detokenize(translate_ids(model, ids, beam_size, length_penalty,
-                                                    num_candidates, teacher))
+                                                    num_candidates, teacher, candidate_codes))
   blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
   return tf.where(blank, "", translations)
 
@@ -95,17 +104,18 @@ class Translator:
       latent model).
     length_penalty: alpha of the beam score.
     batch_size: sentences per batch.
-    num_candidates, teacher: the latent model's candidates and their scorer (`translate_ids`).
+    num_candidates, teacher, candidate_codes: the latent model's candidates, their scorer
+      and their search (`translate_ids`).
   """
 
   def __init__(self, model, tokenizer, beam_size=1, length_penalty=0.0, batch_size=64,
-               num_candidates=1, teacher=None):
-    check_candidates(model, num_candidates, teacher)
+               num_candidates=1, teacher=None, candidate_codes="beam"):
+    check_candidates(model, num_candidates, teacher, candidate_codes)
     self.tokenizer, self.batch_size = tokenizer, batch_size
     self.max_length = model.hparams.max_length
     self.translate_batch = tf.function(
         lambda text: translate_text(model, tokenizer, text, beam_size, length_penalty,
-                                    num_candidates, teacher),
+                                    num_candidates, teacher, candidate_codes),
         input_signature=[tf.TensorSpec([None], tf.string)])
 
   def translate(self, lines, progress=None):

@@ -416,7 +416,7 @@ def test_the_latent_decoder_gives_a_sentence_the_same_logits_in_any_batch(multi3
 @pytest.mark.parametrize("kind,beam_size,candidates", [
     ("transformer", 1, None), ("transformer", 4, None), ("latent_transformer", 1, None),
     ("latent_transformer", 2, None), ("latent_transformer", 1, "own"),
-    ("latent_transformer", 1, "teacher")])
+    ("latent_transformer", 1, "teacher"), ("latent_transformer", 1, "first_code")])
 def test_a_sentence_gets_the_same_translation_alone_and_in_any_batch(
     kind, beam_size, candidates, request, pairs, multi30k_tokenizer):
   """64 real sources (32 the model has learned, 32 unseen) translated alone, in one batch
@@ -426,7 +426,9 @@ def test_a_sentence_gets_the_same_translation_alone_and_in_any_batch(
   unseen = padded_ids(multi30k_tokenizer, [en for en, _ in first_short_pairs("val", 32)])
   sources = [row[row != PAD_ID] for ids in (pairs["inputs"], unseen) for row in ids.numpy()]
   options = {}
-  if candidates:
+  if candidates == "first_code":
+    options = {"num_candidates": 4, "candidate_codes": "first_code"}
+  elif candidates:
     options = {"num_candidates": 4, "scorer": None if candidates == "own" else
                request.getfixturevalue("transformer").candidate_log_likelihoods}
   translate = tf.function(lambda ids: model.translate(ids, beam_size=beam_size, **options),
@@ -483,6 +485,40 @@ def test_candidates_are_scored_as_each_alone_and_the_best_is_chosen(latent_trans
   best = np.argmax(scores.numpy(), axis=1)
   for i in range(held_out.shape[0]):
     assert without_padding(chosen[i]) == without_padding(ids[i, best[i]])
+
+
+def test_first_code_candidates_are_the_likeliest_first_codes_each_finished_greedily(
+    latent_transformer, held_out):
+  """Against teacher forcing in float64: candidate j starts with the j-th likeliest first
+  code, every later code is the likeliest given the ones before and that the sequence
+  goes on, STOP comes where it is likelier than all codes together; its score is the sum
+  of the codes' log-probabilities given that the sequence goes on."""
+  predictor, k, max_latents = latent_transformer.latent_predictor, 3, 8
+  memory, memory_mask = latent_transformer.encode(held_out)
+  codes, lengths, scores = predictor.first_code_candidates(memory, memory_mask, max_latents, k)
+  stop = predictor.stop
+  for i in range(held_out.shape[0]):
+    for j in range(k):
+      length = int(lengths[i, j])
+      one = codes[i:i + 1, j, :max(length, 1)]
+      log_probs = tf.nn.log_softmax(predictor(one[:, :, None], memory[i:i + 1],
+                                              memory_mask[i:i + 1])[0]).numpy()
+      log_probs = log_probs.astype(np.float64)
+      go_on = log_probs[:, :stop] - np.log1p(-np.exp(log_probs[:, stop:stop + 1]))
+      first_order = np.argsort(-go_on[0], kind="stable")
+      assert one[0, 0] == first_order[j]
+      for t in range(1, length):
+        assert log_probs[t, stop] <= np.log(0.5) and one[0, t] == go_on[t].argmax()
+      if length < max_latents:
+        assert log_probs[length, stop] > np.log(0.5)
+      np.testing.assert_array_equal(codes[i, j, length:], stop)
+      expected = sum(go_on[t, c] for t, c in enumerate(one[0].numpy()[:length]))
+      np.testing.assert_allclose(scores[i, j], expected, rtol=1e-4, atol=1e-4)
+  ids, _ = latent_transformer.translate_candidates(held_out, 1, k, 64,
+                                                   candidate_codes="first_code")
+  greedy = latent_transformer.translate(held_out)
+  for i in range(held_out.shape[0]):   # the likeliest first code finished greedily is greedy
+    assert without_padding(ids[i, 0]) == without_padding(greedy[i])
 
 
 def test_the_teacher_score_of_a_candidate_is_its_log_likelihood_token_by_token(

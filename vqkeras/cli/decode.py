@@ -52,7 +52,7 @@ def decode_text(trained, options):
   from vqkeras.translate import Translator  # pylint: disable=import-outside-toplevel
   translator = Translator(trained.model, trained.tokenizer(log_to_stderr), options.beam_size,
                           options.length_penalty, options.batch_size, options.num_candidates,
-                          flags.teacher(log_to_stderr))
+                          flags.teacher(log_to_stderr), options.candidate_codes)
   lines = files.read_lines(FLAGS.decode_from_file)
   start = time.perf_counter()
   reported = [start]

@@ -25,7 +25,7 @@ def serving_module(trained, options):
   if isinstance(model, models.TranslationModel):
     return export.TranslationServing(model, trained.tokenizer(), options.beam_size,
                                      options.length_penalty, options.num_candidates,
-                                     flags.teacher())
+                                     flags.teacher(), options.candidate_codes)
   if isinstance(model, models.ImageModel):
     return export.ImageServing(model, trained.problem.image_shape)
   raise ValueError(f"The {type(model).__name__} model of --hparams={FLAGS.hparams} has no "

@@ -209,6 +209,30 @@ class LatentPredictor(keras.layers.Layer):
                                                 pad_id=self.stop)
     return codes, self.lengths_of(codes), log_probs
 
+  def first_code_candidates(self, memory, memory_mask, max_latents, num_candidates):
+    """Code sequences that differ in their first code: the num_candidates most likely
+    first codes, each sequence finished greedily (`decoding_step`), all in one batch.
+    The first step runs once; its cache is repeated for the candidates.
+
+    Returns:
+      codes `[batch, k, L]` (best first code first, STOP after each sequence), lengths
+      `[batch, k]` and log-probabilities `[batch, k]`, scored as a beam search scores
+      them (each code given that the sequence goes on).
+    """
+    batch_size, k = tf.shape(memory)[0], num_candidates
+    step, cache = self.decoding_step(memory, memory_mask)
+    log_probs, cache = step(tf.fill([batch_size], self.start), tf.constant(0), cache)
+    first_log_probs, first = tf.math.top_k(tf.nn.log_softmax(log_probs), k)   # STOP ruled out
+    step, _ = self.decoding_step(memory, memory_mask, beam_size=k)
+    rest, rest_log_probs = beam_search.greedy_search(
+        step, beam_search.tile_beams(cache, k), batch_size * k, max_latents, self.stop,
+        start_id=tf.reshape(first, [-1]), pad_id=self.stop, first_position=1,
+        return_scores=True)
+    codes = tf.concat([tf.reshape(first, [-1, 1]), rest], axis=1)
+    codes = tf.reshape(codes, [batch_size, k, -1])
+    return (codes, self.lengths_of(codes),
+            first_log_probs + tf.reshape(rest_log_probs, [batch_size, k]))
+
   def predict_of_lengths(self, memory, memory_mask, lengths):
     """The greedy codes `[batch, max(lengths)]` of code sequences of the given lengths
     `[batch]`: STOP is ruled out before a row's length and is the only choice from it
@@ -587,7 +611,7 @@ class LatentTransformer(EncoderDecoder):
                                 latents)}
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None,
-                num_candidates=1, scorer=None):
+                num_candidates=1, scorer=None, candidate_codes="beam"):
     """Target ids `[batch, length]` of source ids: the codes one by one, the tokens at once.
 
     Args:
@@ -599,6 +623,7 @@ class LatentTransformer(EncoderDecoder):
         max(beam_size, k), all in one batch, and keeps the best-scored translation
         (noisy parallel decoding, Gu et al. 2018; `translate_candidates`).
       scorer: the score of the candidates (`translate_candidates`); None: the model's own.
+      candidate_codes: how the candidates' codes are searched (`translate_candidates`).
 
     Returns:
       ids ending with EOS (unless they reached max_decode_length), then padding.
@@ -606,18 +631,23 @@ class LatentTransformer(EncoderDecoder):
     max_decode_length = max_decode_length or self.hparams.max_length
     if num_candidates > 1:
       ids, scores = self.translate_candidates(inputs, max(beam_size, num_candidates),
-                                              num_candidates, max_decode_length, scorer)
+                                              num_candidates, max_decode_length, scorer,
+                                              candidate_codes)
       return pick_best(ids, scores, length_penalty)
     codes, lengths, memory, memory_mask = self.predict_codes(inputs, beam_size,
                                                                 max_decode_length)
     return self.decode_codes(codes, lengths, memory, memory_mask, max_decode_length)
 
   def translate_candidates(self, inputs, beam_size, num_candidates, max_decode_length,
-                           scorer=None):
-    """The translations of the num_candidates best code sequences of a latent beam search,
-    decoded in one batch, and their scores.
+                           scorer=None, candidate_codes="beam"):
+    """The translations of num_candidates code sequences, decoded in one batch, and their
+    scores.
 
     Args:
+      candidate_codes: "beam", the num_candidates best code sequences of a latent beam
+        search of beam_size; "first_code", the num_candidates most likely first codes,
+        each sequence finished greedily (`LatentPredictor.first_code_candidates`): a
+        greedy search of k rows instead of a beam.
       scorer: None scores a candidate by the model itself, log p(codes | source) +
         log p(tokens | codes, source) of the decoder's own tokens; or a function of
         (source ids `[batch, S]`, candidate ids `[batch, k, T]`) to log-likelihoods
@@ -629,10 +659,14 @@ class LatentTransformer(EncoderDecoder):
     """
     memory, memory_mask = self.encode(inputs)
     max_latents = -(-max_decode_length // self.compression)
-    codes, lengths, code_log_probs = self.latent_predictor.candidates(
-        memory, memory_mask, max_latents, beam_size)
-    codes, lengths = codes[:, :num_candidates], lengths[:, :num_candidates]
-    code_log_probs = code_log_probs[:, :num_candidates]
+    if candidate_codes == "first_code":
+      codes, lengths, code_log_probs = self.latent_predictor.first_code_candidates(
+          memory, memory_mask, max_latents, num_candidates)
+    else:
+      codes, lengths, code_log_probs = self.latent_predictor.candidates(
+          memory, memory_mask, max_latents, beam_size)
+      codes, lengths = codes[:, :num_candidates], lengths[:, :num_candidates]
+      code_log_probs = code_log_probs[:, :num_candidates]
     batch_size, latents = tf.shape(codes)[0], tf.shape(codes)[2]
     lengths = tf.reshape(lengths, [-1])
     memory, memory_mask = beam_search.tile_beams((memory, memory_mask), num_candidates)
