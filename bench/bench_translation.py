@@ -13,6 +13,14 @@ and the wall time each model trained for (from its TensorBoard events). A second
 table shows where the batch-1 time goes: the source encoder, the sequential search
 (steps and milliseconds per step) and the latent model's parallel decoding.
 
+The latent predictor is also measured against the codes it learns under distillation:
+those of the teacher's translations (the --ar run's beam-4 outputs) of the validation
+sources, and those of a sample of the distilled training pairs (generalization or
+capacity?). An oracle curve shows how much BLEU each point of code accuracy buys: the
+translations when a fraction p of the predictor's greedy codes (random latents, fixed
+seed; as many latents as the teacher's translation has) are replaced by the codes of the
+teacher's translation.
+
   python bench/bench_translation.py --data_dir=D --ar=runs/ar \\
       --nat=runs/vq_em_nc3,runs/vq_em_nc3_distilled,runs/vq_em_nc4,runs/vq_em_nc4_distilled
 
@@ -28,6 +36,8 @@ import json
 import pathlib
 import time
 
+import numpy as np
+
 from vqkeras import startup
 
 startup.quiet()   # before TensorFlow loads
@@ -35,9 +45,11 @@ startup.quiet()   # before TensorFlow loads
 import tensorflow as tf
 
 from vqkeras import bleu
+from vqkeras import registry
 from vqkeras import translate
 from vqkeras.files import read_lines
 from vqkeras.models import LatentTransformer
+from vqkeras.models.latent_transformer import pad_to_multiple
 from vqkeras.reporting import format_seconds
 from vqkeras.run import Run
 
@@ -66,58 +78,115 @@ def seconds_per_sentence(translator, sources):
 
 
 def measure(run, label, beam_size, sources, references, batch1_sentences,
-            num_candidates=1, teacher=None, predictor=None):
-  """A row of the table: BLEU and latency of one decoding setting of a run."""
+            num_candidates=1, teacher=None, predictor=None, candidate_codes="beam"):
+  """The translations of one decoding setting of a run, and its row of the table: BLEU
+  and latency."""
   tokenizer = run.tokenizer()
   single, batched = (translate.Translator(run.model, tokenizer, beam_size,
                                           run.hparams.length_penalty, batch_size,
-                                          num_candidates, teacher)
+                                          num_candidates, teacher, candidate_codes)
                      for batch_size in (1, 64))
   latency_1, _ = seconds_per_sentence(single, sources[:batch1_sentences])
   latency_64, translations = seconds_per_sentence(batched, sources)
   score, signature = bleu.corpus_bleu(translations, references)
   hparams = run.hparams
-  return {"model": label, "n_c": getattr(hparams, "compression_steps", None),
+  return translations, {"model": label, "n_c": getattr(hparams, "compression_steps", None),
           "n_s": hparams.num_samples if getattr(hparams, "bottleneck", "") == "soft_em" else None,
           "decoder_layers": getattr(hparams, "decoder_layers", 0) or hparams.num_layers,
-          "num_candidates": num_candidates, "score": "teacher" if teacher else "own",
+          "num_candidates": num_candidates, "candidate_codes": candidate_codes,
+          "score": "teacher" if teacher else "own",
           "bleu": score, "latency_batch1_ms": 1000 * latency_1,
           "latency_batch64_ms": 1000 * latency_64, "signature": signature,
           **(predictor or {}),
           "train_seconds": training_seconds(run.model_dir), "steps": run.step}
 
 
-def predictor_metrics(run, tokenizer, sources, references, batch_size=64):
-  """On the validation pairs: BLEU from the references' own codes (what a perfect latent
-  predictor would give), and the latent predictor's accuracy and NLL per latent on
-  their nearest codes (teacher forcing)."""
+def id_batches(model, tokenizer, *texts, batch_size=64):
+  """Batches of ids `[batch, length]` of parallel lists of lines, one tuple per batch."""
+  for i in range(0, len(texts[0]), batch_size):
+    yield tuple(translate.source_ids(tokenizer, tf.constant(lines[i:i + batch_size]),
+                                     model.hparams.max_length)[0] for lines in texts)
+
+
+def detokenized(tokenizer, ids):
+  return [t.decode() for t in tokenizer.detokenize(ids).numpy()]
+
+
+def predictor_metrics(run, tokenizer, sources, targets, references=None):
+  """The latent predictor's accuracy and NLL per latent on the nearest codes of the
+  `targets` of `sources` (teacher forcing); with `references`, also the BLEU of the
+  translations decoded from those codes (from the references' own codes: what a perfect
+  latent predictor would give)."""
   model = run.model
-  own_codes_bleu = bleu.corpus_bleu(reconstructions(model, tokenizer, sources, references),
-                                    references)[0]
   metric_sums = tf.function(model.metric_sums)
   totals = {}
-  for i in range(0, len(sources), batch_size):
-    features = {name: translate.source_ids(tokenizer, tf.constant(lines[i:i + batch_size]),
-                                             model.hparams.max_length)[0]
-                for name, lines in (("inputs", sources), ("targets", references))}
-    for name, (total, weight) in metric_sums(features).items():
+  for inputs, target_ids in id_batches(model, tokenizer, sources, targets):
+    for name, (total, weight) in metric_sums({"inputs": inputs, "targets": target_ids}).items():
       totals[name] = [a + float(b) for a, b in zip(totals.get(name, (0.0, 0.0)), (total, weight))]
-  return {"bleu_own_codes": own_codes_bleu,
-          "code_accuracy": totals["latent_accuracy"][0] / totals["latent_accuracy"][1],
-          "code_nll": totals["latent_nll_per_latent"][0] / totals["latent_nll_per_latent"][1]}
+  metrics = {"code_accuracy": totals["latent_accuracy"][0] / totals["latent_accuracy"][1],
+             "code_nll": totals["latent_nll_per_latent"][0] / totals["latent_nll_per_latent"][1]}
+  if references is not None:
+    reconstruct = tf.function(model.reconstruct)
+    texts = []
+    for inputs, target_ids in id_batches(model, tokenizer, sources, targets):
+      texts += detokenized(tokenizer, reconstruct(inputs, target_ids))
+    metrics["bleu_own_codes"] = bleu.corpus_bleu(texts, references)[0]
+  return metrics
 
 
-def reconstructions(model, tokenizer, sources, references, batch_size=64):
-  """The latent model's translations decoded from the references' own codes."""
-  reconstruct = tf.function(model.reconstruct)
-  texts = []
-  for i in range(0, len(sources), batch_size):
-    inputs, _ = translate.source_ids(tokenizer, tf.constant(sources[i:i + batch_size]),
-                                       model.hparams.max_length)
-    targets, _ = translate.source_ids(tokenizer, tf.constant(references[i:i + batch_size]),
-                                        model.hparams.max_length)
-    texts += [t.decode() for t in tokenizer.detokenize(reconstruct(inputs, targets)).numpy()]
-  return texts
+def all_predictor_metrics(run, tokenizer, sources, references, teacher_translations,
+                          train_pairs):
+  """predictor_metrics on the references' codes, on the teacher translations' codes
+  (prefix teacher_) and on the distilled training pairs' (prefix train_)."""
+  metrics = predictor_metrics(run, tokenizer, sources, references, references)
+  if teacher_translations:
+    metrics.update({f"teacher_{name}": value for name, value in predictor_metrics(
+        run, tokenizer, sources, teacher_translations, references).items()})
+  if train_pairs:
+    metrics.update({f"train_{name}": value for name, value in predictor_metrics(
+        run, tokenizer, *train_pairs).items()})
+  return metrics
+
+
+def oracle_curve(run, tokenizer, sources, teacher_translations, references,
+                 fractions=(0.0, 0.25, 0.5, 0.75, 1.0), seed=0):
+  """BLEU when a fraction p of the latent predictor's greedy codes is replaced by the codes
+  of the teacher's translation, {p: BLEU}. Every point decodes as many latents as the
+  teacher's translation has (the predictor's codes are searched for that length), so
+  p = 1 is the BLEU from the teacher translations' own codes."""
+  model = run.model
+  max_length = model.hparams.max_length
+
+  @tf.function
+  def codes_of(inputs, teacher_ids):
+    memory, memory_mask = model.encode(inputs)
+    teacher = model.quantize_targets(teacher_ids)
+    predicted = model.latent_predictor.predict_of_lengths(memory, memory_mask, teacher.lengths)
+    predicted = tf.pad(predicted, [[0, 0], [0, tf.shape(teacher.codes)[1] -
+                                            tf.shape(predicted)[1]]])
+    return predicted, teacher.codes, teacher.lengths, memory, memory_mask
+
+  decode = tf.function(lambda *args: model.decode_codes(*args, max_length))
+  rng = np.random.default_rng(seed)
+  texts = {p: [] for p in fractions}
+  for inputs, teacher_ids in id_batches(model, tokenizer, sources, teacher_translations):
+    predicted, teacher, lengths, memory, memory_mask = codes_of(inputs, teacher_ids)
+    draws = rng.random(predicted.shape)
+    for p in fractions:
+      codes = tf.where(draws < p, teacher, predicted)
+      texts[p] += detokenized(tokenizer, decode(codes, lengths, memory, memory_mask))
+  return {p: bleu.corpus_bleu(texts[p], references)[0] for p in fractions}
+
+
+def training_sample(data_dir, raw_dir, count):
+  """The first `count` distilled training pairs (sources, teacher translations), or None
+  when the run has no distilled targets."""
+  problem = registry.problem("translate_ende_multi30k_distilled")
+  path = problem.distilled_path(data_dir)
+  if not pathlib.Path(path).exists():
+    return None
+  from vqkeras.files import read_lines as read   # pylint: disable=import-outside-toplevel
+  return read(raw_dir / "train.en.gz")[:count], read(path)[:count]
 
 
 def mean_ms(function, items):
@@ -179,6 +248,17 @@ def parallel_decode_with_xla(model, predicted):
           "xla_programs": len(shapes), "xla_same_tokens": same}
 
 
+def print_oracles(oracles):
+  if not oracles:
+    return
+  fractions = next(iter(oracles.values()))
+  print("\nBLEU when a fraction p of the predicted codes is the teacher translation's (as many "
+        "latents as it has):\n" + f"{'model':60s} " +
+        " ".join(f"{f'p={p:g}':>6s}" for p in fractions))
+  for label, curve in oracles.items():
+    print(f"{label:60s} " + " ".join(f"{score:6.1f}" for score in curve.values()))
+
+
 def print_stages(rows):
   print(f"\nWhere the batch-1 time goes (greedy; the model only, without tokenization):\n"
         f"{'model':48s} {'encode':>6s} {'steps':>5s} {'ms/step':>7s} {'search':>6s} "
@@ -200,22 +280,25 @@ def nat_label(run):
           "gradient": "VQ-VAE (gradient)", "fsq": "FSQ", "gumbel": "Gumbel-softmax"}
   return (kind[hparams.bottleneck] + f", K={hparams.codebook_size}" +
           (" + distillation" if "distilled" in run.config.problem else "") +
-          (", layer norm" if hparams.latent_normalization == "layer" else ""))
+          (", layer norm" if hparams.latent_normalization == "layer" else "") +
+          (f", glancing {hparams.glancing_ratio:g}-{hparams.glancing_final_ratio:g}"
+           if hparams.glancing_ratio else ""))
 
 
 def setting(row):
   """How a row decodes: 'k=4 teacher' for candidates, else '-'."""
   if row.get("num_candidates", 1) == 1:
     return "-"
-  return f"k={row['num_candidates']} {row['score']}"
+  first = " 1st" if row.get("candidate_codes") == "first_code" else ""
+  return f"k={row['num_candidates']}{first} {row['score']}"
 
 
 def print_table(rows):
   ar_beam = next((r for r in rows if r["model"].endswith("beam 4")), None)
   ar_greedy = next((r for r in rows if r["model"].endswith("greedy")), None)
-  print(f"\n{'model':48s} {'n_c':>3s} {'dec':>3s} {'candidates':>11s} {'BLEU':>5s} "
-        f"{'own':>5s} {'acc':>5s} {'nll':>5s} {'ms b=1':>7s} {'ms b=64':>7s} {'vs beam':>7s} "
-        f"{'vs greedy':>9s} {'trained':>9s}")
+  print(f"\n{'model':60s} {'n_c':>3s} {'dec':>3s} {'candidates':>15s} {'BLEU':>5s} "
+        f"{'own':>5s} {'own-t':>5s} {'acc':>5s} {'acc-t':>5s} {'acc-tr':>6s} {'nll':>5s} "
+        f"{'ms b=1':>7s} {'ms b=64':>7s} {'vs beam':>7s} {'vs greedy':>9s} {'trained':>9s}")
   for r in rows:
     r["vs_beam"] = (ar_beam["latency_batch1_ms"] / r["latency_batch1_ms"] if ar_beam
                     else float("nan"))
@@ -224,18 +307,25 @@ def print_table(rows):
     trained = (f"{format_seconds(r['train_seconds'])}/{r['steps']}" if r["train_seconds"]
                else "-")
     shown = {name: "-" if r.get(name) is None else f"{r[name]:.{digits}f}"
-             for name, digits in (("bleu_own_codes", 1), ("code_accuracy", 3), ("code_nll", 2))}
+             for name, digits in (("bleu_own_codes", 1), ("teacher_bleu_own_codes", 1),
+                                  ("code_accuracy", 3), ("teacher_code_accuracy", 3),
+                                  ("train_code_accuracy", 3), ("code_nll", 2))}
     dec = r["decoder_layers"] if r["n_c"] else "-"
-    print(f"{r['model']:48s} {r['n_c'] or '-':>3} {dec:>3} {setting(r):>11s} {r['bleu']:5.1f} "
-          f"{shown['bleu_own_codes']:>5s} {shown['code_accuracy']:>5s} {shown['code_nll']:>5s} "
+    print(f"{r['model']:60s} {r['n_c'] or '-':>3} {dec:>3} {setting(r):>15s} {r['bleu']:5.1f} "
+          f"{shown['bleu_own_codes']:>5s} {shown['teacher_bleu_own_codes']:>5s} "
+          f"{shown['code_accuracy']:>5s} {shown['teacher_code_accuracy']:>5s} "
+          f"{shown['train_code_accuracy']:>6s} {shown['code_nll']:>5s} "
           f"{r['latency_batch1_ms']:7.1f} {r['latency_batch64_ms']:7.2f} {r['vs_beam']:6.2f}x "
           f"{r['vs_greedy']:8.2f}x {trained:>9s}")
   if rows:
     print(f"\nBLEU: sacrebleu {rows[0]['signature']}; latency per sentence; speed-ups at batch 1; "
           f"dec: layers of the parallel decoder; candidates: k code sequences of the latent "
-          f"beam decoded at once, the best by the model's own score or the teacher's; own: "
-          f"BLEU from the references' own codes (a perfect latent predictor); acc, nll: the "
-          f"latent predictor's accuracy and NLL per latent on them; trained: wall time/steps.")
+          f"beam (1st: the k likeliest first codes, each finished greedily) decoded at once, "
+          f"the best by the model's own score or the teacher's; own: BLEU from the "
+          f"references' own codes (a perfect latent predictor), own-t from the teacher "
+          f"translations'; acc, nll: the latent predictor's accuracy and NLL per latent on "
+          f"the references' codes, acc-t on the teacher translations', acc-tr on distilled "
+          f"training pairs'; trained: wall time/steps.")
   if ar_greedy:
     print_targets(rows, ar_greedy)
 
@@ -274,9 +364,15 @@ def main():
   parser.add_argument("--candidates", default="2,4,8",
                       help="Comma-separated numbers of candidates (k > 1) to measure for every "
                       "latent run, each scored by the model itself and by the teacher.")
+  parser.add_argument("--first_code_candidates", default="2,4",
+                      help="Comma-separated numbers of candidates (k > 1) that differ in their "
+                      "first code (candidate_codes=first_code), scored by the model itself.")
+  parser.add_argument("--train_pairs", type=int, default=1000,
+                      help="Distilled training pairs the predictor's accuracy is measured on.")
   parser.add_argument("--json", help="Also write the rows here.")
   args = parser.parse_args()
   candidates = [int(k) for k in args.candidates.split(",") if k and int(k) > 1]
+  first_code = [int(k) for k in args.first_code_candidates.split(",") if k and int(k) > 1]
 
   raw_dir = pathlib.Path(args.raw_dir)
   sources, references = read_lines(raw_dir / "val.en.gz"), read_lines(raw_dir / "val.de.gz")
@@ -285,35 +381,49 @@ def main():
   quiet = lambda _: None  # pylint: disable=unnecessary-lambda-assignment
   rows, stage_rows = [], []
   batch1_sources = sources[:args.batch1_sentences]
-  teacher = None
+  teacher, teacher_translations = None, None
   if args.ar:
     run = Run.from_model_dir(args.ar, args.data_dir, raw_dir, log=quiet)
     teacher = run.model   # the default teacher, loaded once
     for beam_size, label in ((4, "autoregressive Transformer, beam 4"),
                              (1, "autoregressive Transformer, greedy")):
-      rows.append(measure(run, label, beam_size, sources, references, args.batch1_sentences))
+      translations, row = measure(run, label, beam_size, sources, references,
+                                  args.batch1_sentences)
+      teacher_translations = teacher_translations or translations   # beam 4, as distilled
+      rows.append(row)
       print(json.dumps(rows[-1]), flush=True)
     stage_rows.append(stages(run, "autoregressive Transformer", batch1_sources))
   if args.teacher:
     teacher = Run.from_model_dir(args.teacher, args.data_dir, raw_dir, log=quiet).model
+  train_pairs = training_sample(args.data_dir, raw_dir, args.train_pairs)
+  oracles = {}
   for model_dir in filter(None, args.nat.split(",")):
     run = Run.from_model_dir(model_dir, args.data_dir, raw_dir, log=quiet)
     tokenizer = run.tokenizer()
-    predictor = predictor_metrics(run, tokenizer, sources, references)
+    predictor = all_predictor_metrics(run, tokenizer, sources, references,
+                                      teacher_translations, train_pairs)
+    if teacher_translations:
+      oracles[nat_label(run)] = oracle_curve(run, tokenizer, sources, teacher_translations,
+                                             references)
+      print(json.dumps({"oracle": nat_label(run), **oracles[nat_label(run)]}), flush=True)
     scorers = [None] + ([teacher] if teacher else [])
-    settings = [(1, None)] + [(k, scorer) for k in candidates for scorer in scorers]
-    for num_candidates, scorer in settings:
-      rows.append(measure(run, nat_label(run), run.hparams.latent_beam_size,
-                          sources, references, args.batch1_sentences, num_candidates, scorer,
-                          predictor))
+    settings = ([(1, None, "beam")] +
+                [(k, scorer, "beam") for k in candidates for scorer in scorers] +
+                [(k, None, "first_code") for k in first_code])
+    for num_candidates, scorer, candidate_codes in settings:
+      _, row = measure(run, nat_label(run), run.hparams.latent_beam_size, sources, references,
+                       args.batch1_sentences, num_candidates, scorer, predictor,
+                       candidate_codes)
+      rows.append(row)
       print(json.dumps(rows[-1]), flush=True)
     stage_rows.append(stages(run, f"{nat_label(run)}, n_c={rows[-1]['n_c']}",
                              batch1_sources))
   print_table(rows)
+  print_oracles(oracles)
   print_stages(stage_rows)
   if args.json:
-    pathlib.Path(args.json).write_text(json.dumps({"table": rows, "stages": stage_rows},
-                                                  indent=2))
+    pathlib.Path(args.json).write_text(json.dumps(
+        {"table": rows, "stages": stage_rows, "oracle": oracles}, indent=2))
 
 
 if __name__ == "__main__":
