@@ -62,7 +62,7 @@ def non_nearest_fraction(layer, x):
   """The share of soft-EM draws that are not the nearest code: the sampler's slow path."""
   out = layer(x, training=True, return_codes=True)
   return float(tf.reduce_mean(tf.cast(
-      tf.not_equal(out["samples"], out["codes"][..., None]), tf.float32)))
+      tf.not_equal(out.samples, out.codes[..., None]), tf.float32)))
 
 
 def sonnet_step(depth, codebook_size):

@@ -18,10 +18,8 @@ import tensorflow as tf
 from vqkeras import distribute
 from vqkeras import files
 from vqkeras import hparams_lib
-from vqkeras import keras_compat
 from vqkeras import registry
 from vqkeras import train_step
-from vqkeras.layers.code_usage import CodeUsage
 from vqkeras.models import model_class
 
 
@@ -127,10 +125,9 @@ class Run:
       if config.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
       self.optimizer = optimizer
-      # Every layer of discrete codes (VectorQuantizer, its residual levels, FSQ): their
-      # health is reported and evaluated.
-      self.quantizers = [layer for layer in keras_compat.nested_layers(self.model)
-                         if isinstance(layer, CodeUsage)]
+      # The layers of discrete codes (a VectorQuantizer, the levels of a residual one,
+      # FSQ, ...): their health is reported and evaluated.
+      self.quantizers = self.model.code_layers()
       self._build()
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     # Every worker saves (collectives may be involved); the others' copies stay out of

@@ -41,11 +41,12 @@ def test_forward_is_the_bounded_rounded_grid_point(cifar_patches, levels):
   quantized, index = reference(z, levels)
   # Grid values agree to float32 precision; inputs within float32 rounding of a
   # rounding boundary may go either way.
-  agree = np.all(np.abs(out["quantized"].numpy() - quantized) < 1e-6, axis=-1)
+  agree = np.all(np.abs(out.quantized.numpy() - quantized) < 1e-6, axis=-1)
   assert agree.mean() > 0.999
-  np.testing.assert_array_equal(out["codes"].numpy()[agree], index[agree])
+  assert out.codes.shape[-1] == 1 == layer.codes_per_position   # codes [..., 1]
+  np.testing.assert_array_equal(out.codes.numpy()[agree, 0], index[agree])
   np.testing.assert_array_equal(layer.encode(z.astype(np.float32)).numpy(),
-                                out["codes"].numpy())
+                                out.codes.numpy())
 
 
 def test_codebooks_quantize_their_groups_of_channels_alone(cifar_patches):
@@ -56,19 +57,19 @@ def test_codebooks_quantize_their_groups_of_channels_alone(cifar_patches):
   layer = FiniteScalarQuantizer(LEVELS, num_codebooks=3)
   out = layer(z.astype(np.float32).reshape(-1, 4, 12), training=True,
               mask=mask.reshape(-1, 4), return_codes=True)
-  codes = out["codes"].numpy().reshape(-1, 3)
-  assert out["codes"].shape[-1] == 3 and layer.codes_per_position == 3
+  codes = out.codes.numpy().reshape(-1, 3)
+  assert out.codes.shape[-1] == 3 and layer.codes_per_position == 3
   for g in range(3):
     quantized, index = reference(z[:, 4 * g:4 * (g + 1)], LEVELS)
     agree = index == codes[:, g]
     assert agree.mean() > 0.999
-    np.testing.assert_allclose(out["quantized"].numpy().reshape(-1, 12)[agree, 4 * g:4 * (g + 1)],
+    np.testing.assert_allclose(out.quantized.numpy().reshape(-1, 12)[agree, 4 * g:4 * (g + 1)],
                                quantized[agree], atol=1e-6)
     np.testing.assert_array_equal(layer.batch_counts.numpy()[g],
                                   np.bincount(codes[mask, g], minlength=1000))
-  np.testing.assert_allclose(layer.decode(out["codes"]).numpy(), out["quantized"].numpy())
+  np.testing.assert_allclose(layer.decode(out.codes).numpy(), out.quantized.numpy())
   np.testing.assert_array_equal(layer.encode(z.astype(np.float32).reshape(-1, 4, 12)).numpy(),
-                                out["codes"].numpy())
+                                out.codes.numpy())
 
 
 @pytest.mark.parametrize("levels", [LEVELS, [3, 4, 7]])
@@ -88,7 +89,7 @@ def test_indices_and_codes_are_a_bijection_over_the_whole_grid():
   assert len({tuple(row) for row in codes}) == 1000 == layer.codebook_size
   np.testing.assert_array_equal(layer.codes_to_indices(codes).numpy(), np.arange(1000))
   np.testing.assert_array_equal(layer.codebook.numpy(), codes)
-  np.testing.assert_array_equal(layer.decode(np.arange(1000)).numpy(), codes)
+  np.testing.assert_array_equal(layer.decode(np.arange(1000)[:, None]).numpy(), codes)
   # Index 1 steps the first channel, index 8 the second (mixed radix, first digit lowest).
   np.testing.assert_array_equal(codes[1] - codes[0], [0.25, 0, 0, 0])
   np.testing.assert_array_equal(codes[8] - codes[0], [0, 0.5, 0, 0])
@@ -123,7 +124,7 @@ def test_usage_counts_the_valid_positions_only(cifar_patches):
                              np.exp(-(probs * np.log(probs)).sum()), rtol=1e-5)
   assert int(layer.codes_used()) == (counts > 0).sum()
   assert int(layer.dead_codes()) == 1000 - (counts > 0).sum()
-  np.testing.assert_array_equal(out["codes"].numpy()[mask], index[mask])
+  np.testing.assert_array_equal(out.codes.numpy()[mask, 0], index[mask])
   for _ in range(2):   # used two steps ago: no longer within the window of 2
     layer(z[:, :0], training=True)
   assert int(layer.codes_used()) == 0
@@ -166,10 +167,10 @@ def test_mixed_precision_rounds_in_float32(cifar_patches):
   z = tf.cast(tf.cast(encoder_outputs(cifar_patches[:200], 4), tf.bfloat16), tf.float32)
   plain = FiniteScalarQuantizer(LEVELS)(z, return_codes=True)
   mixed = FiniteScalarQuantizer(LEVELS, dtype="mixed_bfloat16")(z, return_codes=True)
-  assert mixed["quantized"].dtype == tf.bfloat16
-  np.testing.assert_array_equal(mixed["codes"].numpy(), plain["codes"].numpy())
-  np.testing.assert_array_equal(tf.cast(mixed["quantized"], tf.float32).numpy(),
-                                plain["quantized"].numpy())   # grid values are exact
+  assert mixed.quantized.dtype == tf.bfloat16
+  np.testing.assert_array_equal(mixed.codes.numpy(), plain.codes.numpy())
+  np.testing.assert_array_equal(tf.cast(mixed.quantized, tf.float32).numpy(),
+                                plain.quantized.numpy())   # grid values are exact
 
 
 def test_keras_file_and_saved_model_round_trips(tmp_path, cifar_patches):

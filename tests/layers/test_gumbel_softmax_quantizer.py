@@ -23,12 +23,12 @@ def test_inference_gives_the_argmax_code_and_the_kl_to_uniform(cifar_patches):
   out = layer(x, mask=mask, return_codes=True)
   logits = logits_reference(layer, x.reshape(-1, 48))
   codes = logits.argmax(-1)
-  np.testing.assert_array_equal(out["codes"].numpy().reshape(-1), codes)
-  np.testing.assert_allclose(out["quantized"].numpy().reshape(-1, 48),
+  np.testing.assert_array_equal(out.codes.numpy().reshape(-1), codes)
+  np.testing.assert_allclose(out.quantized.numpy().reshape(-1, 48),
                              layer.codebook.numpy()[codes], atol=1e-6)
-  np.testing.assert_allclose(layer.decode(out["codes"]).numpy(), out["quantized"].numpy(),
+  np.testing.assert_allclose(layer.decode(out.codes).numpy(), out.quantized.numpy(),
                              atol=1e-6)
-  np.testing.assert_array_equal(layer.encode(x).numpy(), out["codes"].numpy())
+  np.testing.assert_array_equal(layer.encode(x).numpy(), out.codes.numpy())
   q = np.exp(logits - logits.max(-1, keepdims=True))
   q /= q.sum(-1, keepdims=True)
   kl = np.log(16) + (q * np.log(q)).sum(-1)
@@ -45,11 +45,12 @@ def test_mixed_precision_keeps_logits_codebook_and_kl_float32(policy, cifar_patc
   compute_dtype = keras.mixed_precision.Policy(policy).compute_dtype
   x = cifar_patches[:200]
   out = layer(x, training=True, return_codes=True)
-  assert out["quantized"].dtype == compute_dtype
-  assert out["logits"].dtype == "float32" and layer.embeddings.dtype == "float32"
+  assert out.quantized.dtype == compute_dtype
+  assert layer.logits(tf.cast(x, compute_dtype)).dtype == "float32"
+  assert layer.embeddings.dtype == "float32"
   assert all(v.dtype == "float32" for v in layer.to_logits.weights)
   x_seen = tf.cast(tf.cast(x, compute_dtype), tf.float32).numpy()   # what the layer gets
-  np.testing.assert_array_equal(out["codes"].numpy()[:, 0],
+  np.testing.assert_array_equal(out.codes.numpy()[:, 0],
                                 logits_reference(layer, x_seen).argmax(-1))
   assert len(layer.losses) == 1 and layer.losses[0].dtype == "float32"
   assert np.isfinite(float(layer.losses[0]))

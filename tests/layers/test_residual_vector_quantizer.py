@@ -53,12 +53,12 @@ def test_each_level_quantizes_the_residual_of_the_levels_before(cifar_patches):
   x = cifar_patches[:200]
   codes, total = residual_reference(x, codebooks)
   out = layer(x, return_codes=True)
-  np.testing.assert_array_equal(out["codes"].numpy(), codes)
-  np.testing.assert_allclose(out["quantized"].numpy(), total, atol=1e-5)
+  np.testing.assert_array_equal(out.codes.numpy(), codes)
+  np.testing.assert_allclose(out.quantized.numpy(), total, atol=1e-5)
   np.testing.assert_allclose(layer.decode(codes).numpy(), total, atol=1e-5)
   # Fewer levels: the first ones' codes and their partial sum.
   two = layer(x, num_levels=2, return_codes=True)
-  np.testing.assert_array_equal(two["codes"].numpy(), codes[:, :2])
+  np.testing.assert_array_equal(two.codes.numpy(), codes[:, :2])
   np.testing.assert_array_equal(layer.encode(x).numpy(), codes)
   np.testing.assert_array_equal(layer.encode(x, num_levels=2).numpy(), codes[:, :2])
   np.testing.assert_allclose(layer.decode(codes[:, :2]).numpy(),
@@ -145,8 +145,8 @@ def test_a_shared_codebook_serves_every_level(cifar_patches):
   x = cifar_patches[:100]
   codes, total = residual_reference(x, codebooks * 3)
   out = layer(x, return_codes=True)
-  np.testing.assert_array_equal(out["codes"].numpy(), codes)
-  np.testing.assert_allclose(out["quantized"].numpy(), total, atol=1e-5)
+  np.testing.assert_array_equal(out.codes.numpy(), codes)
+  np.testing.assert_allclose(out.quantized.numpy(), total, atol=1e-5)
 
 
 def test_mirrored_replicas_train_as_one_device_on_the_global_batch(cifar_patches,
@@ -182,9 +182,9 @@ def test_mixed_precision_keeps_residuals_float32(cifar_patches):
   mixed = make_layer(codebooks, dtype="mixed_bfloat16")
   x = tf.cast(tf.cast(cifar_patches[:200], tf.bfloat16), tf.float32)
   out = mixed(x, return_codes=True)
-  assert out["quantized"].dtype == tf.bfloat16
+  assert out.quantized.dtype == tf.bfloat16
   assert all(v.dtype == "float32" for v in mixed.weights if "int" not in v.dtype)
-  np.testing.assert_array_equal(out["codes"].numpy(), plain(x, return_codes=True)["codes"])
+  np.testing.assert_array_equal(out.codes.numpy(), plain(x, return_codes=True).codes)
 
 
 def test_keras_file_and_saved_model_round_trips(tmp_path, cifar_patches):

@@ -31,12 +31,12 @@ def test_forward_is_nearest_code_vector_for_any_rank(cifar_patches):
   x = cifar_patches[:60].reshape(3, 4, 5, 48)
   expected = codebook[ref.nearest(x.reshape(-1, 48).astype(np.float64), codebook)]
   out = layer(x, training=False, return_codes=True)
-  np.testing.assert_allclose(out["quantized"].numpy().reshape(-1, 48), expected, atol=1e-6)
-  np.testing.assert_array_equal(out["codes"].numpy().reshape(-1),
+  np.testing.assert_allclose(out.quantized.numpy().reshape(-1, 48), expected, atol=1e-6)
+  np.testing.assert_array_equal(out.codes.numpy().reshape(-1),
                                 ref.nearest(x.reshape(-1, 48), codebook))
-  assert out["codes"].shape == (3, 4, 5, 1)
-  np.testing.assert_array_equal(layer.encode(x).numpy(), out["codes"].numpy())
-  np.testing.assert_allclose(layer.decode(out["codes"]).numpy(), expected.reshape(x.shape),
+  assert out.codes.shape == (3, 4, 5, 1)
+  np.testing.assert_array_equal(layer.encode(x).numpy(), out.codes.numpy())
+  np.testing.assert_allclose(layer.decode(out.codes).numpy(), expected.reshape(x.shape),
                              atol=1e-6)
 
 
@@ -48,8 +48,8 @@ def test_sliced_codebook_quantizes_each_slice_with_its_own_block(cifar_patches):
   out = layer(x, return_codes=True)
   for b in range(3):
     codes = ref.nearest(x[:, 16 * b:16 * (b + 1)].astype(np.float64), blocks[b])
-    np.testing.assert_array_equal(out["codes"].numpy()[:, b], codes)
-    np.testing.assert_allclose(out["quantized"].numpy()[:, 16 * b:16 * (b + 1)],
+    np.testing.assert_array_equal(out.codes.numpy()[:, b], codes)
+    np.testing.assert_allclose(out.quantized.numpy()[:, 16 * b:16 * (b + 1)],
                                blocks[b][codes], atol=1e-6)
   assert layer.codebook.shape == (3, 8, 16)
 
@@ -87,16 +87,16 @@ def test_soft_em_m_step_weights_each_sample_one_over_m(cifar_patches, temperatur
   r = ref.ReferenceEMA(codebook, 0.5, 1e-5)
   x = cifar_patches[:300]
   out = layer(x, training=True, return_codes=True)
-  samples = out["samples"].numpy()[:, 0, :]
+  samples = out.samples.numpy()[:, 0, :]
   assert samples.shape == (300, 5)
-  not_nearest = (samples != out["codes"].numpy()[:, :1]).mean()
+  not_nearest = (samples != out.codes.numpy()[:, :1]).mean()
   assert (not_nearest > 0.5) if temperature > 1 else (0.0 < not_nearest < 0.2), not_nearest
   # Decoder input: the mean of the sampled code vectors.
-  np.testing.assert_allclose(out["quantized"].numpy(), codebook[samples].mean(1), atol=1e-5)
+  np.testing.assert_allclose(out.quantized.numpy(), codebook[samples].mean(1), atol=1e-5)
   r.step(*ref.counts_and_sums(x.astype(np.float64), samples, 8))
   np.testing.assert_allclose(layer.codebook.numpy(), r.codebook, rtol=1e-4, atol=1e-4)
   # The nearest codes come from the same distances.
-  np.testing.assert_array_equal(out["codes"].numpy()[:, 0], ref.nearest(x, codebook))
+  np.testing.assert_array_equal(out.codes.numpy()[:, 0], ref.nearest(x, codebook))
 
 
 @pytest.mark.parametrize("temperature", [1.0, 3.0])
@@ -106,7 +106,7 @@ def test_soft_em_sample_frequencies_follow_softmax_of_negative_distances(tempera
   repeats = 4000
   x = np.repeat(points, repeats, axis=0)
   layer = make_layer(codebook, update="soft_em", num_samples=10, temperature=temperature, seed=11)
-  samples = layer(x, training=True, return_codes=True)["samples"].numpy()[:, 0, :]
+  samples = layer(x, training=True, return_codes=True).samples.numpy()[:, 0, :]
   expected = ref.posterior(points.astype(np.float64), codebook, temperature)
   for p, probs in enumerate(expected):
     observed = np.bincount(samples[p * repeats:(p + 1) * repeats].ravel(), minlength=5)
@@ -219,8 +219,8 @@ def test_cosine_codebook_quantizes_to_the_most_similar_unit_code(cifar_patches, 
   for b in range(num_blocks):
     part = slice(d * b, d * (b + 1))
     codes = np.argmax(unit(x[:, part]) @ unit(blocks[b]).T, axis=1)
-    np.testing.assert_array_equal(out["codes"].numpy()[:, b], codes)
-    np.testing.assert_allclose(out["quantized"].numpy()[:, part], unit(blocks[b])[codes],
+    np.testing.assert_array_equal(out.codes.numpy()[:, b], codes)
+    np.testing.assert_allclose(out.quantized.numpy()[:, part], unit(blocks[b])[codes],
                                atol=1e-6)
     used = np.unique(codes)
     sums = np.stack([unit(x[:, part])[codes == k].sum(0) for k in used])
@@ -237,19 +237,19 @@ def test_a_lower_codebook_dimension_projects_in_and_out(cifar_patches):
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(x)
     out = layer(x, training=False, return_codes=True)
-    loss = tf.reduce_sum(tf.square(out["quantized"])) + tf.add_n(layer.losses)
+    loss = tf.reduce_sum(tf.square(out.quantized)) + tf.add_n(layer.losses)
   w_in, b_in = (v.numpy().astype(np.float64) for v in layer.project_in.weights)
   w_out, b_out = (v.numpy().astype(np.float64) for v in layer.project_out.weights)
   z = cifar_patches[:200].astype(np.float64) @ w_in + b_in
   codebook = layer.codebook.numpy().astype(np.float64)
   codes = ref.nearest(z, codebook)
-  assert codebook.shape == (16, 8) and out["quantized"].shape == (200, 48)
-  np.testing.assert_array_equal(out["codes"].numpy()[:, 0], codes)
+  assert codebook.shape == (16, 8) and out.quantized.shape == (200, 48)
+  np.testing.assert_array_equal(out.codes.numpy()[:, 0], codes)
   expected = codebook[codes] @ w_out + b_out
-  np.testing.assert_allclose(out["quantized"].numpy(), expected, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(layer.decode(out["codes"]).numpy(), expected, rtol=1e-5,
+  np.testing.assert_allclose(out.quantized.numpy(), expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(layer.decode(out.codes).numpy(), expected, rtol=1e-5,
                              atol=1e-5)
-  np.testing.assert_array_equal(layer.encode(x).numpy(), out["codes"].numpy())
+  np.testing.assert_array_equal(layer.encode(x).numpy(), out.codes.numpy())
   for variable in layer.project_in.weights + layer.project_out.weights + [x]:
     assert np.abs(tape.gradient(loss, variable).numpy()).max() > 0, variable.name
 
@@ -372,7 +372,7 @@ def test_soft_em_counts_a_code_as_used_when_it_is_a_nearest_code(cifar_patches):
   nearest, sampled = [], set()
   for batch in (cifar_patches[:40], cifar_patches[500:540], cifar_patches[900:940]):
     nearest.append(set(ref.nearest(batch, layer.codebook.numpy().astype(np.float64))))
-    sampled |= set(layer(batch, training=True, return_codes=True)["samples"].numpy().ravel())
+    sampled |= set(layer(batch, training=True, return_codes=True).samples.numpy().ravel())
   used = nearest[1] | nearest[2]
   assert len(sampled) > len(used) + 10   # counting samples would give another answer
   assert int(layer.health()["codes_used"]) == len(used)
@@ -443,10 +443,10 @@ def test_a_frozen_layer_quantizes_to_nearest_codes_and_keeps_its_state(cifar_pat
   before = [v.numpy() for v in layer.weights]
   x = cifar_patches[:64]
   out = layer(x, training=True, return_codes=True)
-  np.testing.assert_array_equal(out["codes"].numpy()[:, 0],
+  np.testing.assert_array_equal(out.codes.numpy()[:, 0],
                                 ref.nearest(x.astype(np.float64), codebook))
-  np.testing.assert_allclose(out["quantized"].numpy(),
-                             codebook[out["codes"].numpy()[:, 0]], atol=1e-6)
+  np.testing.assert_allclose(out.quantized.numpy(),
+                             codebook[out.codes.numpy()[:, 0]], atol=1e-6)
   for want, variable in zip(before, layer.weights):
     np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
 
@@ -469,7 +469,7 @@ def test_mixed_precision_keeps_distances_and_statistics_float32(policy):
   x = rng.normal(300.0, 1.0, size=(512, 32)).astype(np.float32)
   layer = VectorQuantizer(64, update="ema", dtype=policy, seed=0)
   out = layer(x, training=True, return_codes=True)
-  assert out["quantized"].dtype == keras.mixed_precision.Policy(policy).compute_dtype
+  assert out.quantized.dtype == keras.mixed_precision.Policy(policy).compute_dtype
   for v in (layer.embeddings, layer.ema_count, layer.ema_sum):
     assert v.dtype == "float32"
   for _ in range(3):

@@ -1,6 +1,7 @@
 """Keras 3 layers of vqkeras."""
 
 from vqkeras.layers.batch_standardization import BatchStandardization
+from vqkeras.layers.bottleneck import Bottleneck, Quantized
 from vqkeras.layers.finite_scalar_quantizer import FiniteScalarQuantizer
 from vqkeras.layers.gumbel_softmax_quantizer import GumbelSoftmaxQuantizer
 from vqkeras.layers.vector_quantizer import VectorQuantizer

@@ -23,11 +23,11 @@ import tensorflow as tf
 
 from vqkeras import quantization
 from vqkeras.layers import checks
-from vqkeras.layers.code_usage import CodeUsage
+from vqkeras.layers.bottleneck import Bottleneck
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
+class FiniteScalarQuantizer(Bottleneck):
   """Bounds and rounds each channel to its levels, with straight-through gradients.
 
   Args:
@@ -37,7 +37,7 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
     eps: how far inside the outermost levels the bound stays, in (0, 1).
     num_codebooks: C, if given: the input holds C groups of len(levels) channels, each
       quantized on the grid alone, and a position has C codes `[..., C]` (as
-      `VectorQuantizer`'s blocks). None: one group, codes `[...]`.
+      `VectorQuantizer`'s blocks). None: one group, codes `[..., 1]`.
     usage_window: W, the training steps over which a code counts as used in the
       health metrics (as in `VectorQuantizer`).
     **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
@@ -47,12 +47,12 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
       num_codebooks = C (project to d channels first, e.g. with a Dense layer).
     training: bool; True records the codes' usage (the health metrics).
     mask: optional bool `[...]`; False positions are left out of the usage.
-    return_codes: if True, return {"quantized": `[..., d]`, "codes": int32 `[...]`
-      (`[..., C]` with num_codebooks)}.
+    return_codes: if True, return a `Quantized` record: quantized `[..., d]`, codes
+      int32 `[..., C]` (C = 1 without num_codebooks), samples: the codes `[..., C, 1]`.
 
   Returns:
     the quantized tensor in [-1, 1], same shape as `inputs`, in the layer's compute
-    dtype; or the dict above.
+    dtype; or the record above.
   """
 
   def __init__(self, levels, eps=1e-3, num_codebooks=None, usage_window=100, **kwargs):
@@ -70,11 +70,9 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
     self.eps = float(eps)
     self.usage_window = usage_window
     self.num_codebooks = num_codebooks
-    self.codes_per_position = num_codebooks or 1
     self.codebook_size = math.prod(self.levels)
     self.group_depth = len(self.levels)
     self.depth = self.group_depth * self.codes_per_position
-    self.supports_masking = True
     # The grid's constants, per channel.
     levels_f = np.asarray(self.levels, np.float64)
     self._half_l = ((levels_f - 1.0) * (1.0 - self.eps) / 2.0).astype(np.float32)
@@ -83,6 +81,11 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
     self._half_width = (np.asarray(self.levels) // 2).astype(np.float32)
     self._basis = np.cumprod([1] + self.levels[:-1]).astype(np.int32)
     self.create_usage_metrics()
+
+  @property
+  def codes_per_position(self):
+    """C: the groups of channels (num_codebooks, or 1)."""
+    return self.num_codebooks or 1
 
   def build(self, input_shape):
     self._check_depth(input_shape)
@@ -118,18 +121,16 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
     return self.indices_to_codes(tf.range(self.codebook_size))
 
   def encode(self, inputs):
-    """The code indices of float `[..., d]` inputs: int32 `[...]` (`[..., C]`)."""
+    """The code indices of float `[..., d]` inputs: int32 `[..., C]`."""
     groups = self._groups(self._checked_inputs(inputs))
-    return self._ungrouped_codes(self.codes_to_indices(self.round_to_grid(self.bound(groups))))
+    return self.codes_to_indices(self.round_to_grid(self.bound(groups)))
 
   def decode(self, codes):
-    """The code vectors of int `[...]` indices (`[..., C]`): float32 `[..., d]`."""
+    """The code vectors of int `[..., C]` indices: float32 `[..., d]`."""
     codes = checks.integer_codes(self.name, codes)
-    if self.num_codebooks is None:
-      return self.indices_to_codes(codes)
-    if codes.shape.rank is None or codes.shape[-1] != self.num_codebooks:
-      raise ValueError(f"{self.name}.decode expects codes of shape [..., num_codebooks="
-                       f"{self.num_codebooks}], got {codes.shape}.")
+    if codes.shape.rank is None or codes.shape[-1] != self.codes_per_position:
+      raise ValueError(f"{self.name}.decode expects codes of shape [..., "
+                       f"{self.codes_per_position}] (num_codebooks, or 1), got {codes.shape}.")
     return self._ungrouped(self.indices_to_codes(codes))
 
   # The forward pass.
@@ -145,9 +146,7 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
       self.record_usage(counts, counts, batch_perplexity)
     self.update_usage_metrics(batch_perplexity, training)
     outputs = tf.cast(self._ungrouped(quantized), self.compute_dtype)
-    if return_codes:
-      return {"quantized": outputs, "codes": self._ungrouped_codes(indices)}
-    return outputs
+    return self.quantized(outputs, indices, return_codes=return_codes)
 
   def _groups(self, x):
     """`[..., C * len(levels)]` to `[..., C, len(levels)]`."""
@@ -157,10 +156,6 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
   def _ungrouped(self, vectors):
     """`[..., C, len(levels)]` back to `[..., C * len(levels)]`."""
     return tf.reshape(vectors, tf.concat([tf.shape(vectors)[:-2], [self.depth]], 0))
-
-  def _ungrouped_codes(self, indices):
-    """Codes `[..., C]` as the layer gives them: `[...]` without num_codebooks."""
-    return indices[..., 0] if self.num_codebooks is None else indices
 
   def _checked_inputs(self, inputs):
     x = checks.float_inputs(self.name, inputs)
@@ -175,16 +170,6 @@ class FiniteScalarQuantizer(CodeUsage, keras.layers.Layer):
                        f"levels={self.levels}{groups} needs a last dimension of {self.depth}, got "
                        f"input shape {shape}; project the inputs to {self.depth} channels "
                        f"first, e.g. with keras.layers.Dense({self.depth}).")
-
-  def compute_output_spec(self, inputs, training=None, mask=None, return_codes=False):
-    quantized = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-    if not return_codes:
-      return quantized
-    codes = tuple(inputs.shape[:-1]) + ((self.num_codebooks,) if self.num_codebooks else ())
-    return {"quantized": quantized, "codes": keras.KerasTensor(codes, dtype="int32")}
-
-  def compute_mask(self, inputs, mask=None):
-    return mask
 
   def get_config(self):
     config = super().get_config()

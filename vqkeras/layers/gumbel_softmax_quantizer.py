@@ -21,11 +21,11 @@ from vqkeras.distribute import global_mean
 from vqkeras.distributions import distributions
 from vqkeras.keras_compat import PerReplicaLosses
 from vqkeras.layers import checks
-from vqkeras.layers.code_usage import CodeUsage
+from vqkeras.layers.bottleneck import Bottleneck
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class GumbelSoftmaxQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
+class GumbelSoftmaxQuantizer(PerReplicaLosses, Bottleneck):
   """A categorical bottleneck trained through the Gumbel-softmax relaxation.
 
   Args:
@@ -42,11 +42,12 @@ class GumbelSoftmaxQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     inputs: float `[..., D]`.
     training: bool; True samples (and records the health); else the argmax code.
     mask: optional bool `[...]`; False positions are left out of the loss and health.
-    return_codes: if True, return {"quantized", "codes" int32 `[..., 1]` (the argmax
-      codes), "logits" float32 `[..., K]`}.
+    return_codes: if True, return a `Quantized` record: quantized, codes int32
+      `[..., 1]` (the argmax codes), samples: the codes `[..., 1, 1]`. The logits of
+      q(z | x) are `logits(inputs)`.
 
   Returns:
-    the code vectors `[..., D]` in the layer's compute dtype; or the dict above.
+    the code vectors `[..., D]` in the layer's compute dtype; or the record above.
   """
 
   codes_per_position = 1
@@ -66,7 +67,6 @@ class GumbelSoftmaxQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     self.kl_weight = float(kl_weight)
     self.usage_window = usage_window
     self.seed = checks.seed_or_random(seed)
-    self.supports_masking = True
     self.create_usage_metrics()
 
   def build(self, input_shape):
@@ -120,9 +120,7 @@ class GumbelSoftmaxQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
       self.record_usage(counts, counts, batch_perplexity)
     self.update_usage_metrics(batch_perplexity, training)
     outputs = tf.cast(quantized, self.compute_dtype)
-    if return_codes:
-      return {"quantized": outputs, "codes": codes[..., None], "logits": logits}
-    return outputs
+    return self.quantized(outputs, codes[..., None], return_codes=return_codes)
 
   def relaxed_sample(self, logits):
     """A Gumbel-softmax sample `[..., K]` of each position (hard with straight_through,
@@ -142,18 +140,6 @@ class GumbelSoftmaxQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
       raise ValueError(f"{self.name} was built for inputs of depth {self.depth}, got last "
                        f"dimension {x.shape[-1]} (input shape {x.shape}).")
     return tf.cast(x, tf.float32)
-
-  def compute_output_spec(self, inputs, training=None, mask=None, return_codes=False):
-    quantized = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-    if not return_codes:
-      return quantized
-    outer = tuple(inputs.shape[:-1])
-    return {"quantized": quantized,
-            "codes": keras.KerasTensor(outer + (1,), dtype="int32"),
-            "logits": keras.KerasTensor(outer + (self.codebook_size,), dtype="float32")}
-
-  def compute_mask(self, inputs, mask=None):
-    return mask
 
   def get_config(self):
     config = super().get_config()

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from vqkeras import quantization
 from vqkeras.layers import checks
+from vqkeras.layers.bottleneck import Bottleneck
 from vqkeras.layers.vector_quantizer import VectorQuantizer
 
 # VectorQuantizer arguments a residual quantizer passes to every level.
@@ -26,7 +27,7 @@ LEVEL_ARGUMENTS = ("update", "num_samples", "decay", "epsilon", "beta", "tempera
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class ResidualVectorQuantizer(keras.layers.Layer):
+class ResidualVectorQuantizer(Bottleneck):
   """Q levels of vector quantization of the residual, codes `[..., Q]`.
 
   Args:
@@ -55,11 +56,12 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     mask: optional bool `[...]`; False positions are left out of every level's
       statistics and losses.
     num_levels: quantize with the first n levels only (default all, Q).
-    return_codes: if True, return {"quantized", "codes" int32 `[..., n]`}.
+    return_codes: if True, return a `Quantized` record: quantized, codes int32
+      `[..., n]`, samples: the codes `[..., n, 1]`.
 
   Returns:
     z_q with a straight-through (or rotation-trick) gradient to the inputs, same shape;
-    or the dict above.
+    or the record above.
   """
 
   def __init__(self, codebook_size, num_quantizers, quantizer_dropout=0.0,
@@ -83,12 +85,20 @@ class ResidualVectorQuantizer(keras.layers.Layer):
     self.levels = [VectorQuantizer(codebook_size, seed=self.seed + i, name=f"level_{i}",
                                    dtype="float32", **level_arguments)
                    for i in range(count)]
-    self.supports_masking = True
 
   @property
   def codes_per_position(self):
     """Q: the codes of a position (one per level)."""
     return self.num_quantizers
+
+  def code_layers(self):
+    """The levels' quantizers, which hold the health state."""
+    return list(self.levels)
+
+  @property
+  def num_updates(self):
+    """Training steps of the first level."""
+    return self.levels[0].num_updates
 
   def level(self, i):
     """The quantizer of level i."""
@@ -129,18 +139,16 @@ class ResidualVectorQuantizer(keras.layers.Layer):
         used = tf.broadcast_to(used, tf.shape(x)[:-1])
         level_mask = used if mask is None else used & tf.cast(mask, tf.bool)
       out = self.level(i)(residual, training=training, mask=level_mask, return_codes=True)
-      quantized = tf.stop_gradient(tf.cast(out["quantized"], tf.float32))
+      quantized = tf.stop_gradient(tf.cast(out.quantized, tf.float32))
       if uses is not None:
         quantized = tf.where(used[..., None], quantized, 0.0)
       total += quantized
       residual -= quantized
-      codes.append(out["codes"][..., 0])
+      codes.append(out.codes[..., 0])
     estimator = (quantization.rotation_trick if self.rotation_trick
                  else quantization.straight_through)
     outputs = tf.cast(estimator(x, total), self.compute_dtype)
-    if return_codes:
-      return {"quantized": outputs, "codes": tf.stack(codes, axis=-1)}
-    return outputs
+    return self.quantized(outputs, tf.stack(codes, axis=-1), return_codes=return_codes)
 
   def encode(self, inputs, num_levels=None):
     """The codes `[..., n]` of float `[..., D]` inputs (n = num_levels, default Q),
@@ -162,15 +170,12 @@ class ResidualVectorQuantizer(keras.layers.Layer):
 
   def compute_output_spec(self, inputs, training=None, mask=None, num_levels=None,
                           return_codes=False):
-    quantized = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-    if not return_codes:
-      return quantized
-    n = self.num_quantizers if num_levels is None else num_levels
-    return {"quantized": quantized,
-            "codes": keras.KerasTensor(tuple(inputs.shape[:-1]) + (n,), dtype="int32")}
-
-  def compute_mask(self, inputs, mask=None):
-    return mask
+    spec = self.output_spec(inputs, return_codes)
+    if not return_codes or num_levels is None:
+      return spec
+    codes = tuple(inputs.shape[:-1]) + (num_levels,)
+    return spec._replace(codes=keras.KerasTensor(codes, dtype="int32"),
+                         samples=keras.KerasTensor(codes + (1,), dtype="int32"))
 
   def get_config(self):
     config = super().get_config()

@@ -22,12 +22,12 @@ from vqkeras import quantization
 from vqkeras.distribute import global_mean, num_replicas, replica_id, sum_over_replicas
 from vqkeras.keras_compat import PerReplicaLosses
 from vqkeras.layers import checks
-from vqkeras.layers.code_usage import CodeUsage
+from vqkeras.layers.bottleneck import Bottleneck
 from vqkeras.layers.codebook_updates import UPDATES
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
-class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
+class VectorQuantizer(PerReplicaLosses, Bottleneck):
   """Vector-quantization bottleneck with gradient, hard-EM (EMA) or soft-EM codebooks.
 
   Each input vector z_e of depth D is replaced by its code vector e_k (or, under
@@ -88,15 +88,15 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
       unless the layer is frozen (`trainable=False`): then it runs as in inference.
     mask: optional bool `[...]` (Keras masking or explicit); False positions are
       left out of the codebook statistics, the losses and the health metrics.
-    return_codes: if True, return a dict with "quantized" `[..., D]`, "codes"
-      `[..., B]` int32 (the nearest codes), and "samples" `[..., B, m]` int32
-      (under soft EM m = num_samples: in training the codes drawn, outside it the
-      nearest code m times; m = 1 otherwise), the targets of a latent predictor
-      (see `quantization.sample_cross_entropy`).
+    return_codes: if True, return a `Quantized` record: quantized `[..., D]`, codes
+      `[..., B]` int32 (the nearest codes), and samples `[..., B, m]` int32 (under soft
+      EM m = num_samples: in training the codes drawn, outside it the nearest code m
+      times; m = 1 otherwise), the targets of a latent predictor (see
+      `quantization.sample_cross_entropy`).
 
   Returns:
     the quantized tensor (gradients straight through, or by the rotation trick), same
-    shape as `inputs`, in the layer's compute dtype; or the dict above.
+    shape as `inputs`, in the layer's compute dtype; or the record above.
   """
 
   def __init__(self,
@@ -160,7 +160,6 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     self.rotation_trick = bool(rotation_trick)
     self.seed = checks.seed_or_random(seed)
     self.max_distance_elements = int(max_distance_elements)
-    self.supports_masking = True
     self.create_usage_metrics()
 
   def build(self, input_shape):
@@ -268,10 +267,6 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     self.rule.restarted(self, tf.ones(codebook.shape[:2], tf.bool), codebook)
     return tf.cast(tf.round(counts), tf.int32)
 
-  def soft_targets(self, samples):
-    """The mean of the sampled one-hots: `[..., B, m]` samples to `[..., B, K]` targets."""
-    return quantization.soft_targets(samples, self.codebook_size)
-
   # The forward pass.
 
   def call(self, inputs, training=None, mask=None, return_codes=False):
@@ -323,9 +318,8 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
       return outputs
     if samples.shape[-1] != self._samples_per_position():
       samples = tf.tile(samples, [1, 1, self._samples_per_position()])
-    return {"quantized": outputs,
-            "codes": self._from_blocks(codes[..., None], outer)[..., 0],
-            "samples": self._from_blocks(samples, outer)}
+    return self.quantized(outputs, self._from_blocks(codes[..., None], outer)[..., 0],
+                          self._from_blocks(samples, outer))
 
   def _samples_per_position(self):
     """m under soft EM (outside training: the nearest code m times), else 1."""
@@ -461,17 +455,7 @@ class VectorQuantizer(CodeUsage, PerReplicaLosses, keras.layers.Layer):
     return tf.reshape(per_position, tf.concat([outer, [self.depth]], 0))
 
   def compute_output_spec(self, inputs, training=None, mask=None, return_codes=False):
-    quantized = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-    if not return_codes:
-      return quantized
-    outer = tuple(inputs.shape[:-1])
-    samples = self._samples_per_position()
-    return {"quantized": quantized,
-            "codes": keras.KerasTensor(outer + (self.num_blocks,), dtype="int32"),
-            "samples": keras.KerasTensor(outer + (self.num_blocks, samples), dtype="int32")}
-
-  def compute_mask(self, inputs, mask=None):
-    return mask
+    return self.output_spec(inputs, return_codes, self._samples_per_position())
 
   def get_config(self):
     config = super().get_config()

@@ -17,6 +17,8 @@ Who calls what:
   vqkeras/run.py         model_class, from_hparams, make_optimizer
   vqkeras/trainer.py     loss_and_weight, loss_unit, training_stage, enter_training_stage
   vqkeras/evaluation.py  metric_sums, summaries; BLEU of a TranslationModel
+  vqkeras/run.py,        code_layers: the bottleneck layers whose health is reported
+    reporting.py
   bin/decode, bin/export TranslationModel.translate (and candidates), ImageModel.sample,
                          reconstruct, encode_images
 """
@@ -46,6 +48,12 @@ class Model(keras.Model):
     any number of replicas; the bottleneck's own losses are the layers' `losses`.
     """
     raise NotImplementedError(f"{type(self).__name__} does not define loss_and_weight.")
+
+  def code_layers(self):
+    """The layers of discrete codes whose health the trainer reports and evaluation
+    measures (`vqkeras.layers.Bottleneck.code_layers` of the model's bottleneck);
+    none for a model without one."""
+    return []
 
   def metric_sums(self, features):
     """Evaluation metrics of a batch as {name: (sum, weight)}, reported as sum / weight

@@ -2,7 +2,7 @@
 
 import keras
 
-from vqkeras.layers import (FiniteScalarQuantizer, GumbelSoftmaxQuantizer,
+from vqkeras.layers import (Bottleneck, FiniteScalarQuantizer, GumbelSoftmaxQuantizer,
                             ResidualVectorQuantizer, VectorQuantizer)
 
 
@@ -14,9 +14,8 @@ def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantize
   a learned projection (`ProjectedBottleneck`) when they are not already one channel per
   level; None: the model makes them so (images: latent_depth).
 
-  Every kind gives `codes_per_position`, `codebook_size`, `num_updates`, `encode`,
-  `decode` and, with `return_codes=True`, {"quantized", "codes" `[..., num_blocks]`}
-  (VectorQuantizer also its "samples").
+  Every kind is a `vqkeras.layers.Bottleneck` (codes `[..., num_blocks]`, a `Quantized`
+  record with `return_codes=True`) with `num_updates`, its training steps.
   """
   if hparams.bottleneck == "gumbel":
     if num_blocks != 1:
@@ -38,7 +37,8 @@ def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantize
                          name=name, **vq_arguments)
 
 
-class ProjectedBottleneck(keras.layers.Layer):
+@keras.saving.register_keras_serializable(package="vqkeras")
+class ProjectedBottleneck(Bottleneck):
   """A quantizer of few channels on vectors of `depth`: a learned projection down to
   the quantizer's depth before it and one back up after it (FSQ's d = len(levels)
   channels on a model's hidden size; Mentzer et al. 2023 project the same way).
@@ -51,7 +51,6 @@ class ProjectedBottleneck(keras.layers.Layer):
     self.quantizer = quantizer
     self.project_in = keras.layers.Dense(quantizer.depth, name="project_in")
     self.project_out = keras.layers.Dense(depth, name="project_out")
-    self.supports_masking = True
 
   @property
   def codebook_size(self):
@@ -65,6 +64,9 @@ class ProjectedBottleneck(keras.layers.Layer):
   def num_updates(self):
     return self.quantizer.num_updates
 
+  def code_layers(self):
+    return self.quantizer.code_layers()
+
   def encode(self, inputs):
     return self.quantizer.encode(self.project_in(inputs))
 
@@ -74,8 +76,5 @@ class ProjectedBottleneck(keras.layers.Layer):
   def call(self, inputs, training=None, mask=None, return_codes=False):
     out = self.quantizer(self.project_in(inputs), training=training, mask=mask,
                          return_codes=True)
-    quantized = self.project_out(out["quantized"])
-    return dict(out, quantized=quantized) if return_codes else quantized
-
-  def compute_mask(self, inputs, mask=None):
-    return mask
+    quantized = self.project_out(out.quantized)
+    return out._replace(quantized=quantized) if return_codes else quantized

@@ -114,6 +114,9 @@ class ImageVQVAE(ImageModel):
   def make_optimizer(hparams):
     return keras.optimizers.Adam(hparams.learning_rate)
 
+  def code_layers(self):
+    return self.quantizer.code_layers()
+
   def call(self, images, training=False):
     quantized = self.quantizer(self.encoder(scale_images(images)), training=training)
     return self.likelihood.log_probs(self.decoder(quantized))
@@ -127,12 +130,12 @@ class ImageVQVAE(ImageModel):
     """
     out = self.quantizer(self.encoder(scale_images(images)), training=training,
                          return_codes=True)
-    outputs = self.decoder(out["quantized"])
+    outputs = self.decoder(out.quantized)
     result = {"reconstruction": self.likelihood.nll(outputs, images) / LN2}
     if self.prior is not None:
       # The soft-EM draws where the bottleneck has them, else the codes.
       result["prior"] = self.prior.negative_log_likelihood(
-          out["codes"], out.get("samples"), training=training) / LN2
+          out.codes, out.samples, training=training) / LN2
     if squared_error:
       mean = self.likelihood.mean(outputs)
       result["squared_error"] = tf.reduce_sum(

@@ -395,6 +395,9 @@ class LatentTransformer(EncoderDecoder):
     """Nothing to create here: the sublayers build on the first batch."""
     self.built = True
 
+  def code_layers(self):
+    return self.quantizer.code_layers()
+
   # Training stages (the Trainer enters each in turn).
 
   def training_stage(self, step, train_steps):
@@ -456,10 +459,8 @@ class LatentTransformer(EncoderDecoder):
     mask = tf.sequence_mask(lengths, tf.shape(latents)[1])
     out = self.quantizer(latents, training=training, mask=mask, return_codes=True)
     # One code per latent (the quantizer is built with num_blocks=1): the block axis of
-    # the codes and samples goes. Without soft-EM draws `[..., 1, m]` the predictor
-    # learns the codes, m = 1.
-    samples = out["samples"] if "samples" in out else out["codes"][..., None]
-    return QuantizedTargets(out["quantized"], out["codes"][:, :, 0], samples[:, :, 0], lengths)
+    # the codes and samples goes.
+    return QuantizedTargets(out.quantized, out.codes[:, :, 0], out.samples[:, :, 0], lengths)
 
   def decode_latents(self, quantized, lengths, memory, memory_mask, gold_targets=None,
                      gold_fraction=0.0, training=False):
