@@ -47,6 +47,12 @@ class BottleneckHParams(HParams):
     check(self.bottleneck in BOTTLENECKS, "bottleneck", self.bottleneck,
           " or ".join(BOTTLENECKS))
     check(self.num_samples >= 1, "num_samples", self.num_samples, "a positive integer")
+    # The layers check these too, for their direct users; here a run is refused before
+    # its directory is touched.
+    check(0.0 <= self.decay < 1.0, "decay", self.decay, "a float in [0, 1)")
+    check(self.epsilon > 0.0, "epsilon", self.epsilon, "a float > 0")
+    check(self.beta >= 0.0, "beta", self.beta, "a float >= 0")
+    check(self.temperature > 0.0, "temperature", self.temperature, "a float > 0")
     levels = self.fsq_levels.split("x")
     check(all(level.isdigit() and int(level) >= 2 for level in levels), "fsq_levels",
           self.fsq_levels, "integers of at least 2 separated by x, e.g. 8x5x5x5")
@@ -55,4 +61,3 @@ class BottleneckHParams(HParams):
   def fsq_level_list(self):
     """fsq_levels as integers."""
     return [int(level) for level in self.fsq_levels.split("x")]
-    # decay, epsilon, beta and temperature: VectorQuantizer checks their ranges, once.

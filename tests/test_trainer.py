@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, TESTDATA
+from vqkeras import hparams_lib
 from vqkeras import registry
 from vqkeras import run as run_lib
 from vqkeras import trainer as trainer_lib
@@ -141,6 +142,30 @@ def test_a_model_dir_of_another_run_is_refused_untouched(tmp_path):
                         tf.distribute.get_strategy(), log=quiet)
   resumed.restore()
   assert resumed.step == 2
+
+
+@pytest.mark.parametrize("refused", ["decay=1.5", "epsilon=0", "beta=-1", "temperature=0"])
+def test_a_refused_run_leaves_the_model_dir_usable(tmp_path, monkeypatch, refused):
+  """A value out of range is refused before anything is written; a model that fails to
+  build writes no config.json either; the corrected run then starts there."""
+  with pytest.raises(hparams_lib.HParamsError, match=refused.split("=")[0]):
+    run_lib.Run(config(tmp_path, "run", overrides=refused), tf.distribute.get_strategy(),
+                log=quiet)
+  assert not (tmp_path / "run" / "config.json").exists()
+  build = run_lib.Run._build   # pylint: disable=protected-access
+
+  def failing_build(self):
+    raise ValueError("the model refused its inputs")
+
+  monkeypatch.setattr(run_lib.Run, "_build", failing_build)
+  with pytest.raises(ValueError, match="refused its inputs"):
+    run_lib.Run(config(tmp_path, "run", overrides="codebook_size=16"),
+                tf.distribute.get_strategy(), log=quiet)
+  assert not (tmp_path / "run" / "config.json").exists()
+  monkeypatch.setattr(run_lib.Run, "_build", build)
+  train(config(tmp_path, "run", overrides="decay=0.5"), 1)
+  recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert recorded["hparams_values"]["decay"] == 0.5
 
 
 def test_a_run_recorded_before_a_field_existed_keeps_its_old_behaviour(tmp_path,

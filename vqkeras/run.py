@@ -70,11 +70,16 @@ def recorded_config(model_dir, data_dir, raw_dir=""):
                    raw_dir=str(raw_dir or ""), model_dir=str(model_dir))
 
 
-def check_model_dir(model_dir, config, hparams, chief=True):
-  """Refuses a model_dir of another run; records this run's config in a new one."""
-  path = pathlib.Path(model_dir) / "config.json"
-  mine = {"problem": config.problem, "hparams": config.hparams,
+def config_record(config, hparams):
+  """What config.json holds of a run."""
+  return {"problem": config.problem, "hparams": config.hparams,
           "hparams_values": dataclasses.asdict(hparams)}
+
+
+def check_model_dir(model_dir, config, hparams):
+  """Refuses a model_dir that holds another run."""
+  path = pathlib.Path(model_dir) / "config.json"
+  mine = config_record(config, hparams)
   if path.is_file():
     theirs = json.loads(path.read_text())
     differences = [f"problem: {theirs.get('problem')} here, {mine['problem']} asked"] \
@@ -89,9 +94,15 @@ def check_model_dir(model_dir, config, hparams, chief=True):
           f"--model_dir={model_dir} holds a run of --problem={theirs.get('problem')} "
           f"--hparams={theirs.get('hparams')} that differs from this one in:\n  " +
           "\n  ".join(differences) + "\nNothing was changed there; use another --model_dir.")
-  elif chief:
+
+
+def record_config(model_dir, config, hparams):
+  """Writes config.json in a model_dir that has none (once the model is built, so that
+  a refused run leaves nothing behind)."""
+  path = pathlib.Path(model_dir) / "config.json"
+  if not path.is_file():
     with files.atomic_write(path) as partial:
-      partial.write_text(json.dumps(mine, indent=2, sort_keys=True))
+      partial.write_text(json.dumps(config_record(config, hparams), indent=2, sort_keys=True))
 
 
 class Run:
@@ -114,7 +125,7 @@ class Run:
       raise ValueError("--jit_compile runs on one CPU device or on GPUs: XLA compiles a CPU "
                        "step for the first device, which cannot read the other logical CPU "
                        "devices' variables. Drop --jit_compile or --cpu_devices.")
-    check_model_dir(self.model_dir, config, self.hparams, self.chief)
+    check_model_dir(self.model_dir, config, self.hparams)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision != "none":
       keras.mixed_precision.set_global_policy(config.mixed_precision)
@@ -129,6 +140,8 @@ class Run:
       # FSQ, ...): their health is reported and evaluated.
       self.quantizers = self.model.code_layers()
       self._build()
+    if self.chief:
+      record_config(self.model_dir, config, self.hparams)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
     # Every worker saves (collectives may be involved); the others' copies stay out of
     # the chief's way in .worker<i>/.
