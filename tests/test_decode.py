@@ -1,6 +1,7 @@
 """bin/decode and bin/eval: translations of text files, BLEU, images as PNG grids."""
 
 import json
+import re
 
 import pytest
 import tensorflow as tf
@@ -100,3 +101,19 @@ def test_distilled_problem_pairs_training_sources_with_the_teachers_translations
   assert distilled.vocab_path(tmp_path, registry.hparams("transformer_tiny")) == \
       registry.problem("translate_ende_multi30k").vocab_path(
           tmp_path, registry.hparams("transformer_tiny"))
+
+
+TRAINING_FLAGS = ("--train_steps", "--checkpoint_every", "--eval_every", "--log_every",
+                  "--jit_compile")
+
+
+@pytest.mark.parametrize("tool", ["decode", "eval", "export", "train"])
+def test_each_tool_offers_only_the_flags_it_reads(tool):
+  result = run_tool(tool, "--helpfull")   # absl's help exits with 1
+  assert "--model_dir" in result.stdout, result.stderr
+  listed = set(re.findall(r"--\[?(?:no)?\]?(\w+):", result.stdout))
+  for shared in ("problem", "hparams", "data_dir", "model_dir", "strategy", "cpu_devices"):
+    assert shared in listed, (tool, shared)
+  training = {flag.lstrip("-") for flag in TRAINING_FLAGS}
+  assert training <= listed if tool == "train" else not training & listed, (tool, listed)
+  assert ("decode_hparams" in listed) == (tool != "train")

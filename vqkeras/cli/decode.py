@@ -19,7 +19,7 @@ from vqkeras import beam_search
 from vqkeras import files
 from vqkeras import images
 from vqkeras.cli import flags
-from vqkeras.cli import train
+from vqkeras.cli import runs
 
 FLAGS = flags.FLAGS
 COLUMNS = 8
@@ -95,7 +95,7 @@ def decode_images(trained, options):
 def main(argv):
   del argv
   from vqkeras import models  # pylint: disable=import-outside-toplevel
-  trained = train.trained_run(log=log_to_stderr)   # stdout may carry the translations
+  trained = runs.trained_run(log=log_to_stderr)   # stdout may carry the translations
   options = beam_search.decode_hparams(trained.hparams, FLAGS.decode_hparams)
   if isinstance(trained.model, models.TranslationModel):
     decode_text(trained, options)
@@ -107,7 +107,7 @@ def main(argv):
 
 
 def run():
-  train.define_flags()
+  runs.define_run_flags()
   define = flags.flags
   define.DEFINE_integer("num_samples", 16, "Images to sample or reconstruct.")
   flags.define_decode_flags("of translations or images ('temperature=0.9,seed=3')")

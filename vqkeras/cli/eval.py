@@ -12,7 +12,7 @@ import json
 
 from vqkeras import beam_search
 from vqkeras.cli import flags
-from vqkeras.cli import train
+from vqkeras.cli import runs
 
 FLAGS = flags.FLAGS
 
@@ -20,7 +20,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from vqkeras import evaluation  # pylint: disable=import-outside-toplevel
-  trained = train.trained_run()
+  trained = runs.trained_run()
   options = beam_search.decode_hparams(trained.hparams, FLAGS.decode_hparams)
   metrics = evaluation.Evaluator(trained).evaluate(FLAGS.split, options, FLAGS.bleu_sentences,
                                                    flags.teacher())
@@ -28,7 +28,7 @@ def main(argv):
 
 
 def run():
-  train.define_flags()
+  runs.define_run_flags()
   flags.flags.DEFINE_enum("split", "validation", ["train", "validation", "test"],
                           "The split to evaluate.")
   flags.define_decode_flags("of the BLEU translations")

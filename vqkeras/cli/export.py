@@ -12,7 +12,7 @@ import sys
 
 from vqkeras import beam_search
 from vqkeras.cli import flags
-from vqkeras.cli import train
+from vqkeras.cli import runs
 
 FLAGS = flags.FLAGS
 
@@ -38,7 +38,7 @@ def main(argv):
   if not FLAGS.export_dir:
     raise ValueError("--export_dir is required: TF Serving's model base path, e.g. "
                      "--export_dir=exports/ende.")
-  trained = train.trained_run()
+  trained = runs.trained_run()
   options = beam_search.decode_hparams(trained.hparams, FLAGS.decode_hparams)
   serving = serving_module(trained, options)
   try:
@@ -50,7 +50,7 @@ def main(argv):
 
 
 def run():
-  train.define_flags()
+  runs.define_run_flags()
   define = flags.flags
   define.DEFINE_string("export_dir", None, "TF Serving's model base path; the model goes to "
                        "EXPORT_DIR/<training step>/.")
