@@ -276,9 +276,7 @@ def print_stages(rows):
 
 def nat_label(run):
   hparams = run.hparams
-  kind = {"soft_em": "VQ-VAE with EM", "ema": "VQ-VAE (hard EM)",
-          "gradient": "VQ-VAE (gradient)", "fsq": "FSQ", "gumbel": "Gumbel-softmax"}
-  return (kind[hparams.bottleneck] + f", K={hparams.codebook_size}" +
+  return (hparams.bottleneck_kind.title + f", K={hparams.codebook_size}" +
           (" + distillation" if "distilled" in run.config.problem else "") +
           (", layer norm" if hparams.latent_normalization == "layer" else "") +
           (f", glancing {hparams.glancing_ratio:g}-{hparams.glancing_final_ratio:g}"

@@ -1,22 +1,71 @@
-"""The discrete bottleneck's hyper-parameters, shared by every family that has one.
+"""The discrete bottleneck's hyper-parameters and the table of its kinds, shared by every
+family that has one.
 
 A family adds the codebook's size in its own terms (`codebook_size` and `num_blocks`
 for images, `bottleneck_bits` for translation, as in Tensor2Tensor) and builds the
-layer with `vqkeras.models.bottleneck.bottleneck_from_hparams`.
+layer with `vqkeras.models.bottleneck.bottleneck_from_hparams`, which calls the
+builder a kind's row names. Adding a kind: its layer (a `vqkeras.layers.Bottleneck`),
+a row here and its builder there.
 """
 
 import dataclasses
+from typing import Optional
 
 from vqkeras.hparams_lib import HParams, check
 
-# The update rules of `vqkeras.layers.VectorQuantizer` (codebook_updates.UPDATES without
-# its alias), named here without importing TensorFlow; tests/test_registry.py keeps the two
-# lists equal.
-UPDATE_RULES = ("gradient", "ema", "soft_em")
-# Every bottleneck: a VectorQuantizer with one of the rules, residual VQ with EMA levels,
-# finite scalar quantization or the Gumbel-softmax relaxation
-# (vqkeras.models.bottleneck.bottleneck_from_hparams).
-BOTTLENECKS = UPDATE_RULES + ("rvq", "fsq", "gumbel")
+
+@dataclasses.dataclass(frozen=True)
+class BottleneckKind:
+  """A row of the table of bottleneck kinds (`BOTTLENECKS`), free of TensorFlow."""
+  name: str              # the value of the `bottleneck` hyper-parameter
+  title: str             # how tables and plots name it
+  builder: str           # its function in vqkeras/models/bottleneck.py
+  # What a position's num_blocks codes are, and how the latent depth must relate to them:
+  # "divides" (num_blocks divides the depth: codebook blocks), "any" (levels of the whole
+  # vector), "fsq_levels" (num_blocks groups of one channel per level), "one" (a single
+  # code: num_blocks must be 1).
+  depth: str
+  # K: "codebook_size" (the family's size) or "fsq_levels" (their product).
+  codebook: str = "codebook_size"
+  # Why the translation family's latent predictor cannot take it (None: it can).
+  not_for_translation: Optional[str] = None
+
+  def check_codes(self, num_blocks, depth, fsq_levels):
+    """Raises HParamsError unless `num_blocks` codes fit latents of `depth`."""
+    if self.depth == "divides":
+      check(depth % num_blocks == 0, "num_blocks", num_blocks,
+            f"a divisor of the latent depth {depth} under bottleneck={self.name}")
+    elif self.depth == "fsq_levels":
+      groups = num_blocks * len(fsq_levels)
+      check(depth == groups, "latent_depth", depth,
+            f"num_blocks x the number of fsq_levels = {groups} under bottleneck={self.name}")
+    elif self.depth == "one":
+      check(num_blocks == 1, "num_blocks", num_blocks,
+            f"1 under bottleneck={self.name} (one code per position)")
+
+  def codebook_size(self, size, fsq_levels):
+    """K of this kind: `size`, or the product of fsq_levels."""
+    if self.codebook == "fsq_levels":
+      product = 1
+      for level in fsq_levels:
+        product *= level
+      return product
+    return size
+
+
+_VQ = dict(builder="vector_quantizer", depth="divides")
+KINDS = (
+    BottleneckKind("gradient", "VQ-VAE (gradient)", **_VQ),
+    BottleneckKind("ema", "VQ-VAE (hard EM)", **_VQ),
+    BottleneckKind("soft_em", "VQ-VAE with EM", **_VQ),
+    BottleneckKind("rvq", "residual VQ", "residual_vector_quantizer", "any",
+                   not_for_translation="the latent predictor predicts one code per latent; "
+                   "rvq gives one per level"),
+    BottleneckKind("fsq", "FSQ", "finite_scalar_quantizer", "fsq_levels",
+                   codebook="fsq_levels"),
+    BottleneckKind("gumbel", "Gumbel-softmax", "gumbel_softmax_quantizer", "one"),
+)
+BOTTLENECKS = {kind.name: kind for kind in KINDS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +105,11 @@ class BottleneckHParams(HParams):
     levels = self.fsq_levels.split("x")
     check(all(level.isdigit() and int(level) >= 2 for level in levels), "fsq_levels",
           self.fsq_levels, "integers of at least 2 separated by x, e.g. 8x5x5x5")
+
+  @property
+  def bottleneck_kind(self):
+    """The table's row of `bottleneck`."""
+    return BOTTLENECKS[self.bottleneck]
 
   @property
   def fsq_level_list(self):

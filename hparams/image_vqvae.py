@@ -61,16 +61,7 @@ class ImageVQVAEHParams(BottleneckHParams):
           self.pixel_likelihood, "categorical or logistic_mixture")
     check(self.prior_factorization in PRIOR_FACTORIZATIONS, "prior_factorization",
           self.prior_factorization, " or ".join(PRIOR_FACTORIZATIONS))
-    if self.bottleneck == "fsq":
-      groups = self.num_blocks * len(self.fsq_level_list)
-      check(self.latent_depth == groups, "latent_depth", self.latent_depth,
-            f"num_blocks x the number of fsq_levels = {groups} under bottleneck=fsq")
-    elif self.bottleneck == "gumbel":
-      check(self.num_blocks == 1, "num_blocks", self.num_blocks,
-            "1 under bottleneck=gumbel (one code per position)")
-    elif self.bottleneck != "rvq":
-      check(self.latent_depth % self.num_blocks == 0, "num_blocks", self.num_blocks,
-            f"a divisor of latent_depth={self.latent_depth}")
+    self.bottleneck_kind.check_codes(self.num_blocks, self.latent_depth, self.fsq_level_list)
     check(self.prior_hidden_size % self.prior_num_heads == 0, "prior_num_heads",
           self.prior_num_heads, f"a divisor of prior_hidden_size={self.prior_hidden_size}")
     for name in ("channels", "codebook_size", "batch_size", "train_steps", "num_mixtures",

@@ -7,16 +7,10 @@ compressed 2^3 times into 12-bit codes, Adam(0.9, 0.997, 1e-9) with warm-up.
 """
 
 import dataclasses
-import math
 
 from vqkeras import registry
-from vqkeras.hparams.bottleneck import UPDATE_RULES, BottleneckHParams
+from vqkeras.hparams.bottleneck import BOTTLENECKS, BottleneckHParams
 from vqkeras.hparams_lib import HParams, check
-
-# The bottlenecks with one code per latent, the code the latent predictor predicts:
-# VectorQuantizer's update rules, FSQ on a projection of the latent (one group of
-# fsq_levels) and the Gumbel-softmax relaxation.
-ONE_CODE_BOTTLENECKS = UPDATE_RULES + ("fsq", "gumbel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +99,10 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
             "an integer >= 0 (0: num_layers)")
     check(1 <= self.bottleneck_bits <= 20, "bottleneck_bits", self.bottleneck_bits,
           "an integer in [1, 20]")
-    check(self.bottleneck in ONE_CODE_BOTTLENECKS, "bottleneck", self.bottleneck,
-          f"one of {', '.join(ONE_CODE_BOTTLENECKS)} (the latent predictor predicts one code "
-          f"per latent; rvq gives one per level)")
+    refusal = self.bottleneck_kind.not_for_translation
+    taken = [name for name, kind in BOTTLENECKS.items() if kind.not_for_translation is None]
+    check(refusal is None, "bottleneck", self.bottleneck, f"one of {', '.join(taken)} "
+          f"({refusal})")
     check(self.latent_normalization in ("batch", "layer"), "latent_normalization",
           self.latent_normalization, "batch or layer")
     check(self.compression_steps >= 1, "compression_steps", self.compression_steps,
@@ -119,9 +114,7 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
   @property
   def codebook_size(self):
     """K = 2^bottleneck_bits; FSQ: the product of fsq_levels."""
-    if self.bottleneck == "fsq":
-      return math.prod(self.fsq_level_list)
-    return 2 ** self.bottleneck_bits
+    return self.bottleneck_kind.codebook_size(2 ** self.bottleneck_bits, self.fsq_level_list)
 
 
 # CPU sizes for Multi30k: the same changes serve every model of the family.

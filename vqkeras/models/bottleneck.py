@@ -8,7 +8,8 @@ from vqkeras.layers import (Bottleneck, FiniteScalarQuantizer, GumbelSoftmaxQuan
 
 def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantizer", depth=None):
   """The bottleneck of a `BottleneckHParams` record with `num_blocks` codes per position
-  and K = `codebook_size` codes each (FSQ: K is the product of its levels).
+  and K = `codebook_size` codes each (FSQ: K is the product of its levels): the builder
+  below that its kind's row (`hparams/bottleneck.py`) names.
 
   depth: the depth of the vectors the model quantizes, if FSQ is to take them through
   a learned projection (`ProjectedBottleneck`) when they are not already one channel per
@@ -17,24 +18,47 @@ def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantize
   Every kind is a `vqkeras.layers.Bottleneck` (codes `[..., num_blocks]`, a `Quantized`
   record with `return_codes=True`) with `num_updates`, its training steps.
   """
-  if hparams.bottleneck == "gumbel":
-    if num_blocks != 1:
-      raise ValueError(f"bottleneck=gumbel gives one code per position; got num_blocks="
-                       f"{num_blocks} (set num_blocks=1).")
-    return GumbelSoftmaxQuantizer(codebook_size, temperature=hparams.temperature, name=name)
-  if hparams.bottleneck == "fsq":
-    fsq = FiniteScalarQuantizer(hparams.fsq_level_list, num_codebooks=num_blocks, name=name)
-    if depth is None or depth == fsq.depth:
-      return fsq
-    return ProjectedBottleneck(fsq, depth, name=f"projected_{name}")
-  vq_arguments = dict(decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
-                      restart_dead_codes=hparams.restart_dead_codes)
-  if hparams.bottleneck == "rvq":
-    return ResidualVectorQuantizer(codebook_size, num_blocks, update="ema", name=name,
-                                   **vq_arguments)
+  build = globals()[hparams.bottleneck_kind.builder]
+  return build(hparams, codebook_size, num_blocks, name, depth)
+
+
+def vector_quantizer(hparams, codebook_size, num_blocks, name, depth):
+  """A VectorQuantizer whose update rule is the kind's name."""
+  del depth
   return VectorQuantizer(codebook_size, num_blocks=num_blocks, update=hparams.bottleneck,
                          num_samples=hparams.num_samples, temperature=hparams.temperature,
-                         name=name, **vq_arguments)
+                         name=name, **ema_arguments(hparams))
+
+
+def residual_vector_quantizer(hparams, codebook_size, num_blocks, name, depth):
+  """num_blocks levels of EMA codebooks."""
+  del depth
+  return ResidualVectorQuantizer(codebook_size, num_blocks, update="ema", name=name,
+                                 **ema_arguments(hparams))
+
+
+def finite_scalar_quantizer(hparams, codebook_size, num_blocks, name, depth):
+  """num_blocks groups of fsq_levels channels, through a projection from `depth`."""
+  del codebook_size
+  fsq = FiniteScalarQuantizer(hparams.fsq_level_list, num_codebooks=num_blocks, name=name)
+  if depth is None or depth == fsq.depth:
+    return fsq
+  return ProjectedBottleneck(fsq, depth, name=f"projected_{name}")
+
+
+def gumbel_softmax_quantizer(hparams, codebook_size, num_blocks, name, depth):
+  """One code per position, tau = temperature."""
+  del depth
+  if num_blocks != 1:
+    raise ValueError(f"bottleneck=gumbel gives one code per position; got num_blocks="
+                     f"{num_blocks} (set num_blocks=1).")
+  return GumbelSoftmaxQuantizer(codebook_size, temperature=hparams.temperature, name=name)
+
+
+def ema_arguments(hparams):
+  """The codebook settings of the VQ kinds."""
+  return dict(decay=hparams.decay, epsilon=hparams.epsilon, beta=hparams.beta,
+              restart_dead_codes=hparams.restart_dead_codes)
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
