@@ -140,7 +140,8 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
            f"{codebook_size * num_blocks}")
     self.codebook_size = codebook_size
     self.update = "ema" if update == "hard_em" else update
-    self.rule = UPDATES[update]()   # vqkeras/layers/codebook_updates.py
+    # vqkeras/layers/codebook_updates.py: the rule owns its parameters and state.
+    self.rule = UPDATES[update].of(decay, epsilon, num_samples, temperature)
     self.num_samples = num_samples
     self.decay = float(decay)
     self.epsilon = float(epsilon)
@@ -184,7 +185,9 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
     self.embeddings = self.add_weight(
         name="codebook", shape=shape, dtype="float32", autocast=False,
         initializer=self.codebook_initializer, trainable=self.rule.trainable_codebook)
-    self.rule.build(self, shape)
+    # The rule's variables are the layer's weights, under their names (checkpoint paths).
+    for name, variable in self.rule.build(self.add_weight, self.embeddings).items():
+      setattr(self, name, variable)
     self.build_usage(shape[:2])
 
   @property
@@ -264,7 +267,7 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
       codebook = tf.where(counts[..., None] > 0,
                           sums / tf.maximum(counts, 1.0)[..., None], codebook)
     self.embeddings.assign(codebook)
-    self.rule.restarted(self, tf.ones(codebook.shape[:2], tf.bool), codebook)
+    self.rule.restarted(tf.ones(codebook.shape[:2], tf.bool), codebook)
     return tf.cast(tf.round(counts), tf.int32)
 
   # The forward pass.
@@ -278,11 +281,12 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
     valid = None if mask is None else tf.reshape(tf.cast(mask, tf.bool), [-1])
     x_blocks = self._input_blocks(x)
     codebook = self._codebook_without_gradient()
-    e_step = self.rule.e_step(self, x_blocks, codebook, training)
+    e_step = self.rule.e_step(x_blocks, codebook, training,
+                              self.step_seed(salt=0) if training else None, self.max_rows())
     codes, samples = e_step.codes, e_step.samples
 
-    quantized_blocks = quantization.lookup(self.rule.code_vectors(self, codebook),
-                                           e_step.assignments)
+    code_vectors = self.rule.code_vectors(codebook, self.code_vectors_of(self.embeddings))
+    quantized_blocks = quantization.lookup(code_vectors, e_step.assignments)
     quantized = self._from_blocks(quantized_blocks, [-1])
     flat = (self._from_blocks(x_blocks, [-1]) if self.distance == "cosine"
             else tf.reshape(x, [-1, self.depth]))
@@ -323,7 +327,7 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
 
   def _samples_per_position(self):
     """m under soft EM (outside training: the nearest code m times), else 1."""
-    return self.rule.samples_per_position(self)
+    return self.rule.samples_per_position
 
   def _add_losses(self, x, quantized, valid):
     """Commitment loss (and the rule's: the codebook loss of "gradient"), means over valid
@@ -342,7 +346,7 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
     """
     step = self.record_usage(statistics["nearest_counts"], statistics["counts"],
                              batch_perplexity)
-    self.rule.m_step(self, statistics)
+    self.rule.m_step(self.embeddings, statistics)
     if self.restart_dead_codes:
       self._restart_dead_codes(x_blocks, valid, step)
 
@@ -363,7 +367,7 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
                                                 self.step_seed(salt=1, per_replica=False))
     dead = dead & (num_global > 0)
     self.embeddings.assign(tf.where(dead[..., None], candidates, self.embeddings))
-    self.rule.restarted(self, dead, candidates)
+    self.rule.restarted(dead, candidates)
 
   def _drawn_inputs(self, x_blocks, valid, seed):
     """`[B, K, d]` valid input vectors drawn at random from the global batch, the same on
