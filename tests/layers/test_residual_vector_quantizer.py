@@ -211,3 +211,44 @@ def test_bad_calls_are_refused_with_a_clear_message():
     layer.decode(np.zeros((2, 3), np.int32))
   with pytest.raises(ValueError, match="integer codes"):
     layer.decode(np.zeros((2, 2), np.float32))
+
+
+def test_levels_take_every_vector_quantizer_option(cifar_patches):
+  """Cosine levels of two blocks each: level i quantizes the residual's unit slices
+  (float64 reference), codes [..., Q * B] level after level, decode sums the levels."""
+  x = cifar_patches[:200]
+  depth = x.shape[1]
+  rng = np.random.default_rng(3)
+  codebooks = [rng.normal(size=(2, 16, depth // 2)) for _ in range(2)]
+
+  class Blocks(keras.initializers.Initializer):
+    calls = 0
+
+    def __call__(self, shape, dtype=None):
+      Blocks.calls += 1
+      return tf.constant(codebooks[Blocks.calls - 1], dtype)
+
+  layer = ResidualVectorQuantizer(16, 2, num_blocks=2, distance="cosine",
+                                  codebook_initializer=Blocks())
+  out = layer(x, return_codes=True)
+  assert layer.codes_per_position == 4 and out.codes.shape == (200, 4)
+  assert all(level.distance == "cosine" and level.num_blocks == 2 for level in layer.levels)
+  residual, expected = x.astype(np.float64), []
+  for codebook in codebooks:
+    level_vectors = []
+    for b in range(2):
+      unit_codes = codebook[b] / np.linalg.norm(codebook[b], axis=1, keepdims=True)
+      piece = residual[:, b * depth // 2:(b + 1) * depth // 2]
+      piece = piece / np.linalg.norm(piece, axis=1, keepdims=True)
+      codes = ref.nearest(piece, unit_codes)
+      expected.append(codes)
+      level_vectors.append(unit_codes[codes])
+    residual = residual - np.concatenate(level_vectors, axis=1)
+  codes = np.stack(expected, axis=1)
+  agree = (out.codes.numpy() == codes).all(axis=1)
+  assert agree.mean() > 0.99   # ties at float32 precision may go either way
+  np.testing.assert_allclose(layer.decode(out.codes).numpy(), out.quantized.numpy(),
+                             atol=1e-5)
+  np.testing.assert_array_equal(layer.encode(x).numpy(), out.codes.numpy())
+  config = layer.get_config()
+  assert config["distance"] == "cosine" and config["num_blocks"] == 2

@@ -11,6 +11,7 @@ the encoder sees the sum through one straight-through estimator (or the rotation
 """
 
 import functools
+import inspect
 
 import keras
 import tensorflow as tf
@@ -20,10 +21,12 @@ from vqkeras.layers import checks
 from vqkeras.layers.bottleneck import Bottleneck
 from vqkeras.layers.vector_quantizer import VectorQuantizer
 
-# VectorQuantizer arguments a residual quantizer passes to every level.
-LEVEL_ARGUMENTS = ("update", "num_samples", "decay", "epsilon", "beta", "temperature",
-                   "usage_window", "restart_dead_codes", "codebook_initializer",
-                   "max_distance_elements")
+# Every VectorQuantizer argument a residual quantizer passes to its levels: all but the
+# codebook size, the seed (level i: seed + i) and the rotation trick (of the sum, below).
+LEVEL_ARGUMENTS = tuple(
+    name for name, parameter in inspect.signature(VectorQuantizer.__init__).parameters.items()
+    if parameter.kind == parameter.POSITIONAL_OR_KEYWORD and
+    name not in ("self", "codebook_size", "seed", "rotation_trick"))
 
 
 @keras.saving.register_keras_serializable(package="vqkeras")
@@ -45,9 +48,11 @@ class ResidualVectorQuantizer(Bottleneck):
       (`quantization.rotation_trick`) instead of straight through.
     seed: int seed of the levels (level i: seed + i) and of the quantizer dropout.
     **level_arguments: `VectorQuantizer` arguments for every level (update,
-      num_samples, decay, epsilon, beta, temperature, usage_window,
-      restart_dead_codes, codebook_initializer, max_distance_elements), and
-      `keras.layers.Layer` arguments (name, dtype, ...).
+      num_samples, decay, epsilon, beta, num_blocks, temperature, usage_window,
+      restart_dead_codes, codebook_initializer, distance, codebook_dim,
+      max_distance_elements), and `keras.layers.Layer` arguments (name, dtype, ...).
+      With num_blocks = B a level has B codes per position, in the layer's codes level
+      after level: `[..., Q * B]`.
 
   Call arguments:
     inputs: float `[..., D]`.
@@ -57,7 +62,7 @@ class ResidualVectorQuantizer(Bottleneck):
       statistics and losses.
     num_levels: quantize with the first n levels only (default all, Q).
     return_codes: if True, return a `Quantized` record: quantized, codes int32
-      `[..., n]`, samples: the codes `[..., n, 1]`.
+      `[..., n * B]`, samples: the codes `[..., n * B, 1]`.
 
   Returns:
     z_q with a straight-through (or rotation-trick) gradient to the inputs, same shape;
@@ -88,8 +93,8 @@ class ResidualVectorQuantizer(Bottleneck):
 
   @property
   def codes_per_position(self):
-    """Q: the codes of a position (one per level)."""
-    return self.num_quantizers
+    """Q * B: the codes of a position (B per level)."""
+    return self.num_quantizers * self.levels[0].num_blocks
 
   def code_layers(self):
     """The levels' quantizers, which hold the health state."""
@@ -144,36 +149,41 @@ class ResidualVectorQuantizer(Bottleneck):
         quantized = tf.where(used[..., None], quantized, 0.0)
       total += quantized
       residual -= quantized
-      codes.append(out.codes[..., 0])
+      codes.append(out.codes)
     estimator = (quantization.rotation_trick if self.rotation_trick
                  else quantization.straight_through)
     outputs = tf.cast(estimator(x, total), self.compute_dtype)
-    return self.quantized(outputs, tf.stack(codes, axis=-1), return_codes=return_codes)
+    return self.quantized(outputs, tf.concat(codes, axis=-1), return_codes=return_codes)
 
   def encode(self, inputs, num_levels=None):
-    """The codes `[..., n]` of float `[..., D]` inputs (n = num_levels, default Q),
+    """The codes `[..., n * B]` of float `[..., D]` inputs (n = num_levels, default Q),
     without the forward pass's losses and health metrics."""
     residual, codes = tf.cast(checks.float_inputs(self.name, inputs), tf.float32), []
     for i in range(self._num_levels(num_levels)):
-      level_codes = self.level(i).encode(residual)   # [..., 1]
+      level_codes = self.level(i).encode(residual)   # [..., B]
       residual -= self.level(i).decode(level_codes)
-      codes.append(level_codes[..., 0])
-    return tf.stack(codes, axis=-1)
+      codes.append(level_codes)
+    return tf.concat(codes, axis=-1)
 
   def decode(self, codes):
-    """The sum of the code vectors of int codes `[..., n]` (n <= Q: the first n levels)."""
+    """The sum of the code vectors of int codes `[..., n * B]` (n <= Q: the first n
+    levels)."""
     codes = checks.integer_codes(self.name, codes)
-    n = codes.shape[-1]
-    _check(n is not None and 1 <= n <= self.num_quantizers, "codes", codes.shape,
-           f"a last dimension of at most num_quantizers={self.num_quantizers}")
-    return tf.add_n([self.level(i).decode(codes[..., i:i + 1]) for i in range(n)])
+    per_level = self.levels[0].num_blocks
+    width = codes.shape[-1]
+    _check(width is not None and width % per_level == 0 and
+           1 <= width // per_level <= self.num_quantizers, "codes", codes.shape,
+           f"a last dimension of n x num_blocks={per_level}, n at most num_quantizers="
+           f"{self.num_quantizers}")
+    return tf.add_n([self.level(i).decode(codes[..., i * per_level:(i + 1) * per_level])
+                     for i in range(width // per_level)])
 
   def compute_output_spec(self, inputs, training=None, mask=None, num_levels=None,
                           return_codes=False):
     spec = self.output_spec(inputs, return_codes)
     if not return_codes or num_levels is None:
       return spec
-    codes = tuple(inputs.shape[:-1]) + (num_levels,)
+    codes = tuple(inputs.shape[:-1]) + (num_levels * self.levels[0].num_blocks,)
     return spec._replace(codes=keras.KerasTensor(codes, dtype="int32"),
                          samples=keras.KerasTensor(codes + (1,), dtype="int32"))
 
