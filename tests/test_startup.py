@@ -1,6 +1,7 @@
 """Quiet tools: TensorFlow's known start-up lines dropped from stderr, everything else kept."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -64,11 +65,33 @@ def test_asking_for_logs_keeps_them_all(args, environ):
   assert any("port.cc" in line for line in lines[:-len(NOISE + KEPT) - 1])   # TF's own
 
 
+@pytest.mark.parametrize("level", ["1", "2", "3"])
+def test_asking_for_silence_is_at_least_as_quiet_as_asking_nothing(level):
+  result = run(TF_CPP_MIN_LOG_LEVEL=level)
+  assert result.stderr.splitlines() == KEPT + ["from python"]
+
+
 def test_what_counts_as_asking_for_logs():
   assert not startup.user_asks_for_logs(["--problem=x", "--verbose_name=1"], {})
   assert startup.user_asks_for_logs(["--verbosity", "1"], {})
   assert startup.user_asks_for_logs(["-v=1"], {})
-  assert startup.user_asks_for_logs([], {"TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert startup.user_asks_for_logs([], {"TF_CPP_MIN_LOG_LEVEL": "0"})
+  # Asking for less is not asking for logs:
+  assert not startup.user_asks_for_logs([], {"TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert not startup.user_asks_for_logs([], {"TF_CPP_MIN_LOG_LEVEL": "1"})
   # Set by a parent's quiet(), not by the user:
   assert not startup.user_asks_for_logs(
       [], {"TF_CPP_MIN_LOG_LEVEL": "2", startup.SET_BY_QUIET: "1"})
+
+
+def test_training_the_image_model_prints_no_error_lines(tmp_path):
+  """No TensorFlow "E..." line (the Grappler remapper failed on the residual blocks'
+  skip connections before ResidualBlock added its bias after them)."""
+  result = subprocess.run(
+      [sys.executable, str(REPO / "bin" / "train"), "--problem=image_cifar10",
+       "--hparams=vq_em_cifar_tiny", f"--data_dir={tmp_path / 'data'}",
+       f"--raw_dir={REPO / 'tests' / 'testdata' / 'cifar10'}", f"--model_dir={tmp_path / 'run'}",
+       "--train_steps=2"], capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr
+  errors = [line for line in result.stderr.splitlines() if re.match(r"E\d{4} ", line)]
+  assert not errors, errors

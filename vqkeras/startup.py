@@ -8,7 +8,9 @@ every load of a vocabulary trained with its "identity" rules (earlier runs' voca
 line on, so a warning that matters stays visible. It must run before TensorFlow loads.
 
 The user who asks for logs gets them all: `--verbosity` (or `-v`) on the command line, or
-TF_CPP_MIN_LOG_LEVEL in the environment, turns the filter off.
+TF_CPP_MIN_LOG_LEVEL=0 in the environment, turns the filter off. A user who asks for
+less (TF_CPP_MIN_LOG_LEVEL=1, 2 or 3, the usual way to silence TensorFlow) gets the filter
+and their level, so asking for silence is never louder than asking for nothing.
 
 This module imports no TensorFlow.
 """
@@ -45,7 +47,8 @@ def user_asks_for_logs(argv=None, environ=None):
   environ = os.environ if environ is None else environ
   flags = ("--verbosity", "-v", "--v")
   user_set_level = "TF_CPP_MIN_LOG_LEVEL" in environ and SET_BY_QUIET not in environ
-  return user_set_level or any(
+  wants_all = user_set_level and environ["TF_CPP_MIN_LOG_LEVEL"].strip() in ("", "0")
+  return wants_all or any(
       arg == flag or arg.startswith(flag + "=") for arg in argv for flag in flags)
 
 
@@ -58,9 +61,10 @@ def quiet():
   """Drops TensorFlow's and SentencePiece's known noise from stderr, unless asked for logs."""
   global _filter
   if _filter is None and not user_asks_for_logs():
-    # Hides TensorFlow's C++ INFO and WARNING lines once its logging starts (errors stay),
-    # in child processes too, which quiet themselves as well.
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # Hides TensorFlow's C++ INFO and WARNING lines once its logging starts (errors stay,
+    # unless the user hid them too), in child processes too, which quiet themselves.
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "") if SET_BY_QUIET not in os.environ else ""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = level if level in ("2", "3") else "2"
     os.environ[SET_BY_QUIET] = "1"
     _filter = _LineFilter(2, NOISE)
     atexit.register(_filter.close)
