@@ -21,7 +21,7 @@ startup.quiet()   # before TensorFlow loads
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  pylint: disable=unused-import  (the SentencePiece ops)
 
-from vqkeras import beam_search
+from vqkeras import decoding
 from vqkeras import export
 from vqkeras import translate
 from vqkeras.files import read_lines
@@ -60,7 +60,7 @@ def main():
   args = parser.parse_args()
 
   run = Run.from_model_dir(args.model_dir, args.data_dir, args.raw_dir, log=lambda _: None)
-  options = beam_search.decode_hparams(run.hparams, args.decode_hparams)
+  options = decoding.decode_hparams(run.hparams, args.decode_hparams)
   tokenizer = run.tokenizer()
   translator = translate.Translator(run.model, tokenizer, options.beam_size,
                                     options.length_penalty, batch_size=10**9)

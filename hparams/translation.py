@@ -49,6 +49,9 @@ class TransformerHParams(HParams):
           f"at least max_length={self.max_length} tokens, so that every pair fits a batch")
     check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
 
+  def decoding_defaults(self):
+    return {"beam_size": self.beam_size, "length_penalty": self.length_penalty}
+
 
 @dataclasses.dataclass(frozen=True)
 class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
@@ -110,6 +113,10 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
     for name in ("predictor_only_steps", "decoder_only_steps"):
       check(0 <= getattr(self, name) < self.train_steps, name, getattr(self, name),
             f"an integer in [0, train_steps={self.train_steps})")
+
+  def decoding_defaults(self):
+    """A latent model searches its codes with latent_beam_size."""
+    return dict(super().decoding_defaults(), beam_size=self.latent_beam_size)
 
   @property
   def codebook_size(self):

@@ -14,12 +14,12 @@ from vqkeras.files import read_lines
 
 def test_decode_writes_samples_and_reconstructions(cifar_run, tmp_path):
   common = cifar_run
-  result = run_tool("decode", *common, "--num_samples=10", "--decode_hparams=temperature=0.7",
+  result = run_tool("decode", *common, "--num_images=10", "--decode_hparams=temperature=0.7",
                     f"--decode_to_file={tmp_path / 'samples.png'}")
   assert result.returncode == 0, result.stderr
   samples = tf.io.decode_png(tf.io.read_file(str(tmp_path / "samples.png")))
   assert samples.shape == (2 * 32, 8 * 32, 3)            # 10 samples, rows of 8
-  result = run_tool("decode", *common, "--num_samples=4", "--reconstructions",
+  result = run_tool("decode", *common, "--num_samples=4", "--reconstructions",   # old name
                     f"--decode_to_file={tmp_path / 'pairs.png'}")
   assert result.returncode == 0, result.stderr
   pairs = tf.io.decode_png(tf.io.read_file(str(tmp_path / "pairs.png")))

@@ -7,50 +7,12 @@ and may grow along other dimensions from step to step. The first input is
 `start_id`: padding (id 0) for the Transformer, as in training (`shift_right`).
 """
 
-import dataclasses
-
 import numpy as np
 import tensorflow as tf
 
-from vqkeras import hparams_lib
 from vqkeras.tokenizer import PAD_ID
 
 NEG_INF = -1.0e9
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeHParams(hparams_lib.HParams):
-  """Decoding options (bin/decode and bin/eval --decode_hparams)."""
-  beam_size: int = 1            # tokens (Transformer) or codes (latent model); 1: greedy
-  length_penalty: float = 0.6   # alpha of ((5 + length) / 6)^alpha in the beam score
-  batch_size: int = 64          # sentences per batch
-  num_candidates: int = 1       # latent model: translations decoded at once, the best kept
-  # latent model: the candidates' codes, "beam" (the k best of a latent beam of
-  # max(beam_size, k)) or "first_code" (the k likeliest first codes, each finished greedily)
-  candidate_codes: str = "beam"
-  temperature: float = 1.0      # of the prior's softmax when sampling image codes
-  seed: int = 0                 # of image sampling
-
-  def validate(self):
-    hparams_lib.check(self.beam_size >= 1, "beam_size", self.beam_size, "a positive integer")
-    hparams_lib.check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
-    hparams_lib.check(self.num_candidates >= 1, "num_candidates", self.num_candidates,
-                      "a positive integer")
-    hparams_lib.check(self.candidate_codes in ("beam", "first_code"), "candidate_codes",
-                      self.candidate_codes, "beam or first_code")
-    hparams_lib.check(self.length_penalty >= 0, "length_penalty", self.length_penalty,
-                      "a float >= 0")
-    hparams_lib.check(self.temperature > 0, "temperature", self.temperature, "a float > 0")
-
-
-def decode_hparams(model_hparams, overrides=""):
-  """Decoding options: the model's own (beam_size and length_penalty of its
-  hyper-parameters; latent_beam_size for the latent model), then `overrides`."""
-  defaults = {}
-  if hasattr(model_hparams, "beam_size"):
-    defaults = {"beam_size": getattr(model_hparams, "latent_beam_size", model_hparams.beam_size),
-                "length_penalty": model_hparams.length_penalty}
-  return DecodeHParams(**defaults).override(overrides)
 
 
 def open_shape(tensor):

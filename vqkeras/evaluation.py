@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from vqkeras import beam_search
+from vqkeras import decoding
 from vqkeras import bleu
 from vqkeras import reporting
 from vqkeras import translate
@@ -47,7 +47,7 @@ class Evaluator:
     split. A TranslationModel is also scored with BLEU on the split's text (chief only).
 
     Args:
-      decode_options: `beam_search.DecodeHParams` of the BLEU translations (default:
+      decode_options: `decoding.DecodeHParams` of the BLEU translations (default:
         the model's hyper-parameters').
       bleu_sentences: score the first N sentences of the split only (default: all).
       teacher: the Transformer that scores the latent model's candidates (num_candidates
@@ -88,7 +88,7 @@ class Evaluator:
       their sources and references, and the BLEU signature, for TensorBoard.
     """
     run = self.run
-    options = decode_options or beam_search.decode_hparams(run.hparams)
+    options = decode_options or decoding.decode_hparams(run.hparams)
     sources, references = run.problem.text_lines(split, run.config.data_dir,
                                                  run.config.raw_dir or None)
     sources, references = sources[:sentences], references[:sentences]

@@ -44,6 +44,11 @@ class HParams:
     check(self.clip_grad_norm >= 0.0, "clip_grad_norm", self.clip_grad_norm,
           "a float >= 0 (0: no clipping)")
 
+  def decoding_defaults(self):
+    """The decoding settings (`vqkeras.decoding.DecodeHParams` fields) these
+    hyper-parameters set; none by default."""
+    return {}
+
   @classmethod
   def field_names(cls):
     return [field.name for field in dataclasses.fields(cls)]

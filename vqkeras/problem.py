@@ -92,6 +92,8 @@ class Problem:
   """A named dataset. Subclasses set `name` and implement `prepare` and `dataset`."""
 
   name = None
+  # Whether preparing needs hyper-parameters (a translation problem's vocabulary size).
+  prepares_with_hparams = False
 
   def prepare(self, data_dir, raw_dir, hparams, log=log_progress):
     """Prepares and caches everything the pipelines need in `data_dir`."""
@@ -172,6 +174,8 @@ class TranslationProblem(Problem):
   log)`, returning the training (source, target) lines for the vocabulary and
   the statistics.
   """
+
+  prepares_with_hparams = True   # the vocabulary's size
 
   source_language = "en"
   target_language = "de"

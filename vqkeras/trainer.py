@@ -18,8 +18,9 @@ from vqkeras import train_step
 from vqkeras.run import TrainingError
 
 
-def _first_replica(value):
-  return value.values[0] if hasattr(value, "values") else value
+def _first_replica(value, strategy):
+  """The first replica's value of a step's output (the value itself on one device)."""
+  return strategy.experimental_local_results(value)[0]
 
 
 class Trainer:
@@ -43,7 +44,7 @@ class Trainer:
     @tf.function(input_signature=[iterator.element_spec])
     def step(features):
       parts = run.strategy.run(step_fn, args=(features,))
-      return {name: _first_replica(value) for name, value in parts.items()}
+      return {name: _first_replica(value, run.strategy) for name, value in parts.items()}
     return step
 
   def _on_signal(self, signum, frame):

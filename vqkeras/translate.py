@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from vqkeras.models.base import TranslationModel
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
 
@@ -51,14 +52,14 @@ def check_candidates(model, num_candidates=1, teacher=None, candidate_codes="bea
   if candidate_codes not in CANDIDATE_CODES:
     raise ValueError(f"candidate_codes={candidate_codes!r}: choose one of "
                      f"{', '.join(CANDIDATE_CODES)}.")
-  if num_candidates > 1 and not getattr(model, "decodes_candidates", False):
+  if num_candidates > 1 and not model.decodes_candidates:
     raise ValueError(f"num_candidates={num_candidates}: only the latent model decodes several "
                      f"candidates; the {type(model).__name__} searches with beam_size.")
   if teacher is not None:
     if num_candidates == 1:
       raise ValueError("A teacher scores candidates: give num_candidates > 1 in "
                        "--decode_hparams, e.g. num_candidates=4, or drop --teacher_dir.")
-    if not getattr(teacher, "scores_candidates", False):
+    if not (isinstance(teacher, TranslationModel) and teacher.scores_candidates):
       raise ValueError(f"The teacher must be an autoregressive Transformer run, not a "
                        f"{type(teacher).__name__}.")
     if teacher.hparams.vocab_size != model.hparams.vocab_size:

@@ -14,7 +14,7 @@ def main(argv):
   del argv
   problem = registry.problem(FLAGS.problem)
   hparams = registry.hparams(FLAGS.hparams, FLAGS.hparams_overrides) if FLAGS.hparams else None
-  if hparams is None and hasattr(problem, "vocab_path"):
+  if hparams is None and problem.prepares_with_hparams:
     raise ValueError(f"--hparams is required for {FLAGS.problem}: its vocabulary size comes "
                      f"from the hyper-parameters (e.g. --hparams=transformer_small).")
   problem.prepare(FLAGS.data_dir, flags.raw_dir(), hparams)

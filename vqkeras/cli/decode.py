@@ -6,7 +6,7 @@ Translation, one output line per input line (stdin and stdout when the files are
       --decode_hparams="beam_size=4,length_penalty=0.6"
 Images, written as a PNG grid:
   bin/decode --problem=image_cifar10 --hparams=vq_em_cifar_small --data_dir=D --model_dir=M \
-      --num_samples=16 --decode_hparams="temperature=0.9" --decode_to_file=samples.png
+      --num_images=16 --decode_hparams="temperature=0.9" --decode_to_file=samples.png
   bin/decode ... --reconstructions --decode_to_file=reconstructions.png
 """
 
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from vqkeras import beam_search
+from vqkeras import decoding
 from vqkeras import files
 from vqkeras import images
 from vqkeras.cli import flags
@@ -80,14 +80,14 @@ def decode_images(trained, options):
     raise ValueError("--decode_to_file is required for images, e.g. --decode_to_file=samples.png.")
   if FLAGS.reconstructions:
     originals, _ = trained.problem.arrays("validation", FLAGS.data_dir, flags.raw_dir())
-    originals = originals[:FLAGS.num_samples]
+    originals = originals[:FLAGS.num_images]
     pairs = np.stack([originals, model.reconstruct(originals).numpy()], axis=1)
     grid = image_grid_of(pairs.reshape((-1,) + originals.shape[1:]))
     what = f"{len(originals)} validation images, each followed by its reconstruction"
   else:
-    samples = model.sample(FLAGS.num_samples, options.temperature, (options.seed, 0)).numpy()
+    samples = model.sample(FLAGS.num_images, options.temperature, (options.seed, 0)).numpy()
     grid = image_grid_of(samples)
-    what = f"{FLAGS.num_samples} samples at temperature {options.temperature}"
+    what = f"{FLAGS.num_images} samples at temperature {options.temperature}"
   images.write_png(FLAGS.decode_to_file, grid)
   print(f"wrote {FLAGS.decode_to_file}: {what}")
 
@@ -96,7 +96,7 @@ def main(argv):
   del argv
   from vqkeras import models  # pylint: disable=import-outside-toplevel
   trained = runs.trained_run(log=log_to_stderr)   # stdout may carry the translations
-  options = beam_search.decode_hparams(trained.hparams, FLAGS.decode_hparams)
+  options = decoding.decode_hparams(trained.hparams, FLAGS.decode_hparams)
   if isinstance(trained.model, models.TranslationModel):
     decode_text(trained, options)
   elif isinstance(trained.model, models.ImageModel):
@@ -109,7 +109,9 @@ def main(argv):
 def run():
   runs.define_run_flags()
   define = flags.flags
-  define.DEFINE_integer("num_samples", 16, "Images to sample or reconstruct.")
+  define.DEFINE_integer("num_images", 16, "Images to sample or reconstruct.")
+  # Its name until soft EM's samples (num_samples, m) and the images were named apart.
+  define.DEFINE_alias("num_samples", "num_images")
   flags.define_decode_flags("of translations or images ('temperature=0.9,seed=3')")
   define.DEFINE_string("decode_from_file", None, "Text to translate, a sentence per line "
                        "(default or '-': stdin).")

@@ -10,7 +10,7 @@ signature is printed with the score).
 
 import json
 
-from vqkeras import beam_search
+from vqkeras import decoding
 from vqkeras.cli import flags
 from vqkeras.cli import runs
 
@@ -21,7 +21,7 @@ def main(argv):
   del argv
   from vqkeras import evaluation  # pylint: disable=import-outside-toplevel
   trained = runs.trained_run()
-  options = beam_search.decode_hparams(trained.hparams, FLAGS.decode_hparams)
+  options = decoding.decode_hparams(trained.hparams, FLAGS.decode_hparams)
   metrics = evaluation.Evaluator(trained).evaluate(FLAGS.split, options, FLAGS.bleu_sentences,
                                                    flags.teacher())
   print(json.dumps(metrics))

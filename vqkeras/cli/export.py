@@ -10,7 +10,7 @@ writes E/<training step>/ (see vqkeras/export.py for the signatures). Serve it w
 
 import sys
 
-from vqkeras import beam_search
+from vqkeras import decoding
 from vqkeras.cli import flags
 from vqkeras.cli import runs
 
@@ -39,7 +39,7 @@ def main(argv):
     raise ValueError("--export_dir is required: TF Serving's model base path, e.g. "
                      "--export_dir=exports/ende.")
   trained = runs.trained_run()
-  options = beam_search.decode_hparams(trained.hparams, FLAGS.decode_hparams)
+  options = decoding.decode_hparams(trained.hparams, FLAGS.decode_hparams)
   serving = serving_module(trained, options)
   try:
     path = export.export(serving, FLAGS.export_dir, trained.step)

@@ -26,7 +26,7 @@ def define_data_flags():
 
 def define_decode_flags(what):
   """--decode_hparams (what they decode) and --teacher_dir, of bin/decode, eval and export."""
-  flags.DEFINE_string("decode_hparams", "", f"Decoding options {what} (vqkeras.beam_search."
+  flags.DEFINE_string("decode_hparams", "", f"Decoding options {what} (vqkeras.decoding."
                       f"DecodeHParams): 'beam_size=4,length_penalty=0.6', 'num_candidates=4'.")
   flags.DEFINE_string("teacher_dir", None, "The run of an autoregressive Transformer on the "
                       "same vocabulary that scores the latent model's candidates "
