@@ -8,8 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from vqkeras import distribute
-from vqkeras.keras_compat import PerReplicaLosses, nested_layers
-from vqkeras.layers import VectorQuantizer
+from vqkeras.keras_compat import PerReplicaLosses
 
 
 class AddsItsInputSum(PerReplicaLosses, keras.layers.Layer):
@@ -28,15 +27,6 @@ class Outer(keras.Model):
 
   def call(self, x):
     return self.inner(x)
-
-
-def test_nested_layers_walks_every_depth():
-  model = keras.Sequential([keras.layers.Dense(48),
-                            keras.Sequential([VectorQuantizer(8, name="deep")])])
-  model(np.zeros((2, 48), np.float32))
-  found = nested_layers(model)
-  assert found[0] is model
-  assert [layer.name for layer in found if isinstance(layer, VectorQuantizer)] == ["deep"]
 
 
 def test_per_replica_losses_are_read_through_the_model_and_cleared_at_each_call():

@@ -8,16 +8,6 @@ import threading
 import keras
 
 
-def nested_layers(layer):
-  """`layer` and every layer nested in it, at any depth.
-
-  Keras' public `Model.layers` lists the top level only; `_flatten_layers` is the
-  walk Keras itself uses for `losses`, `metrics` and `summary`.
-  """
-  # pylint: disable-next=protected-access
-  return list(layer._flatten_layers(include_self=True, recursive=True))
-
-
 def _in_stateless_scope():
   # Public as keras.StatelessScope, but not the test of being inside one.
   return keras.src.backend.in_stateless_scope()
