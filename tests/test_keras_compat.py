@@ -4,7 +4,6 @@ These fail when a Keras release renames or changes one of them.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from vqkeras import distribute
