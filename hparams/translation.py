@@ -62,7 +62,8 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
   ADDED_FIELDS = {**TransformerHParams.ADDED_FIELDS, **BottleneckHParams.ADDED_FIELDS,
                   "latent_normalization": "layer", "predictor_only_steps": 0,
                   "decoder_layers": 0, "decoder_only_steps": 0, "predictor_layers": 0,
-                  "glancing_ratio": 0.0, "glancing_final_ratio": 0.3}
+                  "glancing_ratio": 0.0, "glancing_final_ratio": 0.3,
+                  "predictor_gradient_weight": 0.0}
   filter_size: int = 4096
   compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
   bottleneck_bits: int = 12          # K = 2^bits codes (fsq: prod(fsq_levels))
@@ -92,6 +93,11 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
   # the target's own codes (the paper's model).
   glancing_ratio: float = 0.0
   glancing_final_ratio: float = 0.3
+  # Codes the latent predictor can predict: > 0 adds this weight times the predictor's
+  # cross-entropy of each latent's code posterior, differentiable in the latents
+  # (LatentTransformer.predictability_loss); 0: the predictor's loss stops at the codes,
+  # as in the paper. VQ bottlenecks (gradient, ema, soft_em) only.
+  predictor_gradient_weight: float = 0.0
 
   def validate(self):
     super().validate()
@@ -102,6 +108,12 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
             "an integer >= 0 (0: num_layers)")
     check(1 <= self.bottleneck_bits <= 20, "bottleneck_bits", self.bottleneck_bits,
           "an integer in [1, 20]")
+    check(self.predictor_gradient_weight >= 0.0, "predictor_gradient_weight",
+          self.predictor_gradient_weight, "a float >= 0 (0: the paper's stopped gradient)")
+    check(self.predictor_gradient_weight == 0.0 or
+          self.bottleneck_kind.builder == "vector_quantizer", "predictor_gradient_weight",
+          self.predictor_gradient_weight, f"0 under bottleneck={self.bottleneck}: the code "
+          f"posterior it differentiates is a VQ codebook's (gradient, ema, soft_em)")
     refusal = self.bottleneck_kind.not_for_translation
     taken = [name for name, kind in BOTTLENECKS.items() if kind.not_for_translation is None]
     check(refusal is None, "bottleneck", self.bottleneck, f"one of {', '.join(taken)} "

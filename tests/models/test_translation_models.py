@@ -660,3 +660,48 @@ def test_the_glancing_decoder_reads_target_codes_where_picked_and_predicted_ones
   expected = np.where(picked[:, :, None], targets.quantized.numpy(), codebook[predicted])
   got = captured["decoder_input"].numpy()
   np.testing.assert_allclose(got[in_use], expected[in_use], rtol=1e-5, atol=1e-6)
+
+
+def test_the_predictor_shapes_the_codes_only_with_a_positive_weight(multi30k_tokenizer,
+                                                                     monkeypatch):
+  """The latent predictor's loss reaches the compression network only through
+  predictor_gradient_weight x its cross-entropy of the code posterior (float64 NumPy
+  reference of the term); at weight 0 its gradient there is none."""
+  text = first_short_pairs("val", 6, max_words=30)
+  features = {"inputs": padded_ids(multi30k_tokenizer, [en for en, _ in text]),
+              "targets": padded_ids(multi30k_tokenizer, [de for _, de in text])}
+  gradients = {}
+  for weight in (0.0, 0.5):
+    keras.utils.set_random_seed(0)
+    hparams = registry.hparams("vq_ema_tiny").derive(mask_startup_steps=0,
+                                                     predictor_gradient_weight=weight)
+    model = model_class(hparams).from_hparams(hparams)
+    model.loss_and_weight(features, training=True)   # builds
+    seen = {}
+    quantize, predictor_call = model.quantize_targets, model.latent_predictor.call
+    monkeypatch.setattr(model, "quantize_targets",
+                        lambda *a, **k: seen.setdefault("targets", quantize(*a, **k)))
+    monkeypatch.setattr(model.latent_predictor, "call",
+                        lambda *a, **k: seen.setdefault("logits", predictor_call(*a, **k)))
+    # Only the predictor's part: the token loss goes.
+    monkeypatch.setattr(model, "decode_targets", lambda quantized, *a, **k: tf.zeros(
+        tf.concat([tf.shape(features["targets"]), [hparams.vocab_size]], 0)))
+    with tf.GradientTape() as tape:
+      total, _ = model.loss_and_weight(features, training=True)
+    variables = model.compress.trainable_variables
+    gradients[weight] = [g for g in tape.gradient(total, variables) if g is not None]
+    if weight:
+      targets, logits = seen["targets"], seen["logits"].numpy().astype(np.float64)
+      z = targets.latents.numpy().astype(np.float64)
+      codebook = model.quantizer.codebook.numpy().astype(np.float64)
+      scores = -((z[:, :, None, :] - codebook[None, None]) ** 2).sum(-1) / hparams.temperature
+      q = np.exp(scores - scores.max(-1, keepdims=True))
+      q /= q.sum(-1, keepdims=True)
+      code_logits = logits[:, :-1, :hparams.codebook_size]
+      log_p = code_logits - np.log(np.exp(code_logits).sum(-1, keepdims=True))
+      in_use = np.arange(z.shape[1])[None] < targets.lengths.numpy()[:, None]
+      expected = -((q * log_p).sum(-1) * in_use).sum(1)
+      np.testing.assert_allclose(model.predictability_loss(targets, seen["logits"]).numpy(),
+                                 expected, rtol=1e-4)
+  assert not any(np.abs(g.numpy()).max() > 0 for g in gradients[0.0])
+  assert gradients[0.5] and max(np.abs(g.numpy()).max() for g in gradients[0.5]) > 0

@@ -347,6 +347,7 @@ class QuantizedTargets(NamedTuple):
   codes: tf.Tensor       # [batch, L] int32, the nearest codes
   samples: tf.Tensor     # [batch, L, m] int32, the soft-EM draws (else the nearest codes)
   lengths: tf.Tensor     # [batch] latents in use; the rest are padding
+  latents: tf.Tensor     # [batch, L, hidden], the compressed targets the bottleneck read
 
 
 class ForwardPass(NamedTuple):
@@ -460,7 +461,8 @@ class LatentTransformer(EncoderDecoder):
     out = self.quantizer(latents, training=training, mask=mask, return_codes=True)
     # One code per latent (the quantizer is built with num_blocks=1): the block axis of
     # the codes and samples goes.
-    return QuantizedTargets(out.quantized, out.codes[:, :, 0], out.samples[:, :, 0], lengths)
+    return QuantizedTargets(out.quantized, out.codes[:, :, 0], out.samples[:, :, 0], lengths,
+                            latents)
 
   def decode_latents(self, quantized, lengths, memory, memory_mask, gold_targets=None,
                      gold_fraction=0.0, training=False):
@@ -499,6 +501,25 @@ class LatentTransformer(EncoderDecoder):
     predicted_vectors = tf.cast(self.quantizer.decode(predicted[:, :, None]),
                                 targets.quantized.dtype)
     return tf.where(reset[:, :, None], targets.quantized, predicted_vectors)
+
+  def predictability_loss(self, targets, code_logits):
+    """The latent predictor's cross-entropy of each target's code posterior, summed per
+    example `[batch]`: -sum_l sum_k q(k | z_l) log p(k | source, codes before), with
+    q(k | z) = softmax(-||z - e_k||^2 / temperature) differentiable in the latents z and
+    the predictor's log-probabilities (over the codes, given that the sequence goes on)
+    held fixed. Its gradient moves the compression network's latents toward codes the
+    predictor finds likely (the paper and Tensor2Tensor stop every predictor gradient at
+    the codes; LaNMT's KL term to the prior is the precedent)."""
+    latents = tf.cast(targets.latents, tf.float32)
+    codebook = tf.convert_to_tensor(self.quantizer.codebook)[None]   # [1, K, hidden]
+    scores = quantization.code_scores(tf.reshape(latents, [1, -1, latents.shape[-1]]),
+                                      quantization.score_terms(codebook))[0]
+    posterior = tf.nn.softmax(tf.reshape(scores, tf.concat([tf.shape(latents)[:2], [-1]], 0))
+                              / self.hparams.temperature)
+    log_p = tf.nn.log_softmax(tf.stop_gradient(
+        tf.cast(code_logits[:, :-1, :self.latent_predictor.codebook_size], tf.float32)))
+    in_use = tf.cast(tf.sequence_mask(targets.lengths, tf.shape(latents)[1]), tf.float32)
+    return -tf.reduce_sum(tf.reduce_sum(posterior * log_p, axis=-1) * in_use, axis=1)
 
   def glancing_ratio(self):
     """glancing_ratio falling linearly to glancing_final_ratio over the joint training
@@ -559,6 +580,9 @@ class LatentTransformer(EncoderDecoder):
                                                 self.hparams.label_smoothing)
     latent_loss = self.latent_predictor.loss_of_logits(code_logits, targets.samples,
                                                        targets.lengths)
+    if training and self.hparams.predictor_gradient_weight > 0:
+      latent_loss += self.hparams.predictor_gradient_weight * self.predictability_loss(
+          targets, code_logits)
     switched_on = tf.cast(self.quantizer.num_updates > self.hparams.mask_startup_steps,
                           tf.float32) if training else 1.0
     return token_loss + switched_on * self.compression * tf.reduce_sum(latent_loss), tokens
