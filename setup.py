@@ -29,7 +29,9 @@ EXTRAS_REQUIRE = {
     # The peers the bottleneck benchmark measures against: Sonnet, and
     # vector-quantize-pytorch (install a CPU build of torch first: PyPI's default torch
     # for Linux is a CUDA build of several GB).
-    "bench": ["dm-sonnet>=2.0.2", "dm-tree>=0.1.8", "vector-quantize-pytorch>=1.20"],
+    # matplotlib draws the benchmarks' figures.
+    "bench": ["dm-sonnet>=2.0.2", "dm-tree>=0.1.8", "vector-quantize-pytorch>=1.20",
+              "matplotlib>=3.8"],
 }
 
 setuptools.setup(

@@ -248,6 +248,42 @@ def parallel_decode_with_xla(model, predicted):
           "xla_programs": len(shapes), "xla_same_tokens": same}
 
 
+def plot_curve(rows, path):
+  """BLEU against milliseconds per sentence at batch 1, a point per row (the
+  Transformer's greedy and beam points marked), written as a PNG to `path`."""
+  try:
+    import matplotlib   # pylint: disable=import-outside-toplevel
+  except ImportError:
+    print(f"no plot: matplotlib is not installed (pip install -e \".[bench]\")")
+    return
+  matplotlib.use("Agg")
+  from matplotlib import pyplot   # pylint: disable=import-outside-toplevel
+  figure, axes = pyplot.subplots(figsize=(8, 5), dpi=120)
+  models = sorted({r["model"] for r in rows if r["n_c"]})
+  for index, model in enumerate(models):
+    points = [r for r in rows if r["model"] == model]
+    axes.scatter([r["latency_batch1_ms"] for r in points], [r["bleu"] for r in points],
+                 color=f"C{index}", label=model)
+    for r in points:
+      axes.annotate(setting(r) if setting(r) != "-" else "greedy codes",
+                    (r["latency_batch1_ms"], r["bleu"]), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+  for r in rows:
+    if not r["n_c"]:
+      axes.scatter([r["latency_batch1_ms"]], [r["bleu"]], color="black", marker="*", s=120)
+      axes.annotate(r["model"].replace("autoregressive ", ""),
+                    (r["latency_batch1_ms"], r["bleu"]), fontsize=8, xytext=(5, -10),
+                    textcoords="offset points")
+  axes.set_xlabel("ms per sentence, batch 1 (2 CPU cores)")
+  axes.set_ylabel("BLEU, Multi30k validation")
+  axes.set_title("Speed and quality of translation")
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=7, loc="best")
+  figure.tight_layout()
+  figure.savefig(path)
+  print(f"wrote {path}")
+
+
 def print_oracles(oracles):
   if not oracles:
     return
@@ -368,6 +404,8 @@ def main():
   parser.add_argument("--train_pairs", type=int, default=1000,
                       help="Distilled training pairs the predictor's accuracy is measured on.")
   parser.add_argument("--json", help="Also write the rows here.")
+  parser.add_argument("--plot", help="Also draw BLEU against batch-1 latency here (PNG; "
+                      "default: beside --json).")
   args = parser.parse_args()
   candidates = [int(k) for k in args.candidates.split(",") if k and int(k) > 1]
   first_code = [int(k) for k in args.first_code_candidates.split(",") if k and int(k) > 1]
@@ -422,6 +460,9 @@ def main():
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(
         {"table": rows, "stages": stage_rows, "oracle": oracles}, indent=2))
+  plot = args.plot or (args.json and str(pathlib.Path(args.json).with_suffix(".png")))
+  if plot and rows:
+    plot_curve(rows, plot)
 
 
 if __name__ == "__main__":
