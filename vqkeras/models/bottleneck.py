@@ -18,7 +18,7 @@ def bottleneck_from_hparams(hparams, codebook_size, num_blocks=1, name="quantize
   Every kind is a `vqkeras.layers.Bottleneck` (codes `[..., num_blocks]`, a `Quantized`
   record with `return_codes=True`) with `num_updates`, its training steps.
   """
-  build = globals()[hparams.bottleneck_kind.builder]
+  build = BUILDERS[hparams.bottleneck_kind.builder]
   return build(hparams, codebook_size, num_blocks, name, depth)
 
 
@@ -61,7 +61,13 @@ def ema_arguments(hparams):
               restart_dead_codes=hparams.restart_dead_codes)
 
 
-@keras.saving.register_keras_serializable(package="vqkeras")
+# The builders the rows of hparams/bottleneck.py's table name.
+BUILDERS = {"vector_quantizer": vector_quantizer,
+            "residual_vector_quantizer": residual_vector_quantizer,
+            "finite_scalar_quantizer": finite_scalar_quantizer,
+            "gumbel_softmax_quantizer": gumbel_softmax_quantizer}
+
+
 class ProjectedBottleneck(Bottleneck):
   """A quantizer of few channels on vectors of `depth`: a learned projection down to
   the quantizer's depth before it and one back up after it (FSQ's d = len(levels)
