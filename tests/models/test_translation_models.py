@@ -609,8 +609,9 @@ def test_glancing_picks_ceil_ratio_times_wrong_real_latents(ratio):
   assert not picked[~in_use].any() and not picked[4].any()
 
 
+@pytest.mark.parametrize("compression_steps", [2, 3])
 def test_the_glancing_decoder_reads_target_codes_where_picked_and_predicted_ones_elsewhere(
-    multi30k_tokenizer, monkeypatch):
+    multi30k_tokenizer, monkeypatch, compression_steps):
   """The decoder's input against a NumPy reference built from the quantizer's codebook:
   the target's straight-through code vector at ceil(ratio x wrong) latents, the code
   vector of the predictor's argmax elsewhere; the ratio anneals from glancing_ratio to
@@ -619,7 +620,8 @@ def test_the_glancing_decoder_reads_target_codes_where_picked_and_predicted_ones
   features = {"inputs": padded_ids(multi30k_tokenizer, [en for en, _ in text]),
               "targets": padded_ids(multi30k_tokenizer, [de for _, de in text])}
   hparams = registry.hparams("vq_ema_tiny").derive(
-      mask_startup_steps=0, glancing_ratio=0.5, glancing_final_ratio=0.25, train_steps=40)
+      mask_startup_steps=0, glancing_ratio=0.5, glancing_final_ratio=0.25, train_steps=40,
+      compression_steps=compression_steps)
   model = model_class(hparams).from_hparams(hparams)
   captured = {}
   decode_latents = model.decode_latents
