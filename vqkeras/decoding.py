@@ -5,6 +5,9 @@ import dataclasses
 
 from vqkeras.hparams_lib import HParams, check
 
+# How a latent model finds its candidates' codes (LatentTransformer.translate_candidates).
+CANDIDATE_CODES = ("beam", "first_code")
+
 
 @dataclasses.dataclass(frozen=True)
 class DecodeHParams(HParams):
@@ -22,12 +25,10 @@ class DecodeHParams(HParams):
   def validate(self):
     check(self.beam_size >= 1, "beam_size", self.beam_size, "a positive integer")
     check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
-    check(self.num_candidates >= 1, "num_candidates", self.num_candidates,
-                      "a positive integer")
-    check(self.candidate_codes in ("beam", "first_code"), "candidate_codes",
-                      self.candidate_codes, "beam or first_code")
-    check(self.length_penalty >= 0, "length_penalty", self.length_penalty,
-                      "a float >= 0")
+    check(self.num_candidates >= 1, "num_candidates", self.num_candidates, "a positive integer")
+    check(self.candidate_codes in CANDIDATE_CODES, "candidate_codes", self.candidate_codes,
+          " or ".join(CANDIDATE_CODES))
+    check(self.length_penalty >= 0, "length_penalty", self.length_penalty, "a float >= 0")
     check(self.temperature > 0, "temperature", self.temperature, "a float > 0")
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from vqkeras.decoding import CANDIDATE_CODES
 from vqkeras.models.base import TranslationModel
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
@@ -41,9 +42,6 @@ def source_ids(tokenizer, text, max_length):
   kept = tf.minimum(lengths, max_length)
   cut = tf.where(tf.sequence_mask(kept, tf.shape(cut)[1]), cut, PAD_ID)
   return cut[:, :tf.reduce_max(kept)], lengths
-
-
-CANDIDATE_CODES = ("beam", "first_code")   # LatentTransformer.translate_candidates
 
 
 def check_candidates(model, num_candidates=1, teacher=None, candidate_codes="beam"):
