@@ -9,6 +9,7 @@ a row here and its builder there.
 """
 
 import dataclasses
+import math
 from typing import Optional
 
 from vqkeras.hparams_lib import HParams, check
@@ -45,12 +46,7 @@ class BottleneckKind:
 
   def codebook_size(self, size, fsq_levels):
     """K of this kind: `size`, or the product of fsq_levels."""
-    if self.codebook == "fsq_levels":
-      product = 1
-      for level in fsq_levels:
-        product *= level
-      return product
-    return size
+    return math.prod(fsq_levels) if self.codebook == "fsq_levels" else size
 
 
 _VQ = dict(builder="vector_quantizer", depth="divides")

@@ -280,12 +280,15 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
     outer = tf.shape(x)[:-1]
     valid = None if mask is None else tf.reshape(tf.cast(mask, tf.bool), [-1])
     x_blocks = self._input_blocks(x)
-    codebook = self._codebook_without_gradient()
+    # The code vectors once (unit vectors under the cosine distance); the E-step never
+    # differentiates the distances, the gradient rule's output reads them with a gradient.
+    differentiable_codebook = self.code_vectors_of(self.embeddings)
+    codebook = tf.stop_gradient(differentiable_codebook)
     e_step = self.rule.e_step(x_blocks, codebook, training,
                               self.step_seed(salt=0) if training else None, self.max_rows())
     codes, samples = e_step.codes, e_step.samples
 
-    code_vectors = self.rule.code_vectors(codebook, self.code_vectors_of(self.embeddings))
+    code_vectors = self.rule.code_vectors(codebook, differentiable_codebook)
     quantized_blocks = quantization.lookup(code_vectors, e_step.assignments)
     quantized = self._from_blocks(quantized_blocks, [-1])
     flat = (self._from_blocks(x_blocks, [-1]) if self.distance == "cosine"
