@@ -53,6 +53,14 @@ def sum_over_replicas(values):
   return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
 
 
+def gather_over_replicas(values):
+  """A tensor's values of every replica of the step, concatenated along axis 0."""
+  context = _replica_context()
+  if context is None:
+    return values
+  return context.all_gather(values, axis=0)
+
+
 def global_mean(values, weights=None):
   """A replica's share of the mean of `values` `[n]` over the global batch's entries
   (`weights` `[n]`: 1 for entries to count, 0 for the rest; None counts every entry).

@@ -74,8 +74,9 @@ class TrainingReport:
         if name not in ("step", "loss", "auxiliary"):
           tf.summary.scalar(name, value)
       for quantizer in self.quantizers:
-        tf.summary.histogram(f"codebook/{quantizer.name}/code_usage",
-                             quantizer.batch_counts.numpy().ravel())
+        usage = quantizer.usage_histogram()
+        if usage is not None:
+          tf.summary.histogram(f"codebook/{quantizer.name}/code_usage", usage)
     self._restart(step)
     return row
 

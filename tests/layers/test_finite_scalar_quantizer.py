@@ -161,6 +161,29 @@ def test_mirrored_replicas_record_the_usage_of_the_global_batch(cifar_patches,
       np.testing.assert_array_equal(value.numpy(), want, err_msg=name)
 
 
+def test_4_to_the_16_codes_keep_no_per_code_state(cifar_patches):
+  """2^32 codes: int64 indices (float64 reference), health from the batch's distinct
+  codes, three scalars of state, and a training step's gradient."""
+  levels = [4] * 16
+  z = encoder_outputs(cifar_patches[:400], 16)
+  layer = FiniteScalarQuantizer(levels)
+  x = tf.constant(z.astype(np.float32))
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    out = layer(x, training=True, return_codes=True)
+    loss = tf.reduce_sum(tf.square(out.quantized))
+  assert not layer.tracks_codes and out.codes.dtype == tf.int64
+  assert sum(int(np.prod(w.shape)) for w in layer.weights) == 3
+  quantized, index = reference(z, levels)
+  agree = np.all(np.abs(out.quantized.numpy() - quantized) < 1e-6, axis=-1)
+  np.testing.assert_array_equal(out.codes.numpy()[agree, 0], index[agree])
+  assert index.max() >= 2 ** 31   # beyond int32
+  np.testing.assert_allclose(layer.decode(out.codes).numpy()[agree], quantized[agree],
+                             atol=1e-6)
+  assert int(layer.codes_used()) == len(np.unique(out.codes.numpy()))
+  assert np.all(np.isfinite(tape.gradient(loss, x).numpy()))
+
+
 def test_mixed_precision_rounds_in_float32(cifar_patches):
   # Keras casts the inputs to bfloat16 (as the encoder before it would give them);
   # bound and rounding then run in float32 on those values.

@@ -9,6 +9,7 @@ gradients back to the input (straight through, or as its kind does). Every kind
     codes_per_position   C, the codes of one position (codebook blocks, residual
                          levels, FSQ groups; 1 for most)
     encode(x)            int32 codes `[..., C]` of float inputs `[..., D]`, no state change
+                         (int64 when K exceeds int32: `codes_dtype`)
     decode(codes)        float32 vectors `[..., D]` of int codes `[..., C]`
     call(x, training=None, mask=None, return_codes=False)
                          the quantized tensor `[..., D]` in the compute dtype; with
@@ -65,6 +66,11 @@ class Bottleneck(CodeUsage, keras.layers.Layer):
   def decode(self, codes):
     raise NotImplementedError(f"{type(self).__name__} does not define decode.")
 
+  @property
+  def codes_dtype(self):
+    """The dtype of the codes: int32, or int64 when K exceeds int32 (FSQ and LFQ can)."""
+    return tf.int32 if self.codebook_size <= 2**31 - 1 else tf.int64
+
   def code_layers(self):
     """The layers whose codes' health is reported (each a `CodeUsage`)."""
     return [self]
@@ -82,8 +88,9 @@ class Bottleneck(CodeUsage, keras.layers.Layer):
     if not return_codes:
       return quantized
     codes = tuple(inputs.shape[:-1]) + (self.codes_per_position,)
-    return Quantized(quantized, keras.KerasTensor(codes, dtype="int32"),
-                     keras.KerasTensor(codes + (samples_per_code,), dtype="int32"))
+    dtype = self.codes_dtype.name
+    return Quantized(quantized, keras.KerasTensor(codes, dtype=dtype),
+                     keras.KerasTensor(codes + (samples_per_code,), dtype=dtype))
 
   def compute_output_spec(self, inputs, training=None, mask=None, return_codes=False):
     return self.output_spec(inputs, return_codes)

@@ -27,6 +27,17 @@ def known_depth(layer_name, input_shape):
   return depth
 
 
+def channels(layer_name, shape, depth, unit, setting):
+  """ValueError unless `shape` ends in `depth` channels, one per `unit` of `setting`
+  (e.g. "level", "levels=[8, 5, 5, 5]")."""
+  shape = tf.TensorShape(shape)
+  if shape.rank is None or shape.rank < 1 or shape[-1] != depth:
+    raise ValueError(f"{layer_name}: inputs must have one channel per {unit}: {setting} "
+                     f"needs a last dimension of {depth}, got input shape {shape}; project "
+                     f"the inputs to {depth} channels first, e.g. with "
+                     f"keras.layers.Dense({depth}).")
+
+
 def integer_codes(layer_name, codes):
   """`codes` as a tensor; ValueError unless they are integers."""
   codes = tf.convert_to_tensor(codes)

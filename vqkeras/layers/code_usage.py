@@ -4,12 +4,25 @@ A layer with `B` blocks of `K` codes mixes in `CodeUsage`, creates its state wit
 `build_usage((B, K))` and, at each training step, passes the global batch's counts of
 each code to `record_usage`. A code is used at a step when some valid position took
 it; `codes_used` counts the codes used within the last `usage_window` training steps.
+
+Above `MAX_TRACKED_CODES` codes (B x K: FSQ and LFQ reach 2^32) a layer keeps no
+per-code state: its health is that of the last training batch alone, from the batch's
+distinct codes (gathered over replicas): `codes_used` is how many distinct codes the
+batch took, `dead_codes` the rest of the B x K, and there is no usage histogram.
+`code_health` picks the right bookkeeping for a layer that only counts its codes.
 """
+
+import math
 
 import keras
 import tensorflow as tf
 
-from vqkeras.distribute import replica_id, sum_over_replicas
+from vqkeras import quantization
+from vqkeras.distribute import gather_over_replicas, replica_id, sum_over_replicas
+
+# The most codes (blocks x codes per block) whose usage a layer tracks one by one:
+# 2^20 codes hold 12 MB of state.
+MAX_TRACKED_CODES = 2 ** 20
 
 
 class CodeUsage:
@@ -26,17 +39,64 @@ class CodeUsage:
     self.dead_codes_metric = keras.metrics.Mean(name=f"{self.name}_dead_codes")
 
   def build_usage(self, shape):
-    """The usage state of `shape` = (blocks, codes per block)."""
+    """The usage state of `shape` = (blocks, codes per block): per code up to
+    MAX_TRACKED_CODES codes, else only the last batch's (module docstring)."""
+    self.usage_shape = tuple(int(n) for n in shape)
+    self.tracks_codes = math.prod(self.usage_shape) <= MAX_TRACKED_CODES
     self.num_updates = self.add_weight(
         name="num_updates", shape=(), dtype="int64", initializer="zeros", trainable=False)
-    self.last_used = self.add_weight(
-        name="last_used", shape=shape, dtype="int64", initializer="zeros", trainable=False)
     self.batch_perplexity = self.add_weight(
         name="batch_perplexity", shape=(), dtype="float32", autocast=False,
         initializer="zeros", trainable=False)
-    self.batch_counts = self.add_weight(
-        name="batch_counts", shape=shape, dtype="float32", autocast=False,
-        initializer="zeros", trainable=False)
+    if self.tracks_codes:
+      self.last_used = self.add_weight(
+          name="last_used", shape=shape, dtype="int64", initializer="zeros", trainable=False)
+      self.batch_counts = self.add_weight(
+          name="batch_counts", shape=shape, dtype="float32", autocast=False,
+          initializer="zeros", trainable=False)
+    else:
+      self.batch_codes_used = self.add_weight(
+          name="batch_codes_used", shape=(), dtype="int64", initializer="zeros",
+          trainable=False)
+
+  def code_health(self, indices, mask, training):
+    """Records (in training) and reports the health of a batch's codes, int `[..., B]`
+    (B = usage_shape[0]); mask: None or bool `[...]`, False at positions to leave out.
+    For layers whose statistics are the code counts alone (FSQ, LFQ, Gumbel)."""
+    groups = self.usage_shape[0]
+    if self.tracks_codes:
+      counts = self.global_code_counts(indices, mask, groups)
+      batch_perplexity = quantization.perplexity(counts)
+      if training:
+        self.record_usage(counts, counts, batch_perplexity)
+    else:
+      distinct, batch_perplexity = self.distinct_codes(indices, mask, groups)
+      if training:
+        self.num_updates.assign_add(1)
+        self.batch_perplexity.assign(batch_perplexity)
+        self.batch_codes_used.assign(distinct)
+    self.update_usage_metrics(batch_perplexity, training)
+
+  def distinct_codes(self, indices, mask, groups):
+    """(distinct codes taken, perplexity averaged over the groups) of the global batch's
+    valid positions, without per-code state: the batch's codes are gathered over the
+    replicas and counted with `unique`. indices: int `[..., groups]` in [0, K)."""
+    codebook_size = self.usage_shape[1]
+    ids = (tf.reshape(tf.cast(indices, tf.int64), [-1, groups]) +
+           tf.range(groups, dtype=tf.int64) * codebook_size)
+    if mask is not None:
+      valid = tf.reshape(tf.cast(mask, tf.bool), [-1])[:, None]
+      ids = tf.where(valid, ids, -1)
+    ids = gather_over_replicas(tf.reshape(ids, [-1]))
+    distinct, _, counts = tf.unique_with_counts(ids)
+    taken = distinct >= 0
+    distinct, counts = distinct[taken], tf.cast(counts[taken], tf.float32)
+    group = distinct // codebook_size
+    totals = tf.math.unsorted_segment_sum(counts, group, groups)
+    probs = counts / tf.gather(totals, group)
+    entropy = tf.math.unsorted_segment_sum(-probs * tf.math.log(probs), group, groups)
+    perplexity = tf.reduce_mean(tf.where(totals > 0.0, tf.exp(entropy), 0.0))
+    return tf.size(distinct, out_type=tf.int64), perplexity
 
   def global_code_counts(self, indices, mask, groups=1):
     """How many valid positions of the global batch took each code of each group,
@@ -51,12 +111,23 @@ class CodeUsage:
     return tf.reshape(sum_over_replicas(counts), [groups, self.codebook_size])
 
   def codes_used(self):
-    """Codes (summed over blocks) used within the last `usage_window` training steps."""
+    """Codes (summed over blocks) used within the last `usage_window` training steps
+    (above MAX_TRACKED_CODES: in the last training batch, int64)."""
+    if not self.tracks_codes:
+      return tf.convert_to_tensor(self.batch_codes_used)
     return tf.reduce_sum(tf.cast(self._used_in_window(), tf.int32))
 
   def dead_codes(self):
-    """Codes (summed over blocks) not used within the last `usage_window` training steps."""
+    """Codes (summed over blocks) not used within the last `usage_window` training steps
+    (above MAX_TRACKED_CODES: in the last training batch, int64)."""
+    if not self.tracks_codes:
+      return math.prod(self.usage_shape) - self.codes_used()
     return tf.size(self.last_used) - self.codes_used()
+
+  def usage_histogram(self):
+    """The last training batch's count of each code, flat `[B * K]`, or None when the
+    layer keeps no per-code state."""
+    return tf.reshape(self.batch_counts, [-1]) if self.tracks_codes else None
 
   def health(self):
     """Last training batch perplexity, codes used and dead codes.
@@ -97,7 +168,6 @@ class CodeUsage:
 
   def update_usage_metrics(self, batch_perplexity, training):
     if training:
-      used = self.codes_used()
-      self.codes_used_metric.update_state(used)
-      self.dead_codes_metric.update_state(tf.size(self.last_used) - used)
+      self.codes_used_metric.update_state(self.codes_used())
+      self.dead_codes_metric.update_state(self.dead_codes())
     self.perplexity_metric.update_state(batch_perplexity)

@@ -21,7 +21,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vqkeras import quantization
 from vqkeras.layers import checks
 from vqkeras.layers.bottleneck import Bottleneck
 
@@ -39,7 +38,9 @@ class FiniteScalarQuantizer(Bottleneck):
       quantized on the grid alone, and a position has C codes `[..., C]` (as
       `VectorQuantizer`'s blocks). None: one group, codes `[..., 1]`.
     usage_window: W, the training steps over which a code counts as used in the
-      health metrics (as in `VectorQuantizer`).
+      health metrics (as in `VectorQuantizer`). Above `MAX_TRACKED_CODES` codes
+      (C x K; e.g. levels [4] * 16, 2^32 codes) the layer keeps no per-code state: the
+      health is the last training batch's distinct codes (`CodeUsage`).
     **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
 
   Call arguments:
@@ -48,7 +49,8 @@ class FiniteScalarQuantizer(Bottleneck):
     training: bool; True records the codes' usage (the health metrics).
     mask: optional bool `[...]`; False positions are left out of the usage.
     return_codes: if True, return a `Quantized` record: quantized `[..., d]`, codes
-      int32 `[..., C]` (C = 1 without num_codebooks), samples: the codes `[..., C, 1]`.
+      int32 `[..., C]` (C = 1 without num_codebooks; int64 above 2^31 - 1 codes), samples:
+      the codes `[..., C, 1]`.
 
   Returns:
     the quantized tensor in [-1, 1], same shape as `inputs`, in the layer's compute
@@ -79,7 +81,7 @@ class FiniteScalarQuantizer(Bottleneck):
     self._offset = np.where(levels_f % 2 == 0, 0.5, 0.0).astype(np.float32)
     self._shift = np.tan(self._offset / self._half_l).astype(np.float32)
     self._half_width = (np.asarray(self.levels) // 2).astype(np.float32)
-    self._basis = np.cumprod([1] + self.levels[:-1]).astype(np.int32)
+    self._basis = np.cumprod([1] + self.levels[:-1]).astype(self.codes_dtype.as_numpy_dtype)
     self.create_usage_metrics()
 
   @property
@@ -104,15 +106,17 @@ class FiniteScalarQuantizer(Bottleneck):
     return rounded / self._half_width
 
   def codes_to_indices(self, quantized):
-    """Codes `[..., d]` (values in [-1, 1] on the grid) to their indices, int32 `[...]`."""
+    """Codes `[..., d]` (values in [-1, 1] on the grid) to their indices, `[...]` of
+    codes_dtype."""
     digits = tf.cast(tf.round(tf.cast(quantized, tf.float32) * self._half_width +
-                              self._half_width), tf.int32)
+                              self._half_width), self.codes_dtype)
     return tf.reduce_sum(digits * self._basis, axis=-1)
 
   def indices_to_codes(self, indices):
     """Indices int `[...]` to their codes, float32 `[..., d]` in [-1, 1]."""
     indices = checks.integer_codes(self.name, indices)
-    digits = (tf.cast(indices, tf.int32)[..., None] // self._basis) % self.levels
+    digits = ((tf.cast(indices, self.codes_dtype)[..., None] // self._basis) %
+              tf.constant(self.levels, self.codes_dtype))
     return (tf.cast(digits, tf.float32) - self._half_width) / self._half_width
 
   @property
@@ -121,7 +125,7 @@ class FiniteScalarQuantizer(Bottleneck):
     return self.indices_to_codes(tf.range(self.codebook_size))
 
   def encode(self, inputs):
-    """The code indices of float `[..., d]` inputs: int32 `[..., C]`."""
+    """The code indices of float `[..., d]` inputs: `[..., C]` of codes_dtype."""
     groups = self._groups(self._checked_inputs(inputs))
     return self.codes_to_indices(self.round_to_grid(self.bound(groups)))
 
@@ -140,11 +144,7 @@ class FiniteScalarQuantizer(Bottleneck):
     x = self._checked_inputs(inputs)
     quantized = self.round_to_grid(self.bound(self._groups(x)))
     indices = self.codes_to_indices(tf.stop_gradient(quantized))   # [..., C]
-    counts = self.global_code_counts(indices, mask, self.codes_per_position)
-    batch_perplexity = quantization.perplexity(counts)
-    if training:
-      self.record_usage(counts, counts, batch_perplexity)
-    self.update_usage_metrics(batch_perplexity, training)
+    self.code_health(indices, mask, training)
     outputs = tf.cast(self._ungrouped(quantized), self.compute_dtype)
     return self.quantized(outputs, indices, return_codes=return_codes)
 
@@ -163,13 +163,8 @@ class FiniteScalarQuantizer(Bottleneck):
     return x
 
   def _check_depth(self, shape):
-    shape = tf.TensorShape(shape)
-    if shape.rank is None or shape.rank < 1 or shape[-1] != self.depth:
-      groups = f" x num_codebooks={self.num_codebooks}" if self.num_codebooks else ""
-      raise ValueError(f"{self.name}: inputs must have one channel per level: "
-                       f"levels={self.levels}{groups} needs a last dimension of {self.depth}, got "
-                       f"input shape {shape}; project the inputs to {self.depth} channels "
-                       f"first, e.g. with keras.layers.Dense({self.depth}).")
+    groups = f" x num_codebooks={self.num_codebooks}" if self.num_codebooks else ""
+    checks.channels(self.name, shape, self.depth, "level", f"levels={self.levels}{groups}")
 
   def get_config(self):
     config = super().get_config()

@@ -114,11 +114,7 @@ class GumbelSoftmaxQuantizer(PerReplicaLosses, Bottleneck):
     if self.kl_weight:
       kl = math.log(self.codebook_size) - distributions().Categorical(logits=logits).entropy()
       self.add_loss(self.kl_weight * global_mean(tf.reshape(kl, [-1]), valid))
-    counts = self.global_code_counts(codes, valid)
-    batch_perplexity = quantization.perplexity(counts)
-    if training:
-      self.record_usage(counts, counts, batch_perplexity)
-    self.update_usage_metrics(batch_perplexity, training)
+    self.code_health(codes[..., None], valid, training)
     outputs = tf.cast(quantized, self.compute_dtype)
     return self.quantized(outputs, codes[..., None], return_codes=return_codes)
 
