@@ -68,6 +68,31 @@ def test_each_level_quantizes_the_residual_of_the_levels_before(cifar_patches):
   assert errors[0] > errors[1] > errors[2]
 
 
+def test_groups_quantize_their_slices_of_channels_alone(cifar_patches):
+  """groups = 2: each half of the 48 channels through its own 3 levels (float64
+  reference per group), codes [..., 2 * 3] group after group, decode back; the levels'
+  names keep one checkpoint path each."""
+  halves = [codebooks_of(cifar_patches, 3, 16, seed) for seed in (0, 1)]
+  codebooks = [[c[:, 24 * g:24 * (g + 1)] for c in halves[g]] for g in range(2)]
+  layer = ResidualVectorQuantizer(16, 3, groups=2, codebook_initializer=LevelCodebook(
+      codebooks[0] + codebooks[1]))
+  layer.build((None, 48))
+  x = cifar_patches[:200]
+  references = [residual_reference(x[:, 24 * g:24 * (g + 1)], codebooks[g]) for g in range(2)]
+  out = layer(x, return_codes=True)
+  assert layer.codes_per_position == 6
+  np.testing.assert_array_equal(out.codes.numpy(),
+                                np.concatenate([codes for codes, _ in references], 1))
+  total = np.concatenate([total for _, total in references], 1)
+  np.testing.assert_allclose(out.quantized.numpy(), total, atol=1e-5)
+  np.testing.assert_allclose(layer.decode(out.codes).numpy(), total, atol=1e-5)
+  np.testing.assert_array_equal(layer.encode(x).numpy(), out.codes.numpy())
+  assert [level.name for level in layer.levels] == [
+      f"group_{g}_level_{i}" for g in range(2) for i in range(3)]
+  with pytest.raises(ValueError, match="invalid groups=5.*divisor of the input depth 48"):
+    ResidualVectorQuantizer(16, 3, groups=5).build((None, 48))
+
+
 def test_the_encoder_gets_the_gradient_straight_through_and_each_level_its_loss(cifar_patches):
   codebooks = codebooks_of(cifar_patches, 2, 8)
   layer = make_layer(codebooks, beta=0.25)

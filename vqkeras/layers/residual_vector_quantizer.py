@@ -1,9 +1,13 @@
-"""Residual vector quantization (SoundStream, Zeghidour et al. 2021; RQ-VAE, Lee et al. 2022).
+"""Residual vector quantization (SoundStream, Zeghidour et al. 2021; RQ-VAE, Lee et al. 2022),
+and grouped residual VQ (HiFi-Codec, Yang et al. 2023).
 
 Q quantizers in a row, each quantizing what the ones before it left:
 
   r_1 = z_e,   c_i = nearest code of r_i in codebook i,   r_{i+1} = r_i - e_i(c_i),
   z_q = sum_i e_i(c_i)
+
+With G groups the channels are cut into G slices, each its own residual quantizer of Q
+levels: a position has G x Q codes.
 
 Each level is a `VectorQuantizer` with every update rule and guarantee of it (its
 codebook statistics summed over replicas, masks, health, float32 statistics), and
@@ -31,7 +35,8 @@ LEVEL_ARGUMENTS = tuple(
 
 @keras.saving.register_keras_serializable(package="vqkeras")
 class ResidualVectorQuantizer(Bottleneck):
-  """Q levels of vector quantization of the residual, codes `[..., Q]`.
+  """Q levels of vector quantization of the residual, codes `[..., Q]`; with G groups of
+  channels, G residual quantizers side by side, codes `[..., G * Q]`.
 
   Args:
     codebook_size: K, the codes of each level.
@@ -42,17 +47,20 @@ class ResidualVectorQuantizer(Bottleneck):
       it out of their statistics and losses. Draws differ per replica, as Keras'
       dropout's do.
     shared_codebook: one codebook for every level (one `VectorQuantizer` called Q
-      times: its EMA takes a step per level); else one per level.
+      times: its EMA takes a step per level); else one per level. Per group.
+    groups: G, the slices of channels quantized apart (each with its own levels); G
+      must divide the input depth.
     rotation_trick: if True, gradients reach the inputs through the rotation and
       rescaling that take each input to the sum of its code vectors
       (`quantization.rotation_trick`) instead of straight through.
-    seed: int seed of the levels (level i: seed + i) and of the quantizer dropout.
+    seed: int seed of the levels (level i of group g: seed + g x levels + i) and of the
+      quantizer dropout (the same for every group).
     **level_arguments: `VectorQuantizer` arguments for every level (update,
       num_samples, decay, epsilon, beta, num_blocks, temperature, usage_window,
       restart_dead_codes, codebook_initializer, distance, codebook_dim,
       max_distance_elements), and `keras.layers.Layer` arguments (name, dtype, ...).
       With num_blocks = B a level has B codes per position, in the layer's codes level
-      after level: `[..., Q * B]`.
+      after level: `[..., Q * B]` (group after group: `[..., G * Q * B]`).
 
   Call arguments:
     inputs: float `[..., D]`.
@@ -62,7 +70,7 @@ class ResidualVectorQuantizer(Bottleneck):
       statistics and losses.
     num_levels: quantize with the first n levels only (default all, Q).
     return_codes: if True, return a `Quantized` record: quantized, codes int32
-      `[..., n * B]`, samples: the codes `[..., n * B, 1]`.
+      `[..., G * n * B]`, samples: the codes `[..., G * n * B, 1]`.
 
   Returns:
     z_q with a straight-through (or rotation-trick) gradient to the inputs, same shape;
@@ -70,31 +78,39 @@ class ResidualVectorQuantizer(Bottleneck):
   """
 
   def __init__(self, codebook_size, num_quantizers, quantizer_dropout=0.0,
-               shared_codebook=False, rotation_trick=False, seed=None, **kwargs):
+               shared_codebook=False, rotation_trick=False, groups=1, seed=None, **kwargs):
     level_arguments = {name: kwargs.pop(name) for name in LEVEL_ARGUMENTS if name in kwargs}
     super().__init__(**kwargs)
     _check(isinstance(num_quantizers, int) and num_quantizers >= 1, "num_quantizers",
            num_quantizers, "an integer of at least 1")
     _check(0.0 <= quantizer_dropout <= 1.0, "quantizer_dropout", quantizer_dropout,
            "a probability in [0, 1]")
+    _check(isinstance(groups, int) and groups >= 1, "groups", groups,
+           "an integer of at least 1 that divides the input depth")
     self.codebook_size = codebook_size
     self.num_quantizers = num_quantizers
     self.quantizer_dropout = float(quantizer_dropout)
     self.shared_codebook = bool(shared_codebook)
     self.rotation_trick = bool(rotation_trick)
+    self.groups = groups
     self.seed = checks.seed_or_random(seed)
     self.level_arguments = level_arguments
-    count = 1 if self.shared_codebook else num_quantizers
+    self.levels_per_group = 1 if self.shared_codebook else num_quantizers
     # The levels compute in float32 whatever the policy: the residuals and the sum stay
-    # exact; the output is cast to the compute dtype once.
-    self.levels = [VectorQuantizer(codebook_size, seed=self.seed + i, name=f"level_{i}",
-                                   dtype="float32", **level_arguments)
-                   for i in range(count)]
+    # exact; the output is cast to the compute dtype once. Group after group.
+    self.levels = [VectorQuantizer(codebook_size, seed=self.seed + index,
+                                   name=self._level_name(index), dtype="float32",
+                                   **level_arguments)
+                   for index in range(groups * self.levels_per_group)]
+
+  def _level_name(self, index):
+    group, level = divmod(index, self.levels_per_group)
+    return f"level_{level}" if self.groups == 1 else f"group_{group}_level_{level}"
 
   @property
   def codes_per_position(self):
-    """Q * B: the codes of a position (B per level)."""
-    return self.num_quantizers * self.levels[0].num_blocks
+    """G * Q * B: the codes of a position (B per level)."""
+    return self.groups * self.num_quantizers * self.levels[0].num_blocks
 
   def code_layers(self):
     """The levels' quantizers, which hold the health state."""
@@ -105,13 +121,16 @@ class ResidualVectorQuantizer(Bottleneck):
     """Training steps of the first level."""
     return self.levels[0].num_updates
 
-  def level(self, i):
-    """The quantizer of level i."""
-    return self.levels[0 if self.shared_codebook else i]
+  def level(self, i, group=0):
+    """The quantizer of level i (of `group`)."""
+    return self.levels[group * self.levels_per_group + (0 if self.shared_codebook else i)]
 
   def build(self, input_shape):
+    depth = checks.known_depth(self.name, input_shape)
+    _check(depth % self.groups == 0, "groups", self.groups,
+           f"a divisor of the input depth {depth}")
     for level in self.levels:
-      level.build(input_shape)
+      level.build(tuple(input_shape[:-1]) + (depth // self.groups,))
 
   def _num_levels(self, num_levels):
     n = self.num_quantizers if num_levels is None else num_levels
@@ -136,54 +155,77 @@ class ResidualVectorQuantizer(Bottleneck):
     uses = None   # [batch] levels each example uses, under quantizer dropout
     if training and self.quantizer_dropout > 0.0:
       uses = self._levels_of_examples(x)
-    residual, total, codes = x, tf.zeros_like(x), []
+    totals, codes = [], []
+    for group, residual in enumerate(self._group_slices(x)):
+      total, group_codes = self._quantize_residual(residual, group, n, training, mask, uses)
+      totals.append(total)
+      codes.extend(group_codes)
+    estimator = (quantization.rotation_trick if self.rotation_trick
+                 else quantization.straight_through)
+    outputs = tf.cast(estimator(x, tf.concat(totals, axis=-1)), self.compute_dtype)
+    return self.quantized(outputs, tf.concat(codes, axis=-1), return_codes=return_codes)
+
+  def _quantize_residual(self, residual, group, n, training, mask, uses):
+    """The sum of the first n levels' code vectors of one group's slice (without
+    gradient), and each level's codes."""
+    total, codes = tf.zeros_like(residual), []
     for i in range(n):
       level_mask = mask
       if uses is not None:
-        used = tf.reshape(uses > i, [-1] + [1] * (len(x.shape) - 2))
-        used = tf.broadcast_to(used, tf.shape(x)[:-1])
+        used = tf.reshape(uses > i, [-1] + [1] * (len(residual.shape) - 2))
+        used = tf.broadcast_to(used, tf.shape(residual)[:-1])
         level_mask = used if mask is None else used & tf.cast(mask, tf.bool)
-      out = self.level(i)(residual, training=training, mask=level_mask, return_codes=True)
+      out = self.level(i, group)(residual, training=training, mask=level_mask,
+                                 return_codes=True)
       quantized = tf.stop_gradient(tf.cast(out.quantized, tf.float32))
       if uses is not None:
         quantized = tf.where(used[..., None], quantized, 0.0)
       total += quantized
       residual -= quantized
       codes.append(out.codes)
-    estimator = (quantization.rotation_trick if self.rotation_trick
-                 else quantization.straight_through)
-    outputs = tf.cast(estimator(x, total), self.compute_dtype)
-    return self.quantized(outputs, tf.concat(codes, axis=-1), return_codes=return_codes)
+    return total, codes
+
+  def _group_slices(self, x):
+    """The G slices of channels `[..., D / G]`."""
+    return tf.split(x, self.groups, axis=-1) if self.groups > 1 else [x]
 
   def encode(self, inputs, num_levels=None):
-    """The codes `[..., n * B]` of float `[..., D]` inputs (n = num_levels, default Q),
-    without the forward pass's losses and health metrics."""
-    residual, codes = tf.cast(checks.float_inputs(self.name, inputs), tf.float32), []
-    for i in range(self._num_levels(num_levels)):
-      level_codes = self.level(i).encode(residual)   # [..., B]
-      residual -= self.level(i).decode(level_codes)
-      codes.append(level_codes)
+    """The codes `[..., G * n * B]` of float `[..., D]` inputs (n = num_levels, default
+    Q), without the forward pass's losses and health metrics."""
+    x = tf.cast(checks.float_inputs(self.name, inputs), tf.float32)
+    codes = []
+    for group, residual in enumerate(self._group_slices(x)):
+      for i in range(self._num_levels(num_levels)):
+        level_codes = self.level(i, group).encode(residual)   # [..., B]
+        residual -= self.level(i, group).decode(level_codes)
+        codes.append(level_codes)
     return tf.concat(codes, axis=-1)
 
   def decode(self, codes):
-    """The sum of the code vectors of int codes `[..., n * B]` (n <= Q: the first n
-    levels)."""
+    """The code vectors of int codes `[..., G * n * B]` (n <= Q: the first n levels of
+    each group): each group's sum, side by side."""
     codes = checks.integer_codes(self.name, codes)
     per_level = self.levels[0].num_blocks
     width = codes.shape[-1]
-    _check(width is not None and width % per_level == 0 and
-           1 <= width // per_level <= self.num_quantizers, "codes", codes.shape,
-           f"a last dimension of n x num_blocks={per_level}, n at most num_quantizers="
-           f"{self.num_quantizers}")
-    return tf.add_n([self.level(i).decode(codes[..., i * per_level:(i + 1) * per_level])
-                     for i in range(width // per_level)])
+    per_group = None if width is None or width % self.groups else width // self.groups
+    _check(per_group is not None and per_group % per_level == 0 and
+           1 <= per_group // per_level <= self.num_quantizers, "codes", codes.shape,
+           f"a last dimension of groups={self.groups} x n x num_blocks={per_level}, n at most "
+           f"num_quantizers={self.num_quantizers}")
+    slices = []
+    for group in range(self.groups):
+      group_codes = codes[..., group * per_group:(group + 1) * per_group]
+      slices.append(tf.add_n([
+          self.level(i, group).decode(group_codes[..., i * per_level:(i + 1) * per_level])
+          for i in range(per_group // per_level)]))
+    return tf.concat(slices, axis=-1) if self.groups > 1 else slices[0]
 
   def compute_output_spec(self, inputs, training=None, mask=None, num_levels=None,
                           return_codes=False):
     spec = self.output_spec(inputs, return_codes)
     if not return_codes or num_levels is None:
       return spec
-    codes = tuple(inputs.shape[:-1]) + (num_levels * self.levels[0].num_blocks,)
+    codes = tuple(inputs.shape[:-1]) + (self.groups * num_levels * self.levels[0].num_blocks,)
     return spec._replace(codes=keras.KerasTensor(codes, dtype="int32"),
                          samples=keras.KerasTensor(codes + (1,), dtype="int32"))
 
@@ -197,7 +239,8 @@ class ResidualVectorQuantizer(Bottleneck):
                    "num_quantizers": self.num_quantizers,
                    "quantizer_dropout": self.quantizer_dropout,
                    "shared_codebook": self.shared_codebook,
-                   "rotation_trick": self.rotation_trick, "seed": self.seed, **arguments})
+                   "rotation_trick": self.rotation_trick, "groups": self.groups,
+                   "seed": self.seed, **arguments})
     return config
 
 
