@@ -404,6 +404,32 @@ def perplexity(counts):
   return tf.reduce_mean(value)
 
 
+def orthogonal_loss(codebook, used=None):
+  """The orthogonal regularization of a codebook (Shin et al. 2021): per block,
+  sum_ij cos(e_i, e_j)^2 / n^2 - 1/n over its n codes (the diagonal's share taken out:
+  0 when the codes are orthogonal), averaged over the blocks.
+
+  Args:
+    codebook: `[blocks, K, d]` float32 code vectors.
+    used: None, or bool `[blocks, K]`: only these codes count (a block without any
+      counts 0).
+
+  Returns:
+    scalar float32.
+  """
+  unit = tf.math.l2_normalize(codebook, axis=-1, epsilon=1e-12)
+  squared_cosines = tf.square(tf.matmul(unit, unit, transpose_b=True))   # [blocks, K, K]
+  if used is None:
+    n = tf.cast(tf.shape(codebook)[1], tf.float32)
+    per_block = tf.reduce_sum(squared_cosines, axis=[1, 2]) / n ** 2 - 1.0 / n
+  else:
+    weights = tf.cast(used, tf.float32)
+    n = tf.reduce_sum(weights, axis=-1)
+    pairs = tf.einsum("bi,bij,bj->b", weights, squared_cosines, weights)
+    per_block = tf.math.divide_no_nan(pairs, n ** 2) - tf.math.divide_no_nan(1.0, n)
+  return tf.reduce_mean(per_block)
+
+
 def soft_targets(samples, codebook_size):
   """The average of the m sampled one-hots: the latent predictor's soft target.
 

@@ -10,6 +10,11 @@ small class of vqkeras/layers/codebook_updates.py:
   as written in the Roy et al. reference code.
 - "soft_em": Monte-Carlo soft EM: m codes sampled per position, EMA M-step with
   weight 1/m, decoder input the mean of the sampled code vectors.
+
+Two remedies for codebook collapse, with the gradient rule: SimVQ (Zhu et al. 2024,
+`codebook_transform="linear"`), whose codes are a frozen random basis times one learned
+linear map, so every code moves with every step; and the orthogonal regularization of
+the codebook (Shin et al. 2021, `orthogonal_weight`).
 """
 
 import functools
@@ -77,6 +82,16 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
     rotation_trick: if True, gradients reach the inputs through the rotation and
       rescaling that take each input (slice) to its code vector (Fifty et al. 2024,
       `quantization.rotation_trick`) instead of straight through.
+    codebook_transform: None, or "linear" (SimVQ): the code vectors are C W, C the
+      codebook variable, frozen at its random start, and W a learned `[d, d]` map per
+      block (starting at the identity), trained by the codebook loss; needs
+      update="gradient" and no restarts or k-means (they would move C, not the codes).
+    orthogonal_weight: w >= 0, the weight of the orthogonal regularization of the code
+      vectors in training: per block, mean_ij cos(e_i, e_j)^2 - 1/n over n codes (0 when
+      they are orthogonal); it needs a codebook trained by gradient (update="gradient").
+      Costs n^2 d per block and step.
+    orthogonal_used_only: if True, the regularization is over the codes the global
+      batch used (nearest codes) only.
     seed: int seed of the soft-EM sampler and the restarts; drawn at random if None.
     max_distance_elements: the largest number of distances held at once; larger
       batches are quantized in chunks of rows.
@@ -114,6 +129,9 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
                distance="euclidean",
                codebook_dim=None,
                rotation_trick=False,
+               codebook_transform=None,
+               orthogonal_weight=0.0,
+               orthogonal_used_only=False,
                seed=None,
                max_distance_elements=2**25,
                **kwargs):
@@ -135,6 +153,19 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
            "'euclidean' or 'cosine'")
     _check(codebook_dim is None or (isinstance(codebook_dim, int) and codebook_dim >= 1),
            "codebook_dim", codebook_dim, "None or a positive integer")
+    _check(codebook_transform in (None, "linear"), "codebook_transform", codebook_transform,
+           "None or 'linear' (SimVQ)")
+    if codebook_transform is not None:
+      _check(update == "gradient", "update", update,
+             "'gradient' with codebook_transform='linear' (SimVQ learns its map by the "
+             "codebook loss; the EMA rules would move the frozen basis)")
+      _check(not restart_dead_codes, "restart_dead_codes", restart_dead_codes,
+             "False with codebook_transform='linear' (a restart moves the frozen basis, "
+             "not the code vectors)")
+    _check(orthogonal_weight >= 0.0, "orthogonal_weight", orthogonal_weight, "a float >= 0")
+    _check(orthogonal_weight == 0.0 or update == "gradient", "orthogonal_weight",
+           orthogonal_weight, f"0 under update={update!r} (the EMA rules move the codebook "
+           f"without gradients; regularize with update='gradient')")
     _check(max_distance_elements >= codebook_size * num_blocks, "max_distance_elements",
            max_distance_elements, f"at least codebook_size * num_blocks = "
            f"{codebook_size * num_blocks}")
@@ -159,6 +190,9 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
     self.distance = distance
     self.codebook_dim = codebook_dim
     self.rotation_trick = bool(rotation_trick)
+    self.codebook_transform = codebook_transform
+    self.orthogonal_weight = float(orthogonal_weight)
+    self.orthogonal_used_only = bool(orthogonal_used_only)
     self.seed = checks.seed_or_random(seed)
     self.max_distance_elements = int(max_distance_elements)
     self.create_usage_metrics()
@@ -184,7 +218,12 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
     # mixed precision (half precision breaks distances and Laplace smoothing).
     self.embeddings = self.add_weight(
         name="codebook", shape=shape, dtype="float32", autocast=False,
-        initializer=self.codebook_initializer, trainable=self.rule.trainable_codebook)
+        initializer=self.codebook_initializer,
+        trainable=self.rule.trainable_codebook and self.codebook_transform is None)
+    if self.codebook_transform == "linear":
+      self.code_transform = self.add_weight(
+          name="code_transform", shape=(self.num_blocks, self.block_depth, self.block_depth),
+          dtype="float32", autocast=False, initializer=block_identity)
     # The rule's variables are the layer's weights, under their names (checkpoint paths).
     for name, variable in self.rule.build(self.add_weight, self.embeddings).items():
       setattr(self, name, variable)
@@ -251,6 +290,8 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
     """
     _check(isinstance(iterations, int) and iterations >= 0, "iterations", iterations,
            "an integer >= 0")
+    _check(self.codebook_transform is None, "codebook_transform", self.codebook_transform,
+           "None for kmeans_init (it would set the frozen basis, not the code vectors)")
     x = self._checked_inputs(inputs)
     if not self.built:
       self.build(x.shape)
@@ -310,6 +351,10 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
     statistics = sum_over_replicas(statistics)
     statistics.setdefault("nearest_counts", statistics["counts"])   # hard assignments
     batch_perplexity = quantization.perplexity(statistics["counts"])
+    if training and self.orthogonal_weight > 0.0:
+      used = statistics["nearest_counts"] > 0.0 if self.orthogonal_used_only else None
+      self.add_loss(self.orthogonal_weight *
+                    quantization.orthogonal_loss(differentiable_codebook, used))
     if training:
       self._apply_updates(x_blocks, statistics, valid, batch_perplexity)
     self.update_usage_metrics(batch_perplexity, training)
@@ -415,9 +460,12 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
     return tf.stop_gradient(self.code_vectors_of(self.embeddings))
 
   def code_vectors_of(self, embeddings):
-    """The code vectors `[B, K, d]` of the codebook variable: unit vectors under the
-    cosine distance (the variable holds the EMA means, of any norm)."""
+    """The code vectors `[B, K, d]` of the codebook variable: under SimVQ its product
+    with the learned map; unit vectors under the cosine distance (the variable holds the
+    EMA means, of any norm)."""
     embeddings = tf.convert_to_tensor(embeddings)
+    if self.codebook_transform == "linear":
+      embeddings = tf.matmul(embeddings, self.code_transform)
     if self.distance == "cosine":
       return tf.math.l2_normalize(embeddings, axis=-1, epsilon=1e-12)
     return embeddings
@@ -482,10 +530,18 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
         "distance": self.distance,
         "codebook_dim": self.codebook_dim,
         "rotation_trick": self.rotation_trick,
+        "codebook_transform": self.codebook_transform,
+        "orthogonal_weight": self.orthogonal_weight,
+        "orthogonal_used_only": self.orthogonal_used_only,
         "seed": self.seed,
         "max_distance_elements": self.max_distance_elements,
     })
     return config
+
+
+def block_identity(shape, dtype=None):
+  """Identity matrices `[B, d, d]`: SimVQ's map starts at the random basis itself."""
+  return tf.eye(shape[1], batch_shape=[shape[0]], dtype=dtype or "float32")
 
 
 _check = functools.partial(checks.check_argument, "VectorQuantizer")
