@@ -86,6 +86,30 @@ def test_entropy_loss_against_every_code_directly(cifar_patches, spherical, temp
                              rtol=1e-4, atol=1e-6)
 
 
+def test_codebooks_quantize_their_groups_of_channels_alone(cifar_patches):
+  """num_codebooks = 3 under BSQ: three groups of 5 channels, each on its own sphere,
+  codes [..., 3]; the entropy terms the means of the groups' (float64 references)."""
+  z = encoder_outputs(cifar_patches[:240], 15)
+  valid = np.arange(len(z)) % 4 != 0
+  layer = LookupFreeQuantizer(5, spherical=True, num_codebooks=3, temperature=0.1,
+                              entropy_weight=1.0, beta=0.0)
+  out = layer(z.astype(np.float32).reshape(-1, 4, 15), training=True,
+              mask=valid.reshape(-1, 4), return_codes=True)
+  assert out.codes.shape == (60, 4, 3)
+  codes, entropy = out.codes.numpy().reshape(-1, 3), 0.0
+  for g in range(3):
+    x, quantized, index = reference(z[:, 5 * g:5 * (g + 1)], True)
+    np.testing.assert_array_equal(codes[:, g], index)
+    np.testing.assert_allclose(out.quantized.numpy().reshape(-1, 15)[:, 5 * g:5 * (g + 1)],
+                               quantized, rtol=1e-6)
+    per_position, exact, _ = reference_entropies(x, 1 / np.sqrt(5), 0.1, valid)
+    entropy += (per_position - exact) / 3
+  np.testing.assert_allclose(float(layer.losses[1]), entropy, rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(layer.encode(layer.decode(out.codes)).numpy(),
+                                out.codes.numpy())
+  assert layer.batch_counts.shape == (3, 32)
+
+
 def test_commitment_loss_and_straight_through_gradient(cifar_patches):
   z = encoder_outputs(cifar_patches[:200], 6).astype(np.float32)
   valid = np.arange(len(z)) % 2 == 0
