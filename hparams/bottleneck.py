@@ -23,16 +23,18 @@ class BottleneckKind:
   builder: str           # its function in vqkeras/models/bottleneck.py
   # What a position's num_blocks codes are, and how the latent depth must relate to them:
   # "divides" (num_blocks divides the depth: codebook blocks), "any" (levels of the whole
-  # vector), "fsq_levels" (num_blocks groups of one channel per level), "one" (a single
-  # code: num_blocks must be 1).
+  # vector), "fsq_levels" (num_blocks groups of one channel per level), "levels" (stages
+  # of the whole vector, one channel per level), "bits" (num_blocks groups of log2(K)
+  # channels, K a power of two), "one" (a single code: num_blocks must be 1).
   depth: str
   # K: "codebook_size" (the family's size) or "fsq_levels" (their product).
   codebook: str = "codebook_size"
   # Why the translation family's latent predictor cannot take it (None: it can).
   not_for_translation: Optional[str] = None
 
-  def check_codes(self, num_blocks, depth, fsq_levels):
-    """Raises HParamsError unless `num_blocks` codes fit latents of `depth`."""
+  def check_codes(self, num_blocks, depth, fsq_levels, codebook_size):
+    """Raises HParamsError unless `num_blocks` codes of `codebook_size` fit latents of
+    `depth`."""
     if self.depth == "divides":
       check(depth % num_blocks == 0, "num_blocks", num_blocks,
             f"a divisor of the latent depth {depth} under bottleneck={self.name}")
@@ -40,6 +42,16 @@ class BottleneckKind:
       groups = num_blocks * len(fsq_levels)
       check(depth == groups, "latent_depth", depth,
             f"num_blocks x the number of fsq_levels = {groups} under bottleneck={self.name}")
+    elif self.depth == "levels":
+      check(depth == len(fsq_levels), "latent_depth", depth,
+            f"the number of fsq_levels = {len(fsq_levels)} under bottleneck={self.name}")
+    elif self.depth == "bits":
+      bits = codebook_size.bit_length() - 1
+      check(codebook_size == 2 ** bits, "codebook_size", codebook_size,
+            f"a power of two under bottleneck={self.name} (2^bits codes)")
+      check(depth == num_blocks * bits, "latent_depth", depth,
+            f"num_blocks x log2(codebook_size) = {num_blocks * bits} under "
+            f"bottleneck={self.name}")
     elif self.depth == "one":
       check(num_blocks == 1, "num_blocks", num_blocks,
             f"1 under bottleneck={self.name} (one code per position)")
@@ -60,6 +72,13 @@ KINDS = (
     BottleneckKind("fsq", "FSQ", "finite_scalar_quantizer", "fsq_levels",
                    codebook="fsq_levels"),
     BottleneckKind("gumbel", "Gumbel-softmax", "gumbel_softmax_quantizer", "one"),
+    BottleneckKind("lfq", "LFQ", "lookup_free_quantizer", "bits"),
+    BottleneckKind("bsq", "BSQ", "lookup_free_quantizer", "bits"),
+    BottleneckKind("simvq", "SimVQ", "simvq", "divides"),
+    BottleneckKind("rfsq", "residual FSQ", "residual_finite_scalar_quantizer", "levels",
+                   codebook="fsq_levels",
+                   not_for_translation="the latent predictor predicts one code per latent; "
+                   "rfsq gives one per stage"),
 )
 BOTTLENECKS = {kind.name: kind for kind in KINDS}
 
@@ -71,10 +90,14 @@ class BottleneckHParams(HParams):
   A family's codes per position (num_blocks) are a VectorQuantizer's codebook blocks,
   a residual quantizer's levels, or FSQ's groups of channels.
   """
-  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "fsq_levels": "8x5x5x5"}
+  ADDED_FIELDS = {**HParams.ADDED_FIELDS, "fsq_levels": "8x5x5x5", "groups": 1,
+                  "entropy_weight": 0.1, "orthogonal_weight": 0.0}
   # "gradient" (VQ-VAE), "ema" (hard EM) or "soft_em": VectorQuantizer's update rules;
   # "rvq": residual VQ, its levels EMA codebooks; "fsq": finite scalar quantization;
-  # "gumbel": the Gumbel-softmax relaxation (one code per position, tau = temperature).
+  # "gumbel": the Gumbel-softmax relaxation (one code per position, tau = temperature);
+  # "lfq" / "bsq": lookup-free / binary spherical quantization (2^bits codes, sign bits);
+  # "simvq": a frozen random basis times a learned map, by gradient; "rfsq": residual FSQ,
+  # num_blocks stages.
   bottleneck: str = "soft_em"
   num_samples: int = 10              # m = n_s, soft-EM samples per position
   decay: float = 0.99                # EMA decay lambda
@@ -86,6 +109,9 @@ class BottleneckHParams(HParams):
   restart_dead_codes: bool = False
   # FSQ: the levels of the channels of a group, "x"-separated (8x5x5x5: 1000 codes).
   fsq_levels: str = "8x5x5x5"
+  groups: int = 1                    # rvq: slices of channels, each its own levels
+  entropy_weight: float = 0.1        # lfq, bsq: the weight of the entropy loss
+  orthogonal_weight: float = 0.0     # gradient, simvq: orthogonal regularization
 
   def validate(self):
     super().validate()
@@ -98,6 +124,14 @@ class BottleneckHParams(HParams):
     check(self.epsilon > 0.0, "epsilon", self.epsilon, "a float > 0")
     check(self.beta >= 0.0, "beta", self.beta, "a float >= 0")
     check(self.temperature > 0.0, "temperature", self.temperature, "a float > 0")
+    check(self.groups >= 1 and (self.groups == 1 or self.bottleneck == "rvq"), "groups",
+          self.groups, "1, or a positive integer under bottleneck=rvq")
+    check(self.entropy_weight >= 0.0, "entropy_weight", self.entropy_weight, "a float >= 0")
+    check(self.orthogonal_weight == 0.0 or (self.orthogonal_weight > 0.0 and
+                                            self.bottleneck in ("gradient", "simvq")),
+          "orthogonal_weight", self.orthogonal_weight,
+          "0, or a float > 0 under bottleneck=gradient or simvq (a codebook trained by "
+          "gradient)")
     levels = self.fsq_levels.split("x")
     check(all(level.isdigit() and int(level) >= 2 for level in levels), "fsq_levels",
           self.fsq_levels, "integers of at least 2 separated by x, e.g. 8x5x5x5")

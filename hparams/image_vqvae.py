@@ -61,7 +61,8 @@ class ImageVQVAEHParams(BottleneckHParams):
           self.pixel_likelihood, "categorical or logistic_mixture")
     check(self.prior_factorization in PRIOR_FACTORIZATIONS, "prior_factorization",
           self.prior_factorization, " or ".join(PRIOR_FACTORIZATIONS))
-    self.bottleneck_kind.check_codes(self.num_blocks, self.latent_depth, self.fsq_level_list)
+    self.bottleneck_kind.check_codes(self.num_blocks, self.latent_depth, self.fsq_level_list,
+                                     self.codebook_size)
     check(self.prior_hidden_size % self.prior_num_heads == 0, "prior_num_heads",
           self.prior_num_heads, f"a divisor of prior_hidden_size={self.prior_hidden_size}")
     for name in ("channels", "codebook_size", "batch_size", "train_steps", "num_mixtures",
@@ -122,6 +123,37 @@ def vq_fsq_cifar_small():
   """FSQ: two groups of three channels on the 8x6x5 grid (240 codes each; Mentzer et al.
   2023's levels for about 2^8 codes)."""
   return vq_em_cifar_small().derive(bottleneck="fsq", fsq_levels="8x6x5", latent_depth=6)
+
+
+@registry.register_hparams
+def vq_grvq_cifar_small():
+  """Grouped residual VQ (HiFi-Codec): two halves of the channels, each two EMA levels of
+  128 codes (four codes per position)."""
+  return vq_rvq_cifar_small().derive(groups=2)
+
+
+@registry.register_hparams
+def vq_rfsq_cifar_small():
+  """Residual FSQ: two stages of the 8x6x5 grid on three channels (240 codes each)."""
+  return vq_em_cifar_small().derive(bottleneck="rfsq", fsq_levels="8x6x5", latent_depth=3)
+
+
+@registry.register_hparams
+def vq_lfq_cifar_small():
+  """LFQ: two codes of 7 sign bits per position (128 codes each, as the VQ sets)."""
+  return vq_em_cifar_small().derive(bottleneck="lfq", latent_depth=14)
+
+
+@registry.register_hparams
+def vq_bsq_cifar_small():
+  """BSQ: LFQ's codes with each group of 7 channels on the unit sphere."""
+  return vq_lfq_cifar_small().derive(bottleneck="bsq")
+
+
+@registry.register_hparams
+def vq_simvq_cifar_small():
+  """SimVQ: the gradient codebook as a frozen random basis times a learned map."""
+  return vq_gradient_cifar_small().derive(bottleneck="simvq")
 
 
 @registry.register_hparams

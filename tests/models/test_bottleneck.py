@@ -16,9 +16,11 @@ def test_every_kind_builds_a_bottleneck_with_codes_per_position(kind):
   """Codes `[..., C]` in [0, K), the same from encode as from the call outside training,
   a Quantized record for all, samples `[..., C, m]`, decode back to the depth."""
   num_blocks = 1 if kind == "gumbel" else 2
+  # FSQ: two groups of the 4x3 grid's two channels; residual FSQ: two stages of it; the
+  # rest: 8 channels (LFQ: two codes of 4 bits, K = 16).
   hparams = registry.hparams("vq_em_cifar_tiny").derive(
-      bottleneck=kind, fsq_levels="4x3", num_blocks=num_blocks,
-      latent_depth=2 * num_blocks if kind == "fsq" else 8)
+      bottleneck=kind, fsq_levels="4x3", num_blocks=num_blocks, codebook_size=16,
+      latent_depth={"fsq": 4, "rfsq": 2}.get(kind, 8))
   layer = bottleneck_from_hparams(hparams, 16, hparams.num_blocks)
   x = tf.constant(np.random.default_rng(0).normal(size=(3, 5, hparams.latent_depth)),
                   tf.float32)
@@ -39,6 +41,12 @@ def test_every_kind_builds_a_bottleneck_with_codes_per_position(kind):
      "num_blocks x the number of fsq_levels = 4 under bottleneck=fsq"),
     ("bottleneck=gumbel,num_blocks=2", "1 under bottleneck=gumbel"),
     ("bottleneck=ema,num_blocks=3,latent_depth=8", "a divisor of the latent depth 8"),
+    ("bottleneck=lfq,codebook_size=100", "a power of two under bottleneck=lfq"),
+    ("bottleneck=bsq,codebook_size=32,num_blocks=2,latent_depth=8",
+     "num_blocks x log2\\(codebook_size\\) = 10 under bottleneck=bsq"),
+    ("bottleneck=rfsq,fsq_levels=4x3,latent_depth=3", "the number of fsq_levels = 2"),
+    ("bottleneck=ema,groups=2", "under bottleneck=rvq"),
+    ("bottleneck=ema,orthogonal_weight=0.1", "under bottleneck=gradient or simvq"),
 ])
 def test_a_kind_refuses_codes_that_do_not_fit_its_latents(overrides, message):
   with pytest.raises(HParamsError, match=message):
@@ -48,3 +56,5 @@ def test_a_kind_refuses_codes_that_do_not_fit_its_latents(overrides, message):
 def test_translation_refuses_a_kind_with_several_codes_per_latent():
   with pytest.raises(HParamsError, match="rvq gives one per level"):
     registry.hparams("vq_em_tiny", "bottleneck=rvq")
+  with pytest.raises(HParamsError, match="rfsq gives one per stage"):
+    registry.hparams("vq_em_tiny", "bottleneck=rfsq")

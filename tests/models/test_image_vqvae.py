@@ -120,15 +120,20 @@ def test_each_sampled_code_is_the_draw_from_its_teacher_forced_distribution(mode
     ("rvq", dict(num_blocks=4), 32),                                    # 4 levels of 32
     ("fsq", dict(num_blocks=4, fsq_levels="5x3", latent_depth=8), 15),  # 4 groups of 2
     ("gumbel", dict(num_blocks=1), 32),
+    ("rvq", dict(num_blocks=2, groups=2), 32),                          # 2 groups x 2 levels
+    ("rfsq", dict(num_blocks=3, fsq_levels="5x3", latent_depth=2), 15),  # 3 stages of 2
+    ("lfq", dict(num_blocks=2, codebook_size=16, latent_depth=8), 16),  # 2 codes of 4 bits
+    ("bsq", dict(num_blocks=2, codebook_size=16, latent_depth=8), 16),
+    ("simvq", dict(num_blocks=2, orthogonal_weight=0.1), 32),
 ])
 def test_each_bottleneck_sizes_the_prior_and_trains(images, bottleneck, overrides,
                                                     codebook_size):
-  """Residual VQ, FSQ and Gumbel-softmax in the same model: B codes of K per position
+  """Every kind but the VQ rules in the same model: B codes of K per position
   size the prior (uniform outputs: 8 bits/dim and 64 * B * log2(K) prior bits per image,
   by hand), codes round trip, and a training step gives a finite loss."""
   keras.utils.set_random_seed(0)
   hparams = registry.hparams("vq_em_cifar_tiny").derive(bottleneck=bottleneck, **overrides)
-  blocks = hparams.num_blocks
+  blocks = hparams.num_blocks * hparams.groups
   model = ImageVQVAE.from_hparams(hparams)
   optimizer = keras.optimizers.Adam(1e-3)
   train_step.build(model, optimizer, {"image": images[:8]})

@@ -233,10 +233,13 @@ def test_the_latent_models_stacks_take_their_own_depths():
 
 
 @pytest.mark.parametrize("overrides", ["bottleneck=fsq,fsq_levels=4x4",
-                                       "bottleneck=gumbel,bottleneck_bits=4"])
+                                       "bottleneck=gumbel,bottleneck_bits=4",
+                                       "bottleneck=lfq,bottleneck_bits=4",
+                                       "bottleneck=bsq,bottleneck_bits=4",
+                                       "bottleneck=simvq,bottleneck_bits=4"])
 def test_each_one_code_bottleneck_trains_and_translates(overrides, pairs):
-  """FSQ (on a learned projection of each latent) and the Gumbel-softmax bottleneck in the
-  latent model: 16 codes for the predictor beside STOP, each latent's code decodes to
+  """FSQ, LFQ and BSQ (on a learned projection of each latent), the Gumbel-softmax
+  bottleneck and SimVQ in the latent model: 16 codes for the predictor beside STOP, each latent's code decodes to
   the vector the decoder reads, a training step moves the bottleneck, translation ends."""
   hparams = registry.hparams("vq_ema_tiny", overrides)
   assert hparams.codebook_size == 16

@@ -3,6 +3,7 @@
 import keras
 
 from vqkeras.layers import (Bottleneck, FiniteScalarQuantizer, GumbelSoftmaxQuantizer,
+                            LookupFreeQuantizer, ResidualFiniteScalarQuantizer,
                             ResidualVectorQuantizer, VectorQuantizer)
 
 
@@ -27,23 +28,58 @@ def vector_quantizer(hparams, codebook_size, num_blocks, name, depth):
   del depth
   return VectorQuantizer(codebook_size, num_blocks=num_blocks, update=hparams.bottleneck,
                          num_samples=hparams.num_samples, temperature=hparams.temperature,
-                         name=name, **ema_arguments(hparams))
+                         orthogonal_weight=hparams.orthogonal_weight, name=name,
+                         **ema_arguments(hparams))
+
+
+def simvq(hparams, codebook_size, num_blocks, name, depth):
+  """A VectorQuantizer whose codes are a frozen basis times a learned map (gradient rule)."""
+  del depth
+  return VectorQuantizer(codebook_size, num_blocks=num_blocks, update="gradient",
+                         codebook_transform="linear", beta=hparams.beta,
+                         orthogonal_weight=hparams.orthogonal_weight, name=name)
 
 
 def residual_vector_quantizer(hparams, codebook_size, num_blocks, name, depth):
-  """num_blocks levels of EMA codebooks."""
+  """num_blocks levels of EMA codebooks (in each of `groups` slices of channels)."""
   del depth
-  return ResidualVectorQuantizer(codebook_size, num_blocks, update="ema", name=name,
-                                 **ema_arguments(hparams))
+  return ResidualVectorQuantizer(codebook_size, num_blocks, update="ema", groups=hparams.groups,
+                                 name=name, **ema_arguments(hparams))
 
 
 def finite_scalar_quantizer(hparams, codebook_size, num_blocks, name, depth):
   """num_blocks groups of fsq_levels channels, through a projection from `depth`."""
   del codebook_size
-  fsq = FiniteScalarQuantizer(hparams.fsq_level_list, num_codebooks=num_blocks, name=name)
-  if depth is None or depth == fsq.depth:
-    return fsq
-  return ProjectedBottleneck(fsq, depth, name=f"projected_{name}")
+  return projected(FiniteScalarQuantizer(hparams.fsq_level_list, num_codebooks=num_blocks,
+                                         name=name), depth)
+
+
+def residual_finite_scalar_quantizer(hparams, codebook_size, num_blocks, name, depth):
+  """num_blocks stages of fsq_levels, through a projection from `depth`."""
+  del codebook_size
+  return projected(ResidualFiniteScalarQuantizer(hparams.fsq_level_list, num_blocks,
+                                                 name=name), depth)
+
+
+def lookup_free_quantizer(hparams, codebook_size, num_blocks, name, depth):
+  """num_blocks codes of log2(K) sign bits (on the sphere under bsq), through a projection
+  from `depth`."""
+  bits = codebook_size.bit_length() - 1
+  if codebook_size != 2 ** bits:
+    raise ValueError(f"bottleneck={hparams.bottleneck} has 2^bits codes; got codebook size "
+                     f"{codebook_size} (use a power of two).")
+  return projected(LookupFreeQuantizer(bits, spherical=hparams.bottleneck == "bsq",
+                                       entropy_weight=hparams.entropy_weight,
+                                       beta=hparams.beta, num_codebooks=num_blocks,
+                                       name=name), depth)
+
+
+def projected(quantizer, depth):
+  """The quantizer, behind a learned projection from `depth` channels when it takes
+  another number (`ProjectedBottleneck`); depth None: the model makes them so."""
+  if depth is None or depth == quantizer.depth:
+    return quantizer
+  return ProjectedBottleneck(quantizer, depth, name=f"projected_{quantizer.name}")
 
 
 def gumbel_softmax_quantizer(hparams, codebook_size, num_blocks, name, depth):
@@ -63,15 +99,19 @@ def ema_arguments(hparams):
 
 # The builders the rows of hparams/bottleneck.py's table name.
 BUILDERS = {"vector_quantizer": vector_quantizer,
+            "simvq": simvq,
             "residual_vector_quantizer": residual_vector_quantizer,
             "finite_scalar_quantizer": finite_scalar_quantizer,
+            "residual_finite_scalar_quantizer": residual_finite_scalar_quantizer,
+            "lookup_free_quantizer": lookup_free_quantizer,
             "gumbel_softmax_quantizer": gumbel_softmax_quantizer}
 
 
 class ProjectedBottleneck(Bottleneck):
   """A quantizer of few channels on vectors of `depth`: a learned projection down to
   the quantizer's depth before it and one back up after it (FSQ's d = len(levels)
-  channels on a model's hidden size; Mentzer et al. 2023 project the same way).
+  channels, LFQ's bits, on a model's hidden size; Mentzer et al. 2023 project the same
+  way).
 
   Call, `encode` and `decode` are the quantizer's, on `[..., depth]` vectors.
   """
