@@ -1,15 +1,17 @@
 """The bottlenecks on CIFAR-10 at the same training budget.
 
 Trains vq_ema_cifar_small, vq_em_cifar_small, vq_gradient_cifar_small,
-vq_rvq_cifar_small, vq_fsq_cifar_small and the Gumbel-softmax bottleneck (the same model,
-only the bottleneck differs; Gumbel has one code of 128 per position where the VQ sets
-have two), and vq_em_cifar_small with the discretized logistic mixture likelihood
+vq_rvq_cifar_small, vq_grvq_cifar_small, vq_fsq_cifar_small, vq_rfsq_cifar_small,
+vq_lfq_cifar_small, vq_bsq_cifar_small, vq_simvq_cifar_small and the Gumbel-softmax
+bottleneck (the same model, only the bottleneck differs; Gumbel has one code of 128 per
+position where the VQ sets have two), and vq_em_cifar_small with the discretized logistic mixture likelihood
 instead of the 256-way categorical, for the same number of steps on the CIFAR-10 records
 in ../shared/data, with the same seed, then prints one table of held-out bits/dim (reconstruction, prior,
 total), reconstruction MSE, perplexity and codes used of each code layer (residual VQ:
 one per level) and steps/s. Roy et al. 2018 report soft EM beating hard EM.
 
   python bench/bench_cifar_bottlenecks.py --steps=1000
+  python bench/bench_cifar_bottlenecks.py --steps=500 --only=vq_em_cifar_small,vq_lfq_cifar_small
 """
 
 import argparse
@@ -29,7 +31,9 @@ from vqkeras import trainer as trainer_lib
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 # (hparams, overrides)
 SETS = (("vq_ema_cifar_small", ""), ("vq_em_cifar_small", ""), ("vq_gradient_cifar_small", ""),
-        ("vq_rvq_cifar_small", ""), ("vq_fsq_cifar_small", ""),
+        ("vq_rvq_cifar_small", ""), ("vq_grvq_cifar_small", ""), ("vq_fsq_cifar_small", ""),
+        ("vq_rfsq_cifar_small", ""), ("vq_lfq_cifar_small", ""), ("vq_bsq_cifar_small", ""),
+        ("vq_simvq_cifar_small", ""),
         ("vq_em_cifar_small", "bottleneck=gumbel,num_blocks=1"),
         ("vq_em_cifar_small", "pixel_likelihood=logistic_mixture"))
 
@@ -39,9 +43,18 @@ def main():
   parser.add_argument("--steps", type=int, default=1000)
   parser.add_argument("--data_dir", default="/tmp/vqkeras_bench")
   parser.add_argument("--seed", type=int, default=1)
+  parser.add_argument("--only", default="",
+                      help="Comma-separated hparams names: train only the sets of these.")
   args = parser.parse_args()
+  only = set(filter(None, args.only.split(",")))
+  unknown = only - {hparams for hparams, _ in SETS}
+  if unknown:
+    parser.error(f"--only names no set of this benchmark: {', '.join(sorted(unknown))}; "
+                 f"choose among {', '.join(sorted({h for h, _ in SETS}))}.")
   rows = []
   for hparams, overrides in SETS:
+    if only and hparams not in only:
+      continue
     name = hparams + (f" {overrides}" if overrides else "")
     with tempfile.TemporaryDirectory() as model_dir:
       config = run_lib.RunConfig(problem="image_cifar10", hparams=hparams,

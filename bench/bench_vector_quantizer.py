@@ -1,8 +1,9 @@
 """Speed of one training step of our bottlenecks against their peers.
 
-VectorQuantizer against Sonnet's VectorQuantizerEMA; ResidualVectorQuantizer and
-FiniteScalarQuantizer against vector-quantize-pytorch's ResidualVQ and FSQ (when it is
-installed: `pip install torch==2.13.0` or a CPU wheel of torch first, then the
+VectorQuantizer against Sonnet's VectorQuantizerEMA; ResidualVectorQuantizer (plain and
+grouped), FiniteScalarQuantizer and LookupFreeQuantizer against vector-quantize-pytorch's
+ResidualVQ, GroupedResidualVQ, FSQ and LFQ (when it is installed: a CPU wheel of torch
+first, `pip install torch --index-url https://download.pytorch.org/whl/cpu`, then the
 `[bench]` extra; torch runs on as many threads as TensorFlow).
 
 One process, the same inputs, the steps interleaved round by round so that
@@ -15,7 +16,9 @@ process, peak resident memory).
   pip install -e ".[bench]" && python bench/bench_vector_quantizer.py
 
 Target (issue 20): residual VQ (Q = 8, K = 1024, D = 256, N = 8192, EMA levels) and
-FSQ (levels 8,5,5,5, N = 8192) at least as fast as vector-quantize-pytorch's.
+FSQ (levels 8,5,5,5, N = 8192) at least as fast as vector-quantize-pytorch's. Target
+(issue 33): grouped residual VQ (G = 2, Q = 4) and LFQ with its entropy loss (2^10 and
+2^16 codes) at least as fast as theirs.
 
 Targets (issue 2): "ema" >= 1.8x faster than Sonnet at both sizes and <= 1.75x
 (small) / 1.2x (large) the matrix product; "soft_em" with m = 10 <= 2x (small) and
@@ -178,46 +181,88 @@ def torch_step(module, x, w, returns_loss):
   return step
 
 
+def our_grouped_residual_step(depth, codebook_size, num_quantizers, groups):
+  from vqkeras.layers import ResidualVectorQuantizer
+  layer = ResidualVectorQuantizer(codebook_size, num_quantizers, update="ema", decay=0.99,
+                                  groups=groups, seed=0)
+  layer.build((None, depth))
+  return loss_gradient_step(layer)
+
+
+def our_lfq_step(num_bits):
+  from vqkeras.layers import LookupFreeQuantizer
+  return loss_gradient_step(LookupFreeQuantizer(num_bits, entropy_weight=0.1))
+
+
+def peer_row(label, t, floor=True):
+  """One row of the table against vector-quantize-pytorch."""
+  floor_ms = f"{t['floor'] * 1e3:8.2f}" if floor else f"{'-':>8s}"
+  ratio = f"{t['ours'] / t['floor']:9.2f}x" if floor else f"{'-':>10s}"
+  print(f"{label:34s} | {floor_ms} {t['peer'] * 1e3:8.2f} {t['ours'] * 1e3:8.2f} | "
+        f"{t['peer'] / t['ours']:8.2f}x {ratio}", flush=True)
+
+
 def peers(rounds):
-  """Residual VQ and FSQ against vector-quantize-pytorch, and the matmul floor of RVQ."""
+  """Residual VQ (plain and grouped), FSQ and LFQ against vector-quantize-pytorch, and the
+  matmul floor of the residual ones."""
   try:
     import torch
-    from vector_quantize_pytorch import FSQ, ResidualVQ
+    from vector_quantize_pytorch import FSQ, LFQ, GroupedResidualVQ, ResidualVQ
   except ImportError:
-    print("\nvector-quantize-pytorch is not installed: residual VQ and FSQ rows skipped "
-          "(pip install torch==2.13.0, then pip install -e \".[bench]\").")
+    print("\nvector-quantize-pytorch is not installed: its rows are skipped (pip install "
+          "torch --index-url https://download.pytorch.org/whl/cpu, then pip install -e "
+          "\".[bench]\").")
     return
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
   rng = np.random.default_rng(0)
+
+  def inputs(n, depth):
+    return (tf.constant(rng.normal(size=(n, depth)).astype(np.float32)),
+            tf.constant(rng.normal(size=(n, depth)).astype(np.float32)))
+
   n, depth, codebook_size, levels_q = 8192, 256, 1024, 8
-  levels = [8, 5, 5, 5]
   print(f"\nAgainst vector-quantize-pytorch (torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads), N = {n}; median of {rounds} rounds:")
+        f"{torch.get_num_threads()} threads), N = {n} unless given; median of {rounds} rounds:")
   header = (f"{'layer':34s} | {'floor ms':>8s} {'peer ms':>8s} {'ours ms':>8s} | "
             f"{'peer/ours':>9s} {'ours/floor':>10s}")
   print(header)
   print("-" * len(header))
-  x = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
-  w = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
-  codebook = tf.constant(rng.normal(size=(codebook_size, depth)).astype(np.float32))
-  floor = matmul_step(codebook)
+  x, w = inputs(n, depth)
+  floor = matmul_step(tf.constant(rng.normal(size=(codebook_size, depth)).astype(np.float32)))
   steps = {
       "floor": lambda x, w: [floor(x, w) for _ in range(levels_q)][-1],
       "peer": torch_step(ResidualVQ(dim=depth, num_quantizers=levels_q,
                                     codebook_size=codebook_size, decay=0.99), x, w, True),
       "ours": our_residual_step(depth, codebook_size, levels_q)}
-  t = time_interleaved(steps, x, w, rounds, 1)
-  print(f"{f'residual VQ Q={levels_q} K={codebook_size} D={depth}':34s} | "
-        f"{t['floor'] * 1e3:8.2f} {t['peer'] * 1e3:8.2f} {t['ours'] * 1e3:8.2f} | "
-        f"{t['peer'] / t['ours']:8.2f}x {t['ours'] / t['floor']:9.2f}x", flush=True)
-  x = tf.constant(rng.normal(size=(n, len(levels))).astype(np.float32))
-  w = tf.constant(rng.normal(size=(n, len(levels))).astype(np.float32))
+  peer_row(f"residual VQ Q={levels_q} K={codebook_size} D={depth}",
+           time_interleaved(steps, x, w, rounds, 1))
+  groups, grouped_q = 2, 4
+  half_floor = matmul_step(tf.constant(
+      rng.normal(size=(codebook_size, depth // groups)).astype(np.float32)))
+  steps = {
+      "floor": lambda x, w: [half_floor(x[:, :depth // groups], w)
+                             for _ in range(groups * grouped_q)][-1],
+      "peer": torch_step(GroupedResidualVQ(dim=depth, groups=groups, num_quantizers=grouped_q,
+                                           codebook_size=codebook_size, decay=0.99),
+                         x, w, True),
+      "ours": our_grouped_residual_step(depth, codebook_size, grouped_q, groups)}
+  peer_row(f"grouped RVQ G={groups} Q={grouped_q} K={codebook_size}",
+           time_interleaved(steps, x, w, rounds, 1))
+  levels = [8, 5, 5, 5]
+  x, w = inputs(n, len(levels))
   steps = {"peer": torch_step(FSQ(levels=levels), x, w, False), "ours": our_fsq_step(levels)}
-  t = time_interleaved(steps, x, w, rounds, 5)
-  print(f"{f'FSQ levels {levels}':34s} | {'-':>8s} {t['peer'] * 1e3:8.2f} "
-        f"{t['ours'] * 1e3:8.2f} | {t['peer'] / t['ours']:8.2f}x {'-':>10s}")
-  print("(floor: the Q distance products [N, D] x [D, K] that no residual VQ step avoids)")
+  peer_row(f"FSQ levels {levels}", time_interleaved(steps, x, w, rounds, 5), floor=False)
+  # The peer's entropy loss holds [N, 2^d] distances and probabilities: N is smaller at
+  # 2^16 codes so that it fits beside the rest.
+  for bits, lfq_n in ((10, n), (16, 1024)):
+    x, w = inputs(lfq_n, bits)
+    steps = {"peer": torch_step(LFQ(dim=bits, codebook_size=2 ** bits,
+                                    entropy_loss_weight=0.1, diversity_gamma=1.0), x, w, True),
+             "ours": our_lfq_step(bits)}
+    peer_row(f"LFQ 2^{bits} codes, entropy, N={lfq_n}",
+             time_interleaved(steps, x, w, rounds, 2), floor=False)
+  print("(floor: the distance products [N, D] x [D, K] that no residual VQ step avoids)")
 
 
 def memory_child(update, n, depth, codebook_size):
