@@ -32,6 +32,9 @@ EXTRAS_REQUIRE = {
     # matplotlib draws the benchmarks' figures.
     "bench": ["dm-sonnet>=2.0.2", "dm-tree>=0.1.8", "vector-quantize-pytorch>=1.20",
               "matplotlib>=3.8"],
+    # The documentation site: `mkdocs build --strict` (mkdocs.yml), the API reference from
+    # the docstrings.
+    "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings-python>=1.10"],
 }
 
 setuptools.setup(

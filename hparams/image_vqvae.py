@@ -99,16 +99,19 @@ def vq_gradient_cifar():
 
 @registry.register_hparams
 def vq_em_cifar_small():
+  """vq_em_cifar at CPU size (SMALL: 8 x 8 x 2 codes of 128, a 2-layer prior)."""
   return vq_em_cifar().derive(**SMALL)
 
 
 @registry.register_hparams
 def vq_ema_cifar_small():
+  """vq_ema_cifar at CPU size (SMALL)."""
   return vq_ema_cifar().derive(**SMALL)
 
 
 @registry.register_hparams
 def vq_gradient_cifar_small():
+  """vq_gradient_cifar at CPU size (SMALL)."""
   return vq_gradient_cifar().derive(**SMALL)
 
 
@@ -158,14 +161,17 @@ def vq_simvq_cifar_small():
 
 @registry.register_hparams
 def vq_em_cifar_tiny():
+  """vq_em_cifar at test size (TINY)."""
   return vq_em_cifar().derive(**TINY)
 
 
 @registry.register_hparams
 def vq_ema_cifar_tiny():
+  """vq_ema_cifar at test size (TINY)."""
   return vq_ema_cifar().derive(**TINY)
 
 
 @registry.register_hparams
 def vq_gradient_cifar_tiny():
+  """vq_gradient_cifar at test size (TINY)."""
   return vq_gradient_cifar().derive(**TINY)

@@ -115,6 +115,8 @@ class ImageCifar10(problem.ImageProblem):
   image_shape = (32, 32, 3)
 
   def read_raw(self, data_dir, raw_dir, log):
+    """The CIFAR-10 batches (binary or python, loose or in the official archive) in
+    `raw_dir`, else tensorflow-datasets' `cifar10`."""
     if raw_dir is not None:
       for layout, reader in ((BINARY, read_cifar10_binary), (PYTHON, read_cifar10_pickle)):
         found = _find_batches(raw_dir, layout, log)
@@ -129,6 +131,8 @@ class ImageCifar10(problem.ImageProblem):
     return self.read_tfds(data_dir, raw_dir, log)
 
   def read_tfds(self, data_dir, raw_dir, log):
+    """CIFAR-10 from tensorflow-datasets, downloaded into `data_dir` (or from the
+    archive in `raw_dir`)."""
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     log(f"image_cifar10: no raw files in --raw_dir={raw_dir}; trying tensorflow-datasets")
     builder = problem.prepare_tfds(

@@ -45,6 +45,8 @@ class TranslateEnde(problem.TranslationProblem):
     return sources, targets
 
   def tfds_builder(self, split, data_dir, raw_dir, log):
+    """tensorflow-datasets' `wmt14_translate/de-en` builder, prepared from the files
+    in `raw_dir` when they are there; a DataError naming them when offline."""
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     local = self.local_files(split, raw_dir)
 

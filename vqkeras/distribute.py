@@ -110,4 +110,5 @@ def is_chief():
 
 
 def worker_index():
+  """This worker's index in TF_CONFIG (0 without it)."""
   return json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)

@@ -63,6 +63,7 @@ class TranslationServing(tf.Module):
         input_signature=[tf.TensorSpec([None, None], tf.int32, name="inputs")])
 
   def signatures(self):
+    """The SavedModel's signatures by name."""
     return {"serving_default": self.translate, "translate_ids": self.translate_ids}
 
 
@@ -97,6 +98,7 @@ class ImageServing(tf.Module):
                          tf.TensorSpec([], tf.float32, name="temperature")])
 
   def signatures(self):
+    """The SavedModel's signatures by name."""
     signatures = {"serving_default": self.encode, "encode": self.encode, "decode": self.decode}
     if self.has_prior:
       signatures["sample"] = self.sample

@@ -33,11 +33,13 @@ class DataNotFound(DataError):
 
 
 def check_split(split):
+  """Raises DataError unless `split` is one of SPLITS."""
   if split not in SPLITS:
     raise DataError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
 
 
 def log_progress(message):
+  """The default progress log of data preparation: a line on stdout."""
   print(message, flush=True)
 
 
@@ -115,9 +117,12 @@ class ImageProblem(Problem):
   image_shape = None   # (H, W, channels) of every image
 
   def cache_path(self, data_dir):
+    """The prepared images of every split, one `.npz` file in `data_dir`."""
     return pathlib.Path(data_dir) / f"{self.name}.npz"
 
   def read_raw(self, data_dir, raw_dir, log):
+    """{split: (uint8 images `[n, H, W, 3]`, int labels `[n]`)} from the raw files in
+    `raw_dir` or a download; a subclass defines it."""
     raise NotImplementedError
 
   def prepare(self, data_dir, raw_dir, hparams=None, log=log_progress):
@@ -189,9 +194,11 @@ class TranslationProblem(Problem):
                              (self.source_language, self.target_language))
 
   def text_pairs(self, split, data_dir, raw_dir, log):
+    """The (source, target) string pairs of a split, read from `raw_dir` or downloaded."""
     raise NotImplementedError
 
   def training_text(self, data_dir, raw_dir, log):
+    """The lines the SentencePiece vocabulary is trained on (sources and targets)."""
     raise NotImplementedError
 
   def text_lines(self, split, data_dir, raw_dir, log=log_progress):
@@ -203,6 +210,7 @@ class TranslationProblem(Problem):
     return sources, targets
 
   def vocab_path(self, data_dir, hparams):
+    """The SentencePiece model of this problem and vocabulary size in `data_dir`."""
     return pathlib.Path(data_dir) / f"{self.name}.sentencepiece{hparams.vocab_size}.model"
 
   def prepare(self, data_dir, raw_dir, hparams, log=log_progress):
@@ -281,10 +289,12 @@ class DistilledTranslationProblem(TranslationProblem):
     self.split_stems = self.parent.split_stems
 
   def distilled_path(self, data_dir):
+    """The teacher's translations of the training sources, one line per source."""
     return pathlib.Path(data_dir) / (f"{self.parent.name}.distilled.train."
                                      f"{self.target_language}")
 
   def text_pairs(self, split, data_dir, raw_dir, log):
+    """The (source, target) string pairs of a split, read from `raw_dir` or downloaded."""
     pairs = self.parent.text_pairs(split, data_dir, raw_dir, log)
     if split != "train":
       return pairs
@@ -301,9 +311,11 @@ class DistilledTranslationProblem(TranslationProblem):
     return tf.data.Dataset.zip((pairs.map(lambda source, _: source), teacher))
 
   def training_text(self, data_dir, raw_dir, log):
+    """The lines the SentencePiece vocabulary is trained on (sources and targets)."""
     return self.parent.training_text(data_dir, raw_dir, log)
 
   def vocab_path(self, data_dir, hparams):
+    """The SentencePiece model of this problem and vocabulary size in `data_dir`."""
     return self.parent.vocab_path(data_dir, hparams)
 
 
@@ -320,6 +332,7 @@ class ParallelTextFiles:
     self.folder, self.stem, self.languages = pathlib.Path(folder), stem, languages
 
   def expected(self):
+    """The file names looked for, for messages: `stem.lang[.gz]` per language."""
     return [f"{self.stem}.{language}[.gz]" for language in self.languages]
 
   def path(self, language):

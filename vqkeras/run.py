@@ -195,10 +195,12 @@ class Run:
 
   @property
   def step(self):
+    """The training step reached (the optimizer's iterations)."""
     return int(self.optimizer.iterations.numpy())
 
   @property
   def latest_checkpoint(self):
+    """The path of the latest checkpoint in `model_dir`, or None."""
     return self.manager.latest_checkpoint
 
   def restore(self, required=False):

@@ -58,12 +58,15 @@ class Bottleneck(CodeUsage, keras.layers.Layer):
 
   @property
   def codes_per_position(self):
+    """C, the codes of one position."""
     raise NotImplementedError(f"{type(self).__name__} does not define codes_per_position.")
 
   def encode(self, inputs):
+    """Int codes `[..., C]` of float inputs `[..., D]`, without state changes."""
     raise NotImplementedError(f"{type(self).__name__} does not define encode.")
 
   def decode(self, codes):
+    """Float32 vectors `[..., D]` of int codes `[..., C]`."""
     raise NotImplementedError(f"{type(self).__name__} does not define decode.")
 
   @property

@@ -167,6 +167,7 @@ class CodeUsage:
     return step
 
   def update_usage_metrics(self, batch_perplexity, training):
+    """Updates the Keras metrics of the health (codes used and dead codes in training)."""
     if training:
       self.codes_used_metric.update_state(self.codes_used())
       self.dead_codes_metric.update_state(self.dead_codes())

@@ -63,6 +63,8 @@ class CodebookUpdate:
     return codebook
 
   def extra_losses(self, x, quantized, mean_square):
+    """The rule's losses beside the commitment loss (the gradient rule: the codebook
+    loss ||sg[x] - e||^2), given `mean_square(a, b)`, the masked mean."""
     del x, quantized, mean_square
     return []
 
@@ -86,6 +88,8 @@ class GradientUpdate(CodebookUpdate):
     return differentiable_codebook   # the codebook loss reaches the codes
 
   def extra_losses(self, x, quantized, mean_square):
+    """The rule's losses beside the commitment loss (the gradient rule: the codebook
+    loss ||sg[x] - e||^2), given `mean_square(a, b)`, the masked mean."""
     return [mean_square(tf.stop_gradient(x), quantized)]
 
 

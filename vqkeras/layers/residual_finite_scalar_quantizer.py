@@ -67,6 +67,7 @@ class ResidualFiniteScalarQuantizer(Bottleneck):
 
   @property
   def codes_per_position(self):
+    """Q: one code per stage."""
     return self.num_quantizers
 
   @property

@@ -106,6 +106,7 @@ class ImageModel(Model):
     raise NotImplementedError(f"{type(self).__name__} does not define decode_codes.")
 
   def reconstruct(self, images):
+    """uint8 images `[batch, H, W, 3]` decoded from their own codes."""
     return self.decode_codes(self.encode_images(images))
 
   def sample(self, num_samples, temperature=1.0, seed=(0, 0)):

@@ -124,23 +124,28 @@ class ProjectedBottleneck(Bottleneck):
 
   @property
   def codebook_size(self):
+    """K of the quantizer."""
     return self.quantizer.codebook_size
 
   @property
   def codes_per_position(self):
+    """C of the quantizer."""
     return self.quantizer.codes_per_position
 
   @property
   def num_updates(self):
+    """The quantizer's training steps."""
     return self.quantizer.num_updates
 
   def code_layers(self):
     return self.quantizer.code_layers()
 
   def encode(self, inputs):
+    """The quantizer's codes of the projected inputs `[..., depth]`."""
     return self.quantizer.encode(self.project_in(inputs))
 
   def decode(self, codes):
+    """The code vectors projected back to `[..., depth]`."""
     return self.project_out(self.quantizer.decode(codes))
 
   def call(self, inputs, training=None, mask=None, return_codes=False):

@@ -224,9 +224,12 @@ class TransformerStack(keras.layers.Layer):
     return x if cache is None else (x, new_cache)
 
   def memory_keys_values(self, memory):
+    """Each layer's cross-attention keys and values of `memory` (computed once per
+    decoding, not per step)."""
     return [layer.cross_attention.memory_keys_values(memory) for layer in self.layers_]
 
   def empty_cache(self, batch_size):
+    """Each layer's self-attention cache before the first position."""
     return [layer.self_attention.empty_cache(batch_size) for layer in self.layers_]
 
 
@@ -292,6 +295,7 @@ def transformer_optimizer(hparams):
 
 
 def source_encoder(hparams, name="encoder"):
+  """The Transformer encoder stack of a hyper-parameter record."""
   return TransformerStack(hparams.num_layers, hparams.hidden_size, hparams.filter_size,
                           hparams.num_heads, hparams.dropout, name=name)
 
@@ -347,6 +351,8 @@ class Transformer(EncoderDecoder):
     self.decoder = decoder_stack(hparams)
 
   def decode(self, decoder_inputs, memory, memory_mask, training=False):
+    """Token logits `[batch, T, vocab]` of the shifted targets `[batch, T]` given the
+    encoded source (teacher forcing)."""
     y = self.input_dropout(self.embedding(decoder_inputs), training=training)
     y = self.decoder(y, memory=memory, memory_mask=memory_mask, training=training)
     return self.embedding.logits(y)
