@@ -15,10 +15,12 @@ one per level) and steps/s. Roy et al. 2018 report soft EM beating hard EM.
 """
 
 import argparse
+import json
 import pathlib
 import tempfile
 import time
 
+import figures
 from vqkeras import startup
 
 startup.quiet()   # before TensorFlow loads
@@ -45,7 +47,16 @@ def main():
   parser.add_argument("--seed", type=int, default=1)
   parser.add_argument("--only", default="",
                       help="Comma-separated hparams names: train only the sets of these.")
+  parser.add_argument("--json", help="Also write the rows here (JSON), and the bar chart "
+                      "of bits/dim beside it (PNG) unless --plot names another file.")
+  parser.add_argument("--plot", help="Draw held-out bits/dim per bottleneck here (PNG).")
+  parser.add_argument("--from_json", help="Only draw the chart of the rows of an earlier "
+                      "--json (no training).")
   args = parser.parse_args()
+  if args.from_json:
+    rows = json.loads(pathlib.Path(args.from_json).read_text())
+    plot_rows(rows, args.plot or str(pathlib.Path(args.from_json).with_suffix(".png")))
+    return
   only = set(filter(None, args.only.split(",")))
   unknown = only - {hparams for hparams, _ in SETS}
   if unknown:
@@ -68,17 +79,32 @@ def main():
       trainer.train(args.steps, checkpoint_every=0, log_every=max(args.steps // 5, 1))
       seconds = time.perf_counter() - start
       metrics = trainer.evaluator.evaluate("validation")
-      rows.append((name, metrics, args.steps / seconds))
+      rows.append({"name": name, "metrics": metrics, "steps_per_second": args.steps / seconds})
   print(f"\n{args.steps} steps each, seed {args.seed}, held-out split of the CIFAR-10 records")
   print(f"{'hparams':58s} {'bpd total':>9s} {'bpd recon':>9s} {'bpd prior':>9s} {'mse':>7s} "
         f"{'perplexity':>12s} {'codes used':>10s} {'steps/s':>7s}")
-  for name, m, rate in rows:
+  for row in rows:
+    name, m, rate = row["name"], row["metrics"], row["steps_per_second"]
     layers = sorted(key[:-len("/perplexity")] for key in m if key.endswith("/perplexity"))
     perplexity = "/".join(f"{m[f'{layer}/perplexity']:.0f}" for layer in layers)
     used = "/".join(str(m[f"{layer}/codes_used"]) for layer in layers)
     print(f"{name:58s} {m['bits_per_dim_total']:9.3f} {m['bits_per_dim_reconstruction']:9.3f} "
           f"{m['bits_per_dim_prior']:9.3f} {m['mse']:7.4f} {perplexity:>12s} {used:>10s} "
           f"{rate:7.2f}")
+
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+  plot = args.plot or (args.json and str(pathlib.Path(args.json).with_suffix(".png")))
+  if plot and rows:
+    plot_rows(rows, plot)
+
+
+def plot_rows(rows, path):
+  """The held-out bits/dim of each row, reconstruction and prior stacked."""
+  figures.stacked_bits_per_dim(
+      [(row["name"].replace("_cifar_small", "").replace("vq_", ""),
+        row["metrics"]["bits_per_dim_reconstruction"], row["metrics"]["bits_per_dim_prior"])
+       for row in rows], path)
 
 
 if __name__ == "__main__":

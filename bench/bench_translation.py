@@ -38,6 +38,7 @@ import time
 
 import numpy as np
 
+import figures
 from vqkeras import startup
 
 startup.quiet()   # before TensorFlow loads
@@ -251,13 +252,9 @@ def parallel_decode_with_xla(model, predicted):
 def plot_curve(rows, path):
   """BLEU against milliseconds per sentence at batch 1, a point per row (the
   Transformer's greedy and beam points marked), written as a PNG to `path`."""
-  try:
-    import matplotlib   # pylint: disable=import-outside-toplevel
-  except ImportError:
-    print(f"no plot: matplotlib is not installed (pip install -e \".[bench]\")")
+  pyplot = figures.pyplot()
+  if pyplot is None:
     return
-  matplotlib.use("Agg")
-  from matplotlib import pyplot   # pylint: disable=import-outside-toplevel
   figure, axes = pyplot.subplots(figsize=(8, 5), dpi=120)
   models = sorted({r["model"] for r in rows if r["n_c"]})
   for index, model in enumerate(models):

@@ -28,6 +28,7 @@ times it with a temperature that flattens the posterior, the worst case.
 """
 
 import argparse
+import importlib.metadata
 import os
 import resource
 import statistics
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import time
 
+import figures
 from vqkeras import startup
 
 startup.quiet()   # before TensorFlow loads
@@ -194,17 +196,19 @@ def our_lfq_step(num_bits):
   return loss_gradient_step(LookupFreeQuantizer(num_bits, entropy_weight=0.1))
 
 
-def peer_row(label, t, floor=True):
-  """One row of the table against vector-quantize-pytorch."""
+def peer_row(label, t, floor=True, rows=None):
+  """One row of the table against vector-quantize-pytorch (kept in `rows` for the plot)."""
+  if rows is not None:
+    rows.append((label, t["peer"], t["ours"]))
   floor_ms = f"{t['floor'] * 1e3:8.2f}" if floor else f"{'-':>8s}"
   ratio = f"{t['ours'] / t['floor']:9.2f}x" if floor else f"{'-':>10s}"
   print(f"{label:34s} | {floor_ms} {t['peer'] * 1e3:8.2f} {t['ours'] * 1e3:8.2f} | "
         f"{t['peer'] / t['ours']:8.2f}x {ratio}", flush=True)
 
 
-def peers(rounds):
+def peers(rounds, plot=None):
   """Residual VQ (plain and grouped), FSQ and LFQ against vector-quantize-pytorch, and the
-  matmul floor of the residual ones."""
+  matmul floor of the residual ones; with `plot`, the speed-ups drawn there (PNG)."""
   try:
     import torch
     from vector_quantize_pytorch import FSQ, LFQ, GroupedResidualVQ, ResidualVQ
@@ -221,6 +225,7 @@ def peers(rounds):
     return (tf.constant(rng.normal(size=(n, depth)).astype(np.float32)),
             tf.constant(rng.normal(size=(n, depth)).astype(np.float32)))
 
+  rows = []
   n, depth, codebook_size, levels_q = 8192, 256, 1024, 8
   print(f"\nAgainst vector-quantize-pytorch (torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads), N = {n} unless given; median of {rounds} rounds:")
@@ -236,7 +241,7 @@ def peers(rounds):
                                     codebook_size=codebook_size, decay=0.99), x, w, True),
       "ours": our_residual_step(depth, codebook_size, levels_q)}
   peer_row(f"residual VQ Q={levels_q} K={codebook_size} D={depth}",
-           time_interleaved(steps, x, w, rounds, 1))
+           time_interleaved(steps, x, w, rounds, 1), rows=rows)
   groups, grouped_q = 2, 4
   half_floor = matmul_step(tf.constant(
       rng.normal(size=(codebook_size, depth // groups)).astype(np.float32)))
@@ -248,11 +253,12 @@ def peers(rounds):
                          x, w, True),
       "ours": our_grouped_residual_step(depth, codebook_size, grouped_q, groups)}
   peer_row(f"grouped RVQ G={groups} Q={grouped_q} K={codebook_size}",
-           time_interleaved(steps, x, w, rounds, 1))
+           time_interleaved(steps, x, w, rounds, 1), rows=rows)
   levels = [8, 5, 5, 5]
   x, w = inputs(n, len(levels))
   steps = {"peer": torch_step(FSQ(levels=levels), x, w, False), "ours": our_fsq_step(levels)}
-  peer_row(f"FSQ levels {levels}", time_interleaved(steps, x, w, rounds, 5), floor=False)
+  peer_row(f"FSQ levels {levels}", time_interleaved(steps, x, w, rounds, 5), floor=False,
+           rows=rows)
   # The peer's entropy loss holds [N, 2^d] distances and probabilities: N is smaller at
   # 2^16 codes so that it fits beside the rest.
   for bits, lfq_n in ((10, n), (16, 1024)):
@@ -261,8 +267,11 @@ def peers(rounds):
                                     entropy_loss_weight=0.1, diversity_gamma=1.0), x, w, True),
              "ours": our_lfq_step(bits)}
     peer_row(f"LFQ 2^{bits} codes, entropy, N={lfq_n}",
-             time_interleaved(steps, x, w, rounds, 2), floor=False)
+             time_interleaved(steps, x, w, rounds, 2), floor=False, rows=rows)
   print("(floor: the distance products [N, D] x [D, K] that no residual VQ step avoids)")
+  if plot:
+    figures.speedups(rows, plot, f"Ours against vector-quantize-pytorch "
+                     f"{importlib.metadata.version('vector-quantize-pytorch')}, one training step")
 
 
 def memory_child(update, n, depth, codebook_size):
@@ -295,6 +304,8 @@ def main():
   parser.add_argument("--memory_child", nargs=4)
   parser.add_argument("--only_peers", action="store_true",
                       help="Only the rows against vector-quantize-pytorch.")
+  parser.add_argument("--plot", help="Draw the speed-ups against vector-quantize-pytorch "
+                      "here (PNG).")
   args = parser.parse_args()
   if args.memory_child:
     update, n, depth, codebook_size = args.memory_child
@@ -303,7 +314,7 @@ def main():
   if not args.only_peers:
     speed(args.rounds)
     memory()
-  peers(args.rounds)
+  peers(args.rounds, args.plot)
 
 
 if __name__ == "__main__":
