@@ -56,11 +56,13 @@ def main():
   held_out, _ = run.problem.arrays("validation", args.data_dir, args.raw_dir)
   reconstructions = run.model.reconstruct(held_out[:8]).numpy()
   path = pathlib.Path(args.model_dir) / "reconstructions.png"
-  images.write_png(path, images.image_grid(np.stack([held_out[:8], reconstructions])))
+  images.write_png(path, images.labelled_grid(np.stack([held_out[:8], reconstructions]),
+                                              ["held-out images", "reconstructions"]))
   print(f"wrote {path} (top: held-out images, bottom: their reconstructions)")
   samples = run.model.sample(16, seed=(1, 0)).numpy()
   path = pathlib.Path(args.model_dir) / "samples.png"
-  images.write_png(path, images.image_grid(samples.reshape((2, 8) + samples.shape[1:])))
+  images.write_png(path, images.labelled_grid(samples.reshape((2, 8) + samples.shape[1:]),
+                                              ["samples of the prior", ""]))
   print(f"wrote {path} (16 images sampled from the Transformer prior over the codes)")
 
 

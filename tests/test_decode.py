@@ -3,6 +3,7 @@
 import json
 import re
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -15,12 +16,23 @@ from vqkeras.files import read_lines
 def test_decode_writes_samples_and_reconstructions(cifar_run, tmp_path):
   common = cifar_run
   result = run_tool("decode", *common, "--num_images=10", "--decode_hparams=temperature=0.7",
-                    f"--decode_to_file={tmp_path / 'samples.png'}")
+                    "--image_scale=1", f"--decode_to_file={tmp_path / 'samples.png'}")
   assert result.returncode == 0, result.stderr
-  samples = tf.io.decode_png(tf.io.read_file(str(tmp_path / "samples.png")))
+  samples = tf.io.decode_png(tf.io.read_file(str(tmp_path / "samples.png"))).numpy()
   assert samples.shape == (2 * 32, 8 * 32, 3)            # 10 samples, rows of 8
+  # The default: each pixel 4 x 4, 4 white pixels around each image, a label band of
+  # 5 x 2 pixels of text and 4 of margin on each side above each row.
+  result = run_tool("decode", *common, "--num_images=10", "--decode_hparams=temperature=0.7",
+                    f"--decode_to_file={tmp_path / 'big.png'}")
+  assert result.returncode == 0, result.stderr
+  big = tf.io.decode_png(tf.io.read_file(str(tmp_path / "big.png"))).numpy()
+  band = 10 + 2 * 4
+  assert big.shape == (2 * (band + 128) + 4, 8 * (128 + 4) + 4, 3)
+  first = big[band:band + 128, 4:4 + 128]
+  np.testing.assert_array_equal(first[::4, ::4], samples[:32, :32])   # the same draw
+  assert (big[:band, 300:] == 255).all() and (big[:band, :100] == 0).any()   # a label
   result = run_tool("decode", *common, "--num_samples=4", "--reconstructions",   # old name
-                    f"--decode_to_file={tmp_path / 'pairs.png'}")
+                    "--image_scale=1", f"--decode_to_file={tmp_path / 'pairs.png'}")
   assert result.returncode == 0, result.stderr
   pairs = tf.io.decode_png(tf.io.read_file(str(tmp_path / "pairs.png")))
   assert pairs.shape == (32, 8 * 32, 3)                  # 4 images and their reconstructions

@@ -25,12 +25,18 @@ FLAGS = flags.FLAGS
 COLUMNS = 8
 
 
+def image_rows(images_):
+  """uint8 images `[n, H, W, C]` as rows of COLUMNS `[rows, COLUMNS, H, W, C]` (the last row
+  padded black)."""
+  images_ = np.asarray(images_)
+  missing = -len(images_) % COLUMNS
+  images_ = np.concatenate([images_, np.zeros((missing,) + images_.shape[1:], np.uint8)])
+  return images_.reshape((-1, COLUMNS) + images_.shape[1:])
+
+
 def image_grid_of(rows):
   """uint8 images `[n, H, W, C]` as a grid of COLUMNS columns (the last row padded black)."""
-  rows = np.asarray(rows)
-  missing = -len(rows) % COLUMNS
-  rows = np.concatenate([rows, np.zeros((missing,) + rows.shape[1:], np.uint8)])
-  return images.image_grid(rows.reshape((-1, COLUMNS) + rows.shape[1:]))
+  return images.image_grid(image_rows(rows))
 
 
 def log_to_stderr(message):
@@ -78,15 +84,28 @@ def decode_images(trained, options):
   model = trained.model
   if not FLAGS.decode_to_file:
     raise ValueError("--decode_to_file is required for images, e.g. --decode_to_file=samples.png.")
+  scale = FLAGS.image_scale
   if FLAGS.reconstructions:
     originals, _ = trained.problem.arrays("validation", FLAGS.data_dir, flags.raw_dir())
     originals = originals[:FLAGS.num_images]
-    pairs = np.stack([originals, model.reconstruct(originals).numpy()], axis=1)
-    grid = image_grid_of(pairs.reshape((-1,) + originals.shape[1:]))
+    reconstructions = model.reconstruct(originals).numpy()
+    if scale == 1:
+      pairs = np.stack([originals, reconstructions], axis=1)
+      grid = image_grid_of(pairs.reshape((-1,) + originals.shape[1:]))
+    else:   # a row of images, then a row of their reconstructions
+      rows = np.stack([image_rows(originals), image_rows(reconstructions)], axis=1)
+      labels = ["validation images", "reconstructions"] * len(rows)
+      grid = images.labelled_grid(rows.reshape((-1,) + rows.shape[2:]), labels, scale)
     what = f"{len(originals)} validation images, each followed by its reconstruction"
   else:
     samples = model.sample(FLAGS.num_images, options.temperature, (options.seed, 0)).numpy()
-    grid = image_grid_of(samples)
+    if scale == 1:
+      grid = image_grid_of(samples)
+    else:
+      rows = image_rows(samples)
+      labels = [f"samples {COLUMNS * i + 1}-{min(COLUMNS * (i + 1), len(samples))}, "
+                f"temperature {options.temperature:g}" for i in range(len(rows))]
+      grid = images.labelled_grid(rows, labels, scale)
     what = f"{FLAGS.num_images} samples at temperature {options.temperature}"
   images.write_png(FLAGS.decode_to_file, grid)
   print(f"wrote {FLAGS.decode_to_file}: {what}")
@@ -119,6 +138,9 @@ def run():
                        "input line (default or '-': stdout), or the PNG grid of images.")
   define.DEFINE_bool("reconstructions", False, "Write validation images beside their "
                      "reconstructions instead of samples.")
+  define.DEFINE_integer("image_scale", 4, "Images: each pixel as scale x scale pixels, with a "
+                        "label above each row; 1: the plain 1:1 grid (as TensorBoard shows).",
+                        lower_bound=1)
   flags.run_tool(main)
 
 
