@@ -53,8 +53,8 @@ def test_overrides_are_parsed_by_field_type():
     ("vq_em", "dropout=high", r"dropout: 'high' is not a number"),
     ("vq_em_cifar", "restart_dead_codes=yes", r"'yes' is not true or false"),
     ("vq_em", "bottleneck=kmeans", r"bottleneck: 'kmeans'; expected gradient or ema or soft_em"),
-    ("vq_em", "bottleneck=rvq", r"bottleneck: 'rvq'; expected one of .*fsq, gumbel \(the latent "
-     r"predictor predicts one code per latent"),
+    ("vq_em", "bottleneck=rvq", r"bottleneck: 'rvq'; expected one of .*fsq, gumbel, lfq, bsq, simvq "
+     r"\(the latent predictor predicts one code per latent"),
     ("vq_em", "num_heads=7", r"num_heads: 7; expected a divisor of hidden_size=512"),
     ("vq_em", "learning_rate", r"expected name=value"),
 ])
