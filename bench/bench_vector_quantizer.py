@@ -274,15 +274,30 @@ def peers(rounds, plot=None):
                      f"{importlib.metadata.version('vector-quantize-pytorch')}, one training step")
 
 
-def memory_child(update, n, depth, codebook_size):
-  """Runs a few steps and prints the peak resident memory in GB."""
+def memory_child(kind, n, depth, codebook_size):
+  """Runs a few steps of one layer and prints the peak resident memory in GB: a
+  VectorQuantizer with update `kind`, or `lfq` (a LookupFreeQuantizer of `depth` bits) or
+  `fsq` (a FiniteScalarQuantizer of `depth` channels of 4 levels, K = 4^depth)."""
   rng = np.random.default_rng(0)
   x = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
   w = tf.constant(rng.normal(size=(n, depth)).astype(np.float32))
-  step = our_step(update, depth, codebook_size)
+  if kind == "lfq":
+    from vqkeras.layers import LookupFreeQuantizer
+    step = loss_gradient_step(LookupFreeQuantizer(depth))
+  elif kind == "fsq":
+    step = our_fsq_step([4] * depth)
+  else:
+    step = our_step(kind, depth, codebook_size)
   for _ in range(2):
     step(x, w).numpy()
   print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+
+
+def child_gigabytes(kind, n, depth, codebook_size):
+  """The peak resident memory of `memory_child` in a fresh process."""
+  out = subprocess.run([sys.executable, __file__, "--memory_child", kind, str(n), str(depth),
+                        str(codebook_size)], capture_output=True, text=True, check=True)
+  return float(out.stdout.strip().splitlines()[-1])
 
 
 def memory():
@@ -290,26 +305,32 @@ def memory():
   print(f"\nPeak resident memory of the whole process (TensorFlow included), "
         f"N={n} D={depth} K={codebook_size}:")
   for update in ("ema", "soft_em"):
-    out = subprocess.run([sys.executable, __file__, "--memory_child", update, str(n),
-                          str(depth), str(codebook_size)], capture_output=True, text=True,
-                         check=True)
-    gigabytes = float(out.stdout.strip().splitlines()[-1])
+    gigabytes = child_gigabytes(update, n, depth, codebook_size)
     print(f"  {update:8s} {gigabytes:5.2f} GB  (target: within 4 GB; the full distance "
           f"matrix alone would be {n * codebook_size * 4 / 2**30:.1f} GB)")
+  print(f"Large implicit codebooks, N={n}, a training step with their losses and health "
+        f"(target: under 1 GB):")
+  for kind, bits, label in (("lfq", 18, "LFQ, 2^18 codes, exact entropy"),
+                            ("fsq", 16, "FSQ, levels [4] * 16 = 2^32 codes")):
+    print(f"  {label:34s} {child_gigabytes(kind, n, bits, 0):5.2f} GB")
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=15)
   parser.add_argument("--memory_child", nargs=4)
+  parser.add_argument("--only_memory", action="store_true", help="Only the memory rows.")
   parser.add_argument("--only_peers", action="store_true",
                       help="Only the rows against vector-quantize-pytorch.")
   parser.add_argument("--plot", help="Draw the speed-ups against vector-quantize-pytorch "
                       "here (PNG).")
   args = parser.parse_args()
   if args.memory_child:
-    update, n, depth, codebook_size = args.memory_child
-    memory_child(update, int(n), int(depth), int(codebook_size))
+    kind, n, depth, codebook_size = args.memory_child
+    memory_child(kind, int(n), int(depth), int(codebook_size))
+    return
+  if args.only_memory:
+    memory()
     return
   if not args.only_peers:
     speed(args.rounds)

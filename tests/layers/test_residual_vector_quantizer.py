@@ -174,13 +174,14 @@ def test_a_shared_codebook_serves_every_level(cifar_patches):
   np.testing.assert_allclose(out.quantized.numpy(), total, atol=1e-5)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
 def test_mirrored_replicas_train_as_one_device_on_the_global_batch(cifar_patches,
-                                                                  mirrored_strategy):
+                                                                  mirrored_strategy, groups):
   batch = cifar_patches[:128]
 
   def train(strategy):
     with strategy.scope():
-      layer = ResidualVectorQuantizer(16, 2, update="ema", decay=0.8, seed=5)
+      layer = ResidualVectorQuantizer(16, 2, update="ema", decay=0.8, seed=5, groups=groups)
       layer.build((None, 48))
     replicas = strategy.num_replicas_in_sync
     shards = np.split(batch, replicas)

@@ -59,6 +59,45 @@ def test_simvq_codebook_loss_gradient_reaches_the_map_and_moves_every_code(cifar
   assert moved.all()   # ...and all of them move
 
 
+def test_mirrored_simvq_and_orthogonal_train_as_one_device(cifar_patches, mirrored_strategy):
+  """Two replicas: the map's and the codebook's gradients (codebook, commitment and
+  orthogonal losses as the train step sums them) equal one device's on the global batch."""
+  x, basis = patches_and_basis(cifar_patches, size=16)
+  x = x[:128].astype(np.float32)
+
+  def gradients(strategy):
+    with strategy.scope():
+      layers = [simvq(basis, orthogonal_weight=0.2),
+                VectorQuantizer(16, update="gradient", orthogonal_weight=0.2,
+                                orthogonal_used_only=True, seed=0,
+                                codebook_initializer=keras.initializers.Constant(basis[None]))]
+      layers[1].build((None, 8))   # simvq() builds its layer
+    replicas = strategy.num_replicas_in_sync
+    shards = np.split(x, replicas)
+
+    def replica_step(x):
+      with tf.GradientTape() as tape:
+        loss = 0.0
+        for layer in layers:
+          loss += tf.reduce_sum(layer(x, training=True)) / len(shards[0]) / replicas
+          loss += tf.add_n(layer.losses) / replicas
+      variables = [layer.trainable_weights[0] for layer in layers]
+      return tape.gradient(loss, variables)
+
+    @tf.function
+    def step(x):
+      grads = strategy.run(replica_step, args=(x,))
+      return [strategy.reduce("SUM", g, axis=None) for g in grads]
+
+    return step(strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(shards[context.replica_id_in_sync_group])))
+
+  want = gradients(tf.distribute.OneDeviceStrategy("/cpu:0"))
+  got = gradients(mirrored_strategy)
+  for a, b in zip(want, got):
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-7)
+
+
 def orthogonal_reference(codebook, used=None):
   unit = codebook / np.linalg.norm(codebook, axis=-1, keepdims=True)
   if used is not None:
