@@ -313,7 +313,9 @@ def nat_label(run):
           (" + distillation" if "distilled" in run.config.problem else "") +
           (", layer norm" if hparams.latent_normalization == "layer" else "") +
           (f", glancing {hparams.glancing_ratio:g}-{hparams.glancing_final_ratio:g}"
-           if hparams.glancing_ratio else ""))
+           if hparams.glancing_ratio else "") +
+          (f", predictor gradient {hparams.predictor_gradient_weight:g}"
+           if hparams.predictor_gradient_weight else ""))
 
 
 def setting(row):
@@ -381,7 +383,8 @@ def print_targets(rows, greedy):
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--data_dir", required=True, help="The data_dir the runs trained with.")
+  parser.add_argument("--data_dir", help="The data_dir the runs trained with (required but "
+                      "with --from_json).")
   parser.add_argument("--raw_dir", default=str(SHARED / "multi30k"))
   parser.add_argument("--ar", help="model_dir of the autoregressive Transformer.")
   parser.add_argument("--nat", default="", help="Comma-separated model_dirs of latent "
@@ -403,7 +406,15 @@ def main():
   parser.add_argument("--json", help="Also write the rows here.")
   parser.add_argument("--plot", help="Also draw BLEU against batch-1 latency here (PNG; "
                       "default: beside --json).")
+  parser.add_argument("--from_json", help="Only draw the curve of the rows of an earlier "
+                      "--json (no measuring), to --plot or beside it.")
   args = parser.parse_args()
+  if args.from_json:
+    rows = json.loads(pathlib.Path(args.from_json).read_text())["table"]
+    plot_curve(rows, args.plot or str(pathlib.Path(args.from_json).with_suffix(".png")))
+    return
+  if not args.data_dir:
+    parser.error("--data_dir is required (the data_dir the runs trained with).")
   candidates = [int(k) for k in args.candidates.split(",") if k and int(k) > 1]
   first_code = [int(k) for k in args.first_code_candidates.split(",") if k and int(k) > 1]
 
