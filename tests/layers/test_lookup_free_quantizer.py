@@ -236,6 +236,33 @@ def test_mirrored_replicas_compute_the_global_batch(cifar_patches, mirrored_stra
       np.testing.assert_array_equal(value.numpy(), getattr(single, name).numpy(), err_msg=name)
 
 
+def test_mirrored_replicas_count_the_distinct_codes_of_the_global_batch(cifar_patches,
+                                                                         mirrored_strategy):
+  """Above 2^20 codes the health comes from the batch's distinct codes, gathered over the
+  replicas: two replicas hold one device's count and perplexity of the global batch."""
+  z = encoder_outputs(cifar_patches[:256], 24).astype(np.float32)
+  valid = np.arange(len(z)) % 3 != 0
+  single = LookupFreeQuantizer(24)
+  single(z, training=True, mask=valid)
+  with mirrored_strategy.scope():
+    mirrored = LookupFreeQuantizer(24)
+    mirrored.build(z.shape)
+  assert not mirrored.tracks_codes
+  shards = [np.split(a, 2) for a in (z, valid)]
+
+  @tf.function
+  def step(x, mask):
+    mirrored_strategy.run(lambda x, mask: mirrored(x, training=True, mask=mask), args=(x, mask))
+
+  step(*[mirrored_strategy.experimental_distribute_values_from_function(
+      lambda context, i=i: tf.constant(shards[i][context.replica_id_in_sync_group]))
+         for i in range(2)])
+  assert int(single.batch_codes_used) == len(np.unique(reference(z, False)[2][valid]))
+  for name in ("batch_codes_used", "batch_perplexity", "num_updates"):
+    for value in getattr(mirrored, name).value.values:
+      np.testing.assert_array_equal(value.numpy(), getattr(single, name).numpy(), err_msg=name)
+
+
 def test_mixed_precision_quantizes_in_float32(cifar_patches):
   z = tf.cast(tf.cast(encoder_outputs(cifar_patches[:200], 8), tf.bfloat16), tf.float32)
   plain = LookupFreeQuantizer(8)(z, training=True, return_codes=True)
