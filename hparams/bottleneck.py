@@ -132,6 +132,9 @@ class BottleneckHParams(HParams):
           "orthogonal_weight", self.orthogonal_weight,
           "0, or a float > 0 under bottleneck=gradient or simvq (a codebook trained by "
           "gradient)")
+    check(not (self.restart_dead_codes and self.bottleneck == "simvq"), "restart_dead_codes",
+          self.restart_dead_codes, "false under bottleneck=simvq (a restart would move the "
+          "frozen basis, not the codes)")
     levels = self.fsq_levels.split("x")
     check(all(level.isdigit() and int(level) >= 2 for level in levels), "fsq_levels",
           self.fsq_levels, "integers of at least 2 separated by x, e.g. 8x5x5x5")

@@ -47,6 +47,7 @@ def test_every_kind_builds_a_bottleneck_with_codes_per_position(kind):
     ("bottleneck=rfsq,fsq_levels=4x3,latent_depth=3", "the number of fsq_levels = 2"),
     ("bottleneck=ema,groups=2", "under bottleneck=rvq"),
     ("bottleneck=ema,orthogonal_weight=0.1", "under bottleneck=gradient or simvq"),
+    ("bottleneck=simvq,restart_dead_codes=true", "false under bottleneck=simvq"),
 ])
 def test_a_kind_refuses_codes_that_do_not_fit_its_latents(overrides, message):
   with pytest.raises(HParamsError, match=message):
