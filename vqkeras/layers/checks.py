@@ -46,6 +46,18 @@ def integer_codes(layer_name, codes):
   return codes
 
 
+def position_codes(layer_name, codes, width, named=None, note=""):
+  """`codes` for `decode`: integers whose last dimension is a position's `width` codes;
+  ValueError otherwise, naming the shape as `[..., named=width]` (or `[..., width]`) and
+  `note`."""
+  codes = integer_codes(layer_name, codes)
+  if codes.shape.rank is None or codes.shape[-1] != width:
+    expected = f"{named}={width}" if named else f"{width}"
+    raise ValueError(f"{layer_name}.decode expects codes of shape [..., {expected}]{note}, got "
+                     f"{codes.shape}.")
+  return codes
+
+
 def seed_or_random(seed):
   """`seed`, or a random int seed (drawn from TensorFlow's global generator) when None."""
   return seed if seed is not None else int(tf.random.uniform([], 0, 2**31 - 1, tf.int64))

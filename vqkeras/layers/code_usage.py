@@ -120,9 +120,7 @@ class CodeUsage:
   def dead_codes(self):
     """Codes (summed over blocks) not used within the last `usage_window` training steps
     (above MAX_TRACKED_CODES: in the last training batch, int64)."""
-    if not self.tracks_codes:
-      return math.prod(self.usage_shape) - self.codes_used()
-    return tf.size(self.last_used) - self.codes_used()
+    return math.prod(self.usage_shape) - self.codes_used()
 
   def usage_histogram(self):
     """The last training batch's count of each code, flat `[B * K]`, or None when the
@@ -169,6 +167,7 @@ class CodeUsage:
   def update_usage_metrics(self, batch_perplexity, training):
     """Updates the Keras metrics of the health (codes used and dead codes in training)."""
     if training:
-      self.codes_used_metric.update_state(self.codes_used())
-      self.dead_codes_metric.update_state(self.dead_codes())
+      used = self.codes_used()
+      self.codes_used_metric.update_state(used)
+      self.dead_codes_metric.update_state(math.prod(self.usage_shape) - used)
     self.perplexity_metric.update_state(batch_perplexity)

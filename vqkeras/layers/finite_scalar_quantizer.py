@@ -131,10 +131,8 @@ class FiniteScalarQuantizer(Bottleneck):
 
   def decode(self, codes):
     """The code vectors of int `[..., C]` indices: float32 `[..., d]`."""
-    codes = checks.integer_codes(self.name, codes)
-    if codes.shape.rank is None or codes.shape[-1] != self.codes_per_position:
-      raise ValueError(f"{self.name}.decode expects codes of shape [..., "
-                       f"{self.codes_per_position}] (num_codebooks, or 1), got {codes.shape}.")
+    codes = checks.position_codes(self.name, codes, self.codes_per_position,
+                                  note=" (num_codebooks, or 1)")
     return self._ungrouped(self.indices_to_codes(codes))
 
   # The forward pass.

@@ -95,10 +95,7 @@ class GumbelSoftmaxQuantizer(PerReplicaLosses, Bottleneck):
 
   def decode(self, codes):
     """The code vectors of int `[..., 1]` codes: float32 `[..., D]`."""
-    codes = checks.integer_codes(self.name, codes)
-    if codes.shape.rank is None or codes.shape[-1] != 1:
-      raise ValueError(f"{self.name}.decode expects codes of shape [..., 1], got "
-                       f"{codes.shape}.")
+    codes = checks.position_codes(self.name, codes, 1)
     return tf.gather(self.codebook, tf.cast(codes[..., 0], tf.int32))
 
   def call(self, inputs, training=None, mask=None, return_codes=False):

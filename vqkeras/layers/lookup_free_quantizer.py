@@ -148,10 +148,8 @@ class LookupFreeQuantizer(PerReplicaLosses, Bottleneck):
 
   def decode(self, codes):
     """The corners of int codes `[..., C]`: float32 `[..., C * d]`."""
-    codes = checks.integer_codes(self.name, codes)
-    if codes.shape.rank is None or codes.shape[-1] != self.codes_per_position:
-      raise ValueError(f"{self.name}.decode expects codes of shape [..., "
-                       f"{self.codes_per_position}] (num_codebooks, or 1), got {codes.shape}.")
+    codes = checks.position_codes(self.name, codes, self.codes_per_position,
+                                  note=" (num_codebooks, or 1)")
     return self.codes_to_vectors(codes)
 
   # The forward pass.
@@ -181,7 +179,8 @@ class LookupFreeQuantizer(PerReplicaLosses, Bottleneck):
     layer computes it."""
     logits = 4.0 * self.scale * tf.transpose(x, [1, 0, 2]) / self.temperature   # [C, N, d]
     log_one, log_zero = tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)
-    per_position = -tf.reduce_sum(tf.exp(log_one) * log_one + tf.exp(log_zero) * log_zero,
+    p_one = tf.exp(log_one)
+    per_position = -tf.reduce_sum(p_one * log_one + tf.exp(log_zero) * log_zero,
                                   axis=-1)   # [C, N]
     weights = (tf.ones_like(per_position[0]) if valid is None
                else tf.cast(valid, per_position.dtype))
@@ -189,7 +188,7 @@ class LookupFreeQuantizer(PerReplicaLosses, Bottleneck):
     if self.exact_entropy:
       batch = exact_batch_entropy(log_one, log_zero, weights, count)
     else:
-      batch = factorized_batch_entropy(tf.exp(log_one), weights, count)
+      batch = factorized_batch_entropy(p_one, weights, count)
     return (global_mean(tf.reduce_mean(per_position, axis=0), valid) -
             self.diversity_weight * tf.reduce_mean(batch))
 

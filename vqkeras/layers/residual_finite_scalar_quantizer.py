@@ -107,10 +107,7 @@ class ResidualFiniteScalarQuantizer(Bottleneck):
 
   def decode(self, codes):
     """The sum of the stages' grid points of int codes `[..., Q]`: float32 `[..., d]`."""
-    codes = checks.integer_codes(self.name, codes)
-    if codes.shape.rank is None or codes.shape[-1] != self.num_quantizers:
-      raise ValueError(f"{self.name}.decode expects codes of shape [..., num_quantizers="
-                       f"{self.num_quantizers}], got {codes.shape}.")
+    codes = checks.position_codes(self.name, codes, self.num_quantizers, "num_quantizers")
     return tf.add_n([stage.decode(codes[..., i:i + 1]) * scale
                      for i, (stage, scale) in enumerate(zip(self.stages, self.scales))])
 

@@ -257,10 +257,7 @@ class VectorQuantizer(PerReplicaLosses, Bottleneck):
 
   def decode(self, codes):
     """Code vectors of int `[..., B]` codes: float32 `[..., D]`."""
-    codes = checks.integer_codes(self.name, codes)
-    if codes.shape.rank is None or codes.shape[-1] != self.num_blocks:
-      raise ValueError(f"{self.name}.decode expects codes of shape [..., num_blocks="
-                       f"{self.num_blocks}], got {codes.shape}.")
+    codes = checks.position_codes(self.name, codes, self.num_blocks, "num_blocks")
     outer = tf.shape(codes)[:-1]
     blocks = tf.transpose(tf.reshape(tf.cast(codes, tf.int32), [-1, self.num_blocks]))
     vectors = quantization.lookup(self._codebook_without_gradient(),
