@@ -236,12 +236,12 @@ def test_the_latent_models_stacks_take_their_own_depths():
                                        "bottleneck=gumbel,bottleneck_bits=4",
                                        "bottleneck=lfq,bottleneck_bits=4",
                                        "bottleneck=bsq,bottleneck_bits=4",
-                                       "bottleneck=simvq,bottleneck_bits=4"])
+                                       "bottleneck=simvq,bottleneck_bits=4,restart_dead_codes=false"])
 def test_each_one_code_bottleneck_trains_and_translates(overrides, pairs):
   """FSQ, LFQ and BSQ (on a learned projection of each latent), the Gumbel-softmax
   bottleneck and SimVQ in the latent model: 16 codes for the predictor beside STOP, each latent's code decodes to
   the vector the decoder reads, a training step moves the bottleneck, translation ends."""
-  hparams = registry.hparams("vq_ema_tiny", overrides)
+  hparams = registry.hparams("vq_ema_tiny", overrides)   # restarts: on in the translation sets
   assert hparams.codebook_size == 16
   keras.utils.set_random_seed(2)
   model = model_class(hparams).from_hparams(hparams)
