@@ -15,6 +15,8 @@ size, each stage one of the documented commands:
   python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k
   python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k --stages=latent,bench \
       --latent_name=latent_dec1 --latent_overrides=decoder_layers=1   # a variant beside it
+  python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k --stages=latent,bench \
+      --latent_hparams=vq_glat_small --latent_name=latent_glat --joint_steps=2400   # latent-GLAT
 
 Re-running the same command resumes: a finished training or translation is not redone,
 an interrupted training continues from its latest checkpoint. `--stages=bench` reruns
@@ -28,6 +30,8 @@ import pathlib
 import subprocess
 import sys
 import time
+
+from vqkeras import registry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STAGES = ("datagen", "teacher", "distill", "latent", "bench")
@@ -50,12 +54,14 @@ def parse_args():
                       "variant beside it (e.g. --latent_name=latent_dec1 "
                       "--latent_overrides=decoder_layers=1); the benchmark measures them all.")
   parser.add_argument("--joint_steps", type=int, default=1600,
-                      help="Steps of the latent model trained jointly.")
-  parser.add_argument("--predictor_steps", type=int, default=1600,
-                      help="Steps after them that train the latent predictor alone.")
-  parser.add_argument("--decoder_steps", type=int, default=0,
+                      help="Steps of the latent model trained jointly (latent-GLAT: all its "
+                      "steps).")
+  parser.add_argument("--predictor_steps", type=int, default=None,
+                      help="Steps after them that train the latent predictor alone (the "
+                      "paper's model; default 1600).")
+  parser.add_argument("--decoder_steps", type=int, default=None,
                       help="Steps after those that train the parallel decoder alone on the "
-                      "latent predictor's codes.")
+                      "latent predictor's codes (the paper's model; default 0).")
   parser.add_argument("--bench_args", default="",
                       help="More arguments for bench/bench_translation.py.")
   args = parser.parse_args()
@@ -63,6 +69,21 @@ def parse_args():
   if unknown:
     parser.error(f"unknown --stages {','.join(sorted(unknown))}: choose from {','.join(STAGES)}")
   return args
+
+
+def latent_budget(args):
+  """The latent run's step overrides: the paper's model trains in stages (joint, then the
+  latent predictor alone, then the decoder alone); latent-GLAT in one."""
+  staged = "predictor_only_steps" in registry.hparams(args.latent_hparams).field_names()
+  if not staged:
+    if args.predictor_steps or args.decoder_steps:
+      sys.exit(f"--latent_hparams={args.latent_hparams} trains in one stage: drop "
+               f"--predictor_steps and --decoder_steps (--joint_steps counts all its steps).")
+    return f"train_steps={args.joint_steps}"
+  predictor = 1600 if args.predictor_steps is None else args.predictor_steps
+  decoder = args.decoder_steps or 0
+  return (f"train_steps={args.joint_steps + predictor + decoder},"
+          f"predictor_only_steps={predictor},decoder_only_steps={decoder}")
 
 
 def run(command, log_path=None):
@@ -108,10 +129,7 @@ def main():
            f"--decode_from_file={pathlib.Path(args.raw_dir) / 'train.en.gz'}",
            f"--decode_to_file={distilled_targets}"] + common)
   if "latent" in stages:
-    budget = (f"train_steps={args.joint_steps + args.predictor_steps + args.decoder_steps},"
-              f"predictor_only_steps={args.predictor_steps},"
-              f"decoder_only_steps={args.decoder_steps}")
-    overrides = ",".join(filter(None, [budget, args.latent_overrides]))
+    overrides = ",".join(filter(None, [latent_budget(args), args.latent_overrides]))
     run(["bin/train", "--problem=translate_ende_multi30k_distilled",
          f"--hparams={args.latent_hparams}", f"--hparams_overrides={overrides}",
          f"--model_dir={latent}"] + common, latent / "train.log")

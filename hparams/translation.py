@@ -54,50 +54,25 @@ class TransformerHParams(HParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
-  """The non-autoregressive model: compression, codebook size, latent predictor, schedule.
+class LatentHParams(TransformerHParams, BottleneckHParams):
+  """What the latent translation models share: one code per latent (K = 2^bottleneck_bits),
+  the layers of the latent predictor and of the parallel decoder, glancing.
 
   The bottleneck's update rule and settings are BottleneckHParams' fields.
   """
-  ADDED_FIELDS = {**TransformerHParams.ADDED_FIELDS, **BottleneckHParams.ADDED_FIELDS,
-                  "latent_normalization": "layer", "predictor_only_steps": 0,
-                  "decoder_layers": 0, "decoder_only_steps": 0, "predictor_layers": 0,
-                  "glancing_ratio": 0.0, "glancing_final_ratio": 0.3,
-                  "predictor_gradient_weight": 0.0}
-  filter_size: int = 4096
-  compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
   bottleneck_bits: int = 12          # K = 2^bits codes (fsq: prod(fsq_levels))
-  decay: float = 0.999               # EMA decay lambda of Roy et al.
   # From T2T's initialization, far from the unit-scale latents, one code took every latent.
   restart_dead_codes: bool = True
-  latent_normalization: str = "batch"   # "batch" or "layer" (LatentTransformer.normalize_latents)
-  mask_startup_steps: int = 50000    # the decoder moves from gold targets to latents
-  latent_beam_size: int = 1          # 1: greedy decoding of the codes
-  # The last predictor_only_steps of train_steps train the latent predictor alone, on
-  # the nearest codes of the frozen autoencoder (LatentTransformer.training_stage).
-  predictor_only_steps: int = 0
-  # The last decoder_only_steps (after the predictor's) train the parallel decoder alone
-  # on the latent predictor's greedy codes, the codes translation gives it.
-  decoder_only_steps: int = 0
-  # Layers of the parallel target decoder (0: num_layers, as the encoder and the latent
-  # predictor); it runs once per translation on every target position.
+  # Layers of the parallel target decoder (0: num_layers, as the encoder); it runs once per
+  # translation on every target position.
   decoder_layers: int = 0
-  # Layers of the latent predictor (0: num_layers); it runs once per code, 2^n_c target
-  # tokens, of a translation.
+  # Layers of the latent predictor (0: num_layers).
   predictor_layers: int = 0
-  # Glancing at the codes (CNAT, Bao et al. 2021; GLAT's glancing, Qian et al. 2021): in
-  # joint training the parallel decoder reads the latent predictor's own argmax codes,
-  # ceil(ratio x wrong) random latents reset to the target's codes, so that it learns to
-  # translate from codes as translation gives them. The ratio falls linearly from
-  # glancing_ratio to glancing_final_ratio over the joint steps; 0: the decoder reads
-  # the target's own codes (the paper's model).
+  # Glancing (GLAT, Qian et al. 2021): ceil(ratio x wrong) random positions of a first
+  # pass's predictions are given the target's values; the ratio falls linearly from
+  # glancing_ratio to glancing_final_ratio over the joint training steps.
   glancing_ratio: float = 0.0
   glancing_final_ratio: float = 0.3
-  # Codes the latent predictor can predict: > 0 adds this weight times the predictor's
-  # cross-entropy of each latent's code posterior, differentiable in the latents
-  # (LatentTransformer.predictability_loss); 0: the predictor's loss stops at the codes,
-  # as in the paper. VQ bottlenecks (gradient, ema, soft_em) only.
-  predictor_gradient_weight: float = 0.0
 
   def validate(self):
     super().validate()
@@ -108,16 +83,54 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
             "an integer >= 0 (0: num_layers)")
     check(1 <= self.bottleneck_bits <= 20, "bottleneck_bits", self.bottleneck_bits,
           "an integer in [1, 20]")
+    refusal = self.bottleneck_kind.not_for_translation
+    taken = [name for name, kind in BOTTLENECKS.items() if kind.not_for_translation is None]
+    check(refusal is None, "bottleneck", self.bottleneck, f"one of {', '.join(taken)} "
+          f"({refusal})")
+
+  @property
+  def codebook_size(self):
+    """K = 2^bottleneck_bits; FSQ: the product of fsq_levels."""
+    return self.bottleneck_kind.codebook_size(2 ** self.bottleneck_bits, self.fsq_level_list)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentTransformerHParams(LatentHParams):
+  """The paper's model: compression, codebook size, latent predictor, schedule."""
+  ADDED_FIELDS = {**TransformerHParams.ADDED_FIELDS, **BottleneckHParams.ADDED_FIELDS,
+                  "latent_normalization": "layer", "predictor_only_steps": 0,
+                  "decoder_layers": 0, "decoder_only_steps": 0, "predictor_layers": 0,
+                  "glancing_ratio": 0.0, "glancing_final_ratio": 0.3,
+                  "predictor_gradient_weight": 0.0}
+  filter_size: int = 4096
+  compression_steps: int = 3         # n_c: latents are 2^n_c times shorter than the target
+  decay: float = 0.999               # EMA decay lambda of Roy et al.
+  latent_normalization: str = "batch"   # "batch" or "layer" (LatentTransformer.normalize_latents)
+  mask_startup_steps: int = 50000    # the decoder moves from gold targets to latents
+  latent_beam_size: int = 1          # 1: greedy decoding of the codes
+  # The last predictor_only_steps of train_steps train the latent predictor alone, on
+  # the nearest codes of the frozen autoencoder (LatentTransformer.training_stage).
+  predictor_only_steps: int = 0
+  # The last decoder_only_steps (after the predictor's) train the parallel decoder alone
+  # on the latent predictor's greedy codes, the codes translation gives it.
+  decoder_only_steps: int = 0
+  # Glancing here (CNAT, Bao et al. 2021) is at the codes: in joint training the parallel
+  # decoder reads the latent predictor's own argmax codes with ceil(ratio x wrong) random
+  # latents reset to the target's codes; glancing_ratio 0: the target's own codes (the paper).
+  # Codes the latent predictor can predict: > 0 adds this weight times the predictor's
+  # cross-entropy of each latent's code posterior, differentiable in the latents
+  # (LatentTransformer.predictability_loss); 0: the predictor's loss stops at the codes,
+  # as in the paper. VQ bottlenecks (gradient, ema, soft_em) only.
+  predictor_gradient_weight: float = 0.0
+
+  def validate(self):
+    super().validate()
     check(self.predictor_gradient_weight >= 0.0, "predictor_gradient_weight",
           self.predictor_gradient_weight, "a float >= 0 (0: the paper's stopped gradient)")
     check(self.predictor_gradient_weight == 0.0 or
           self.bottleneck_kind.builder == "vector_quantizer", "predictor_gradient_weight",
           self.predictor_gradient_weight, f"0 under bottleneck={self.bottleneck}: the code "
           f"posterior it differentiates is a VQ codebook's (gradient, ema, soft_em)")
-    refusal = self.bottleneck_kind.not_for_translation
-    taken = [name for name, kind in BOTTLENECKS.items() if kind.not_for_translation is None]
-    check(refusal is None, "bottleneck", self.bottleneck, f"one of {', '.join(taken)} "
-          f"({refusal})")
     check(self.latent_normalization in ("batch", "layer"), "latent_normalization",
           self.latent_normalization, "batch or layer")
     check(self.compression_steps >= 1, "compression_steps", self.compression_steps,
@@ -130,10 +143,30 @@ class LatentTransformerHParams(TransformerHParams, BottleneckHParams):
     """A latent model searches its codes with latent_beam_size."""
     return dict(super().decoding_defaults(), beam_size=self.latent_beam_size)
 
-  @property
-  def codebook_size(self):
-    """K = 2^bottleneck_bits; FSQ: the product of fsq_levels."""
-    return self.bottleneck_kind.codebook_size(2 ** self.bottleneck_bits, self.fsq_level_list)
+
+@dataclasses.dataclass(frozen=True)
+class LatentGlatHParams(LatentHParams):
+  """latent-GLAT (Bao et al. 2022): a code per target token (a word class), the length
+  predicted, the codes and then the tokens each in one parallel pass, both trained by
+  glancing (vqkeras.models.latent_glat)."""
+  bottleneck: str = "ema"            # latent-GLAT's EMA codebook
+  bottleneck_bits: int = 6           # K = 64 (CNAT and latent-GLAT)
+  glancing_ratio: float = 0.5
+  # Offsets of the target length from the source length the length classifier tells
+  # apart: -max_length_offset..max_length_offset (wider offsets are clipped).
+  max_length_offset: int = 32
+  length_loss_weight: float = 0.1    # of the length cross-entropy (GLAT's 0.1), per token
+
+  def validate(self):
+    super().validate()
+    check(self.max_length_offset >= 1, "max_length_offset", self.max_length_offset,
+          "a positive integer")
+    check(self.length_loss_weight >= 0.0, "length_loss_weight", self.length_loss_weight,
+          "a float >= 0")
+
+  def decoding_defaults(self):
+    """Every token at once: no search (candidates are lengths: num_candidates)."""
+    return dict(super().decoding_defaults(), beam_size=1)
 
 
 # CPU sizes for Multi30k: the same changes serve every model of the family.
@@ -224,3 +257,22 @@ def vq_ema_tiny():
 def vq_gradient_tiny():
   """vq_gradient at test size (LATENT_TINY)."""
   return vq_gradient().derive(**LATENT_TINY)
+
+
+@registry.register_hparams
+def vq_glat():
+  """latent-GLAT at the Transformer base sizes: K = 64 EMA codes of the target tokens,
+  glancing 0.5 to 0.3 (Bao et al. 2022)."""
+  return LatentGlatHParams()
+
+
+@registry.register_hparams
+def vq_glat_small():
+  """vq_glat at CPU size (SMALL)."""
+  return vq_glat().derive(**SMALL)
+
+
+@registry.register_hparams
+def vq_glat_tiny():
+  """vq_glat at test size (TINY, 16 codes)."""
+  return vq_glat().derive(**TINY, bottleneck_bits=4)

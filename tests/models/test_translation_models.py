@@ -15,7 +15,8 @@ from vqkeras import beam_search
 from vqkeras import registry
 from vqkeras import train_step
 from vqkeras.models import model_class
-from vqkeras.models.latent_transformer import glancing_mask, latent_lengths, stop_decided_first
+from vqkeras.models.glancing import glancing_mask
+from vqkeras.models.latent_transformer import latent_lengths, stop_decided_first
 from vqkeras.models.transformer import smoothed_cross_entropy
 from vqkeras.files import read_lines
 from vqkeras.tokenizer import EOS_ID, PAD_ID

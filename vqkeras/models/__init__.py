@@ -4,3 +4,4 @@ from vqkeras.models.base import ImageModel, Model, TranslationModel, model_class
 from vqkeras.models.image_vqvae import ImageVQVAE
 from vqkeras.models.transformer import Transformer
 from vqkeras.models.latent_transformer import LatentTransformer
+from vqkeras.models.latent_glat import LatentGlat

@@ -33,6 +33,7 @@ from vqkeras.hparams.translation import LatentTransformerHParams
 from vqkeras.layers import BatchStandardization
 from vqkeras.models.base import register_model
 from vqkeras.models.bottleneck import bottleneck_from_hparams
+from vqkeras.models.glancing import annealed_ratio, glancing_mask
 from vqkeras.models.transformer import (EncoderDecoder, decoder_stack,
                                         sequence_log_likelihood, shift_right,
                                         smoothed_cross_entropy, timing_signal)
@@ -307,28 +308,6 @@ def stop_or_not(stop_now, stop, num_symbols):
   return tf.where(stop_now[:, None], only_stop[None], no_stop[None])
 
 
-def glancing_mask(wrong, in_use, ratio, scores):
-  """The latents whose target code the decoder reads (glancing, Qian et al. 2021, on codes
-  as CNAT does), `[batch, L]` bool.
-
-  In each row, n = ceil(ratio x its wrong latents) latents in use are picked: those of
-  the n lowest `scores` (uniform draws in training, so n random latents, right or wrong,
-  as GLAT picks them). A row the predictor gets right reads only its predicted codes.
-
-  Args:
-    wrong: `[batch, L]` bool, True where the predicted code is not the target's.
-    in_use: `[batch, L]` bool, True at real latents.
-    ratio: the glancing ratio, a float in [0, 1].
-    scores: `[batch, L]` float, the order in which latents are picked.
-  """
-  num_wrong = tf.reduce_sum(tf.cast(wrong & in_use, tf.float32), axis=1)
-  # The tolerance keeps ratios that floats cannot hold (0.3 x 10 = 3.0000001) at their ceil.
-  num_picked = tf.cast(tf.math.ceil(ratio * num_wrong - 1e-4), tf.int32)
-  scores = tf.where(in_use, tf.cast(scores, tf.float32), float("inf"))
-  ranks = tf.argsort(tf.argsort(scores, axis=1, stable=True), axis=1, stable=True)
-  return ranks < num_picked[:, None]
-
-
 def pad_to_multiple(ids, multiple):
   """Pads `[batch, T]` ids with PAD to a length that is a multiple of `multiple`."""
   length = tf.shape(ids)[1]
@@ -526,10 +505,8 @@ class LatentTransformer(EncoderDecoder):
     steps (counted by the bottleneck's training steps)."""
     hparams = self.hparams
     joint_steps = hparams.train_steps - hparams.predictor_only_steps - hparams.decoder_only_steps
-    progress = tf.minimum(1.0, tf.cast(self.quantizer.num_updates, tf.float32) /
-                          max(joint_steps, 1))
-    return hparams.glancing_ratio + progress * (hparams.glancing_final_ratio -
-                                                hparams.glancing_ratio)
+    return annealed_ratio(hparams.glancing_ratio, hparams.glancing_final_ratio,
+                          self.quantizer.num_updates, joint_steps)
 
   def gold_fraction(self):
     """The share of decoder inputs taken from the gold targets: 1 falling linearly to 0

@@ -245,12 +245,15 @@ class SharedEmbedding(keras.layers.Layer):
         name="embeddings", shape=(self.vocab_size, self.hidden_size),
         initializer=keras.initializers.RandomNormal(stddev=self.hidden_size ** -0.5))
 
-  def call(self, ids, start=0):
+  def call(self, ids, start=0, positions=True):
     """ids `[batch, length]` to `[batch, length, hidden]`, scaled by sqrt(hidden), plus positions.
 
     start: the position of the first id (decoding one position at a time).
+    positions: False leaves the positions out (a model that moves the vectors first).
     """
     x = tf.gather(self.embeddings, ids) * (self.hidden_size ** 0.5)
+    if not positions:
+      return x
     return x + tf.cast(timing_signal(tf.shape(ids)[1], self.hidden_size, start)[None], x.dtype)
 
   def logits(self, x):
