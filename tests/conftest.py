@@ -105,7 +105,7 @@ def _train_run(tmp_path_factory, problem, hparams, data_dir, raw_dir):
   return flags
 
 
-@pytest.fixture(scope="session", params=["transformer_tiny", "vq_em_tiny"])
+@pytest.fixture(scope="session", params=["transformer_tiny", "vq_em_tiny", "vq_glat_tiny"])
 def translation_run(request, tmp_path_factory, multi30k_data_dir):
   """bin/train flags of a briefly trained translation model of each kind."""
   return _trained_run(tmp_path_factory, "translate_ende_multi30k", request.param,
@@ -119,12 +119,13 @@ def cifar_run(tmp_path_factory):
                       tmp_path_factory.mktemp("cifar_data"), TESTDATA / "cifar10")
 
 
-@pytest.fixture(scope="session")
-def latent_and_teacher_runs(tmp_path_factory, multi30k_data_dir):
-  """bin/train flags of briefly trained latent model and Transformer on one vocabulary."""
+@pytest.fixture(scope="session", params=["vq_em_tiny", "vq_glat_tiny"])
+def latent_and_teacher_runs(request, tmp_path_factory, multi30k_data_dir):
+  """bin/train flags of a briefly trained latent model of each kind and a Transformer on
+  one vocabulary."""
   return [_trained_run(tmp_path_factory, "translate_ende_multi30k", name, multi30k_data_dir,
                        TESTDATA / "multi30k")
-          for name in ("vq_em_tiny", "transformer_tiny")]
+          for name in (request.param, "transformer_tiny")]
 
 
 def flag_value(flags, name):

@@ -84,10 +84,20 @@ def exported(tmp_path_factory, flags, *export_args):
   return export_dir
 
 
+# A beam of 2; latent-GLAT searches nothing: its 2 likeliest lengths.
+DECODING = {"vq_glat_tiny": {"num_candidates": 2}}
+
+
+def decoding_of(flags):
+  """The decoding options the export of a run is made with: {name: value}."""
+  return DECODING.get(flag_value(flags, "hparams"), {"beam_size": 2})
+
+
 @pytest.fixture(scope="module")
 def translation_export(tmp_path_factory, translation_run):
+  options = ",".join(f"{k}={v}" for k, v in decoding_of(translation_run).items())
   return translation_run, exported(tmp_path_factory, translation_run,
-                                   "--decode_hparams=beam_size=2")
+                                   f"--decode_hparams={options}")
 
 
 def test_translation_export_serves_text_and_ids_as_the_python_model(translation_export,
@@ -105,13 +115,16 @@ def test_translation_export_serves_text_and_ids_as_the_python_model(translation_
       "ids": ("translate_ids", {"inputs": tensor(ids.numpy().tolist(), "int32")}),
       "empty_batch": ("serving_default", {"inputs": tensor([], "string")}),
   }, tmp_path)
-  expected = translate.translate_text(run.model, tokenizer, tf.constant(SENTENCE_BYTES), 2,
-                                      run.hparams.length_penalty).numpy()
+  options = dict({"beam_size": 1}, **decoding_of(flags))
+  expected = translate.translate_text(run.model, tokenizer, tf.constant(SENTENCE_BYTES),
+                                      length_penalty=run.hparams.length_penalty,
+                                      **options).numpy()
   served_text = [s.decode("utf-8") for s in served["text/outputs"]]
   assert served_text == [s.decode("utf-8") for s in expected]
   assert served_text[1] == "" and served_text[2] == ""      # empty and blank stay empty
   assert all(served_text[i] for i in (0, 3, 4, 5))          # over-long and broken ones too
-  expected_ids = run.model.translate(ids, 2, run.hparams.length_penalty).numpy()
+  expected_ids = translate.translate_ids(run.model, ids, length_penalty=run.hparams.length_penalty,
+                                         **options).numpy()
   np.testing.assert_array_equal(served["ids/outputs"], expected_ids)
   assert served["empty_batch/outputs"].shape == (0,)
 

@@ -303,15 +303,18 @@ def test_translations_end_with_eos_and_respect_max_decode_length(latent_transfor
         assert EOS_ID not in row[:end - 1]
 
 
-@pytest.mark.parametrize("name", ["transformer_tiny", "vq_ema_tiny"])
+@pytest.mark.parametrize("name", ["transformer_tiny", "vq_ema_tiny", "vq_glat_tiny"])
 def test_mirrored_step_reproduces_one_device_on_the_global_batch(name, pairs, mirrored_strategy):
   # Rows of different lengths put unequal numbers of tokens and latents on the two
   # replicas: the losses must be normalized by the global counts. Hard EM and no
   # dropout keep the step deterministic; mask_startup_steps=0 makes the gold fraction
-  # exactly 1 at step 0 and 0 after.
+  # exactly 1 at step 0 and 0 after; latent-GLAT glances at no position (its draws then
+  # pick nothing).
   hparams = registry.hparams(name).derive(**SIZES)
-  if name.startswith("vq"):
+  if name.startswith("vq_ema"):
     hparams = hparams.derive(mask_startup_steps=0)
+  if name.startswith("vq_glat"):
+    hparams = hparams.derive(glancing_ratio=0.0, glancing_final_ratio=0.0)
   batch = {key: value[:8] for key, value in pairs.items()}
   tokens = tf.reduce_sum(tf.cast(batch["targets"] > 0, tf.int32), axis=1).numpy()
   assert tokens[:4].sum() != tokens[4:].sum()
@@ -435,8 +438,14 @@ def test_a_sentence_gets_the_same_translation_alone_and_in_any_batch(
   elif candidates:
     options = {"num_candidates": 4, "scorer": None if candidates == "own" else
                request.getfixturevalue("transformer").candidate_log_likelihoods}
-  translate = tf.function(lambda ids: model.translate(ids, beam_size=beam_size, **options),
-                          input_signature=[tf.TensorSpec([None, None], tf.int32)])
+  assert_same_alone_and_in_any_batch(
+      lambda ids: model.translate(ids, beam_size=beam_size, **options), sources)
+
+
+def assert_same_alone_and_in_any_batch(translate, sources):
+  """`translate` (ids to ids, traced once) gives each of `sources` (unpadded id rows) the
+  same translation in one batch of all, alone and in shuffled batches of 13."""
+  translate = tf.function(translate, input_signature=[tf.TensorSpec([None, None], tf.int32)])
 
   def translations(batch):
     ids = tf.ragged.constant([sources[i] for i in batch], dtype=tf.int32).to_tensor()
@@ -573,9 +582,14 @@ def test_latent_metrics_are_the_predictors_nll_and_accuracy_on_the_nearest_codes
 def test_the_soft_em_model_draws_nothing_at_random_when_it_translates(options):
   """Decoding is a function of the checkpoint and the settings: no random op in the traced
   translation (loops and conditionals included); the training step does draw (soft EM)."""
-  from test_step_memory import graph_tensors   # pylint: disable=import-outside-toplevel
   hparams = registry.hparams("vq_em_tiny")
-  model = model_class(hparams).from_hparams(hparams)
+  assert_draws_only_in_training(model_class(hparams).from_hparams(hparams), options)
+
+
+def assert_draws_only_in_training(model, options):
+  """No random op in the traced translation of `model` with `options` (loops and
+  conditionals included); some in its training loss."""
+  from test_step_memory import graph_tensors   # pylint: disable=import-outside-toplevel
   features = {"inputs": tf.constant([[5, 6, 1]]), "targets": tf.constant([[7, 8, 9, 1]])}
   model.loss_and_weight(features)
 

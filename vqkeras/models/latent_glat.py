@@ -42,7 +42,7 @@ from vqkeras.tokenizer import EOS_ID, PAD_ID
 def uniform_copy_positions(source_lengths, target_lengths, length):
   """The source position each target position reads, `[batch, length]` int32: position t
   of a target of T tokens reads round(t (S - 1) / (T - 1)) of its source of S (GLAT's
-  uniform copy; fairseq's `_uniform_assignment`). Positions past T read the last one.
+  uniform copy; fairseq's `_uniform_assignment`); past T, clipped to S - 1.
 
   Args:
     source_lengths, target_lengths: `[batch]` int, the real tokens of each row.
@@ -83,11 +83,12 @@ class LengthPredictor(keras.layers.Layer):
     return offsets + self.max_offset
 
   def lengths(self, logits, source_lengths, k, max_length):
-    """The k likeliest lengths `[batch, k]` in [1, max_length], most likely first, and their
-    log-probabilities `[batch, k]`."""
+    """The k likeliest lengths `[batch, k]` in [2, max_length] (a token and EOS: a
+    translation is never empty), most likely first, and their log-probabilities
+    `[batch, k]`."""
     log_probs, classes = tf.math.top_k(tf.nn.log_softmax(logits), k)
     lengths = source_lengths[:, None] + classes - self.max_offset
-    return tf.clip_by_value(lengths, 1, max_length), log_probs
+    return tf.clip_by_value(lengths, min(2, max_length), max_length), log_probs
 
 
 class CodePredictor(keras.layers.Layer):
@@ -370,7 +371,7 @@ class LatentGlat(EncoderDecoder):
         self.length_predictor(memory, memory_mask), source_lengths, k, max_decode_length)
     lengths = tf.reshape(lengths, [-1])
     inputs_k, memory, memory_mask = beam_search.tile_beams((inputs, memory, memory_mask), k)
-    length = tf.reduce_max(lengths)
+    length = tf.maximum(tf.reduce_max(lengths), 1)   # an empty batch's max is INT_MIN
     mask = tf.sequence_mask(lengths, length)
     copied = self.copy_source(inputs_k, lengths, length)
     code_log_probs = tf.nn.log_softmax(self.latent_predictor(copied, mask, memory, memory_mask))
