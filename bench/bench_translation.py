@@ -9,6 +9,8 @@ batch-64 outputs), for
     greedily; its BLEU from the references' own codes (what a perfect latent
     predictor would give: it separates the predictor's errors from the
     autoencoder's) and its latent predictor's accuracy and NLL on them,
+  - latent-GLAT (vq_glat_*, also given in --nat): the length, the codes and the tokens
+    each in one parallel pass; its candidates are its likeliest lengths,
 and the wall time each model trained for (from its TensorBoard events). A second
 table shows where the batch-1 time goes: the source encoder, the sequential search
 (steps and milliseconds per step) and the latent model's parallel decoding.
@@ -49,8 +51,7 @@ from vqkeras import bleu
 from vqkeras import registry
 from vqkeras import translate
 from vqkeras.files import read_lines
-from vqkeras.models import LatentTransformer
-from vqkeras.models.latent_transformer import pad_to_multiple
+from vqkeras.models import LatentGlat, LatentTransformer
 from vqkeras.reporting import format_seconds
 from vqkeras.run import Run
 
@@ -91,7 +92,8 @@ def measure(run, label, beam_size, sources, references, batch1_sentences,
   latency_64, translations = seconds_per_sentence(batched, sources)
   score, signature = bleu.corpus_bleu(translations, references)
   hparams = run.hparams
-  return translations, {"model": label, "n_c": getattr(hparams, "compression_steps", None),
+  return translations, {"model": label, "latent": run.model.decodes_candidates,
+          "n_c": getattr(hparams, "compression_steps", None),
           "n_s": hparams.num_samples if getattr(hparams, "bottleneck", "") == "soft_em" else None,
           "decoder_layers": getattr(hparams, "decoder_layers", 0) or hparams.num_layers,
           "num_candidates": num_candidates, "candidate_codes": candidate_codes,
@@ -218,13 +220,15 @@ def stages(run, label, sources):
     sequential_ms, predicted = mean_ms(predict, ids)
     searched = [codes for codes, *_ in predicted]
     xla = parallel_decode_with_xla(model, predicted)
+  elif isinstance(model, LatentGlat):   # nothing sequential after the encoder
+    sequential_ms, searched = encode_ms, []
   else:
     sequential_ms, searched = total_ms, outputs
   # At batch 1 a search emits one symbol per step, the last one EOS or STOP.
   steps = sum(int(row.shape[1]) for row in searched) / len(ids)
   search_ms = sequential_ms - encode_ms
   return {"model": label, "encode_ms": encode_ms, "search_steps": steps,
-          "search_ms": search_ms, "step_ms": search_ms / steps,
+          "search_ms": search_ms, "step_ms": search_ms / steps if steps else 0.0,
           "parallel_decode_ms": total_ms - sequential_ms, "total_ms": total_ms, **xla}
 
 
@@ -256,7 +260,7 @@ def plot_curve(rows, path):
   if pyplot is None:
     return
   figure, axes = pyplot.subplots(figsize=(8, 5), dpi=120)
-  models = sorted({r["model"] for r in rows if r["n_c"]})
+  models = sorted({r["model"] for r in rows if is_latent(r)})
   for index, model in enumerate(models):
     points = [r for r in rows if r["model"] == model]
     axes.scatter([r["latency_batch1_ms"] for r in points], [r["bleu"] for r in points],
@@ -266,7 +270,7 @@ def plot_curve(rows, path):
                     (r["latency_batch1_ms"], r["bleu"]), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")
   for r in rows:
-    if not r["n_c"]:
+    if not is_latent(r):
       axes.scatter([r["latency_batch1_ms"]], [r["bleu"]], color="black", marker="*", s=120)
       axes.annotate(r["model"].replace("autoregressive ", ""),
                     (r["latency_batch1_ms"], r["bleu"]), fontsize=8, xytext=(5, -10),
@@ -307,15 +311,22 @@ def print_stages(rows):
             f"programs, one per source and code length; same tokens: {r['xla_same_tokens']})")
 
 
+def is_latent(row):
+  """A row of a latent model (rows written before the field: those with an n_c)."""
+  return row.get("latent", row["n_c"] is not None)
+
+
 def nat_label(run):
   hparams = run.hparams
-  return (hparams.bottleneck_kind.title + f", K={hparams.codebook_size}" +
+  glat = isinstance(run.model, LatentGlat)
+  return (("latent-GLAT, " if glat else "") + hparams.bottleneck_kind.title +
+          f", K={hparams.codebook_size}" +
           (" + distillation" if "distilled" in run.config.problem else "") +
-          (", layer norm" if hparams.latent_normalization == "layer" else "") +
+          (", layer norm" if getattr(hparams, "latent_normalization", "") == "layer" else "") +
           (f", glancing {hparams.glancing_ratio:g}-{hparams.glancing_final_ratio:g}"
-           if hparams.glancing_ratio else "") +
+           if hparams.glancing_ratio and not glat else "") +
           (f", predictor gradient {hparams.predictor_gradient_weight:g}"
-           if hparams.predictor_gradient_weight else ""))
+           if getattr(hparams, "predictor_gradient_weight", 0) else ""))
 
 
 def setting(row):
@@ -343,7 +354,7 @@ def print_table(rows):
              for name, digits in (("bleu_own_codes", 1), ("teacher_bleu_own_codes", 1),
                                   ("code_accuracy", 3), ("teacher_code_accuracy", 3),
                                   ("train_code_accuracy", 3), ("code_nll", 2))}
-    dec = r["decoder_layers"] if r["n_c"] else "-"
+    dec = r["decoder_layers"] if is_latent(r) else "-"
     print(f"{r['model']:60s} {r['n_c'] or '-':>3} {dec:>3} {setting(r):>15s} {r['bleu']:5.1f} "
           f"{shown['bleu_own_codes']:>5s} {shown['teacher_bleu_own_codes']:>5s} "
           f"{shown['code_accuracy']:>5s} {shown['teacher_code_accuracy']:>5s} "
@@ -353,7 +364,8 @@ def print_table(rows):
   if rows:
     print(f"\nBLEU: sacrebleu {rows[0]['signature']}; latency per sentence; speed-ups at batch 1; "
           f"dec: layers of the parallel decoder; candidates: k code sequences of the latent "
-          f"beam (1st: the k likeliest first codes, each finished greedily) decoded at once, "
+          f"beam (1st: the k likeliest first codes, each finished greedily; latent-GLAT: its k "
+          f"likeliest lengths) decoded at once, "
           f"the best by the model's own score or the teacher's; own: BLEU from the "
           f"references' own codes (a perfect latent predictor), own-t from the teacher "
           f"translations'; acc, nll: the latent predictor's accuracy and NLL per latent on "
@@ -366,7 +378,7 @@ def print_table(rows):
 def print_targets(rows, greedy):
   """The issue's targets: (a) within 1 BLEU of greedy decoding and >= 2x faster at batch 1;
   (b) within 4 BLEU and >= 4x faster."""
-  latent = [r for r in rows if r["n_c"]]
+  latent = [r for r in rows if is_latent(r)]
   for name, bleu_gap, speed_up in (("a", 1.0, 2.0), ("b", 4.0, 4.0)):
     met = [r for r in latent if r["bleu"] >= greedy["bleu"] - bleu_gap and
            r["vs_greedy"] >= speed_up]
@@ -446,22 +458,25 @@ def main():
     tokenizer = run.tokenizer()
     predictor = all_predictor_metrics(run, tokenizer, sources, references,
                                       teacher_translations, train_pairs)
-    if teacher_translations:
+    if teacher_translations and isinstance(run.model, LatentTransformer):
       oracles[nat_label(run)] = oracle_curve(run, tokenizer, sources, teacher_translations,
                                              references)
       print(json.dumps({"oracle": nat_label(run), **oracles[nat_label(run)]}), flush=True)
     scorers = [None] + ([teacher] if teacher else [])
+    # latent-GLAT's candidates are its likeliest lengths; it has no first code to branch on.
     settings = ([(1, None, "beam")] +
                 [(k, scorer, "beam") for k in candidates for scorer in scorers] +
-                [(k, None, "first_code") for k in first_code])
+                [(k, None, "first_code") for k in first_code
+                 if isinstance(run.model, LatentTransformer)])
     for num_candidates, scorer, candidate_codes in settings:
-      _, row = measure(run, nat_label(run), run.hparams.latent_beam_size, sources, references,
+      beam_size = run.hparams.decoding_defaults()["beam_size"]
+      _, row = measure(run, nat_label(run), beam_size, sources, references,
                        args.batch1_sentences, num_candidates, scorer, predictor,
                        candidate_codes)
       rows.append(row)
       print(json.dumps(rows[-1]), flush=True)
-    stage_rows.append(stages(run, f"{nat_label(run)}, n_c={rows[-1]['n_c']}",
-                             batch1_sources))
+    n_c = f", n_c={rows[-1]['n_c']}" if rows[-1]["n_c"] else ""
+    stage_rows.append(stages(run, nat_label(run) + n_c, batch1_sources))
   print_table(rows)
   print_oracles(oracles)
   print_stages(stage_rows)

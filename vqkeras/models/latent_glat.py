@@ -287,10 +287,11 @@ class LatentGlat(EncoderDecoder):
     return self.decode(copied, self.code_vectors(codes), mask, memory, memory_mask)
 
   def metric_sums(self, features):
-    """Evaluation metrics as (sum, weight): the loss; the share of target tokens whose code
-    the predictor ranks first; of sentences whose length the classifier ranks first; the
-    token NLL decoded from the predictor's codes and from the targets' own codes (the
-    reconstruction, the ceiling of a perfect predictor); all at the gold length."""
+    """Evaluation metrics as (sum, weight), named as the paper's model names them (a latent
+    is a token here): the loss; the latent predictor's NLL per target token and the share
+    of tokens whose code it ranks first; the share of sentences whose length the classifier
+    ranks first; the token NLL decoded from the predictor's codes and from the targets' own
+    codes (the reconstruction, the ceiling of a perfect predictor); all at the gold length."""
     inputs, targets = features["inputs"], features["targets"]
     memory, memory_mask = self.encode(inputs)
     mask = tf.not_equal(targets, PAD_ID)
@@ -307,9 +308,9 @@ class LatentGlat(EncoderDecoder):
     right_lengths = tf.equal(length_classes,
                              self.length_predictor.targets(source_lengths, lengths))
     sums = {"loss": self.loss_and_weight(features),
-            "code_accuracy": (tf.reduce_sum(right_codes), tf.reduce_sum(weights)),
-            "code_nll_per_token": (code_cross_entropy(code_logits, gold_codes, mask),
-                                   tf.reduce_sum(weights)),
+            "latent_accuracy": (tf.reduce_sum(right_codes), tf.reduce_sum(weights)),
+            "latent_nll_per_latent": (code_cross_entropy(code_logits, gold_codes, mask),
+                                      tf.reduce_sum(weights)),
             "length_accuracy": (tf.reduce_sum(tf.cast(right_lengths, tf.float32)),
                                 tf.cast(tf.shape(targets)[0], tf.float32))}
     for name, vectors in (("nll_per_token", self.code_vectors(predicted)),
@@ -320,6 +321,20 @@ class LatentGlat(EncoderDecoder):
     return sums
 
   # Translation.
+
+  def reconstruct(self, inputs, targets, max_decode_length=None):
+    """Target ids decoded from the targets' own codes at their own length, as `translate`
+    decodes predicted ones: the translation of a perfect latent and length predictor
+    (bench/bench_translation.py reports it beside `translate`'s BLEU)."""
+    max_decode_length = max_decode_length or self.hparams.max_length
+    memory, memory_mask = self.encode(inputs)
+    targets = targets[:, :max_decode_length]
+    mask = tf.not_equal(targets, PAD_ID)
+    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+    codes, _ = self.quantize_targets(targets)
+    copied = self.copy_source(inputs, lengths, tf.shape(targets)[1])
+    logits = self.decode(copied, self.code_vectors(codes), mask, memory, memory_mask)
+    return self.tokens_of(logits, lengths)
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None,
                 num_candidates=1, scorer=None, candidate_codes="beam"):
