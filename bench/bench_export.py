@@ -62,10 +62,9 @@ def main():
   run = Run.from_model_dir(args.model_dir, args.data_dir, args.raw_dir, log=lambda _: None)
   options = decoding.decode_hparams(run.hparams, args.decode_hparams)
   tokenizer = run.tokenizer()
-  translator = translate.Translator(run.model, tokenizer, options.beam_size,
-                                    options.length_penalty, batch_size=10**9)
-  serving = export.TranslationServing(run.model, tokenizer, options.beam_size,
-                                      options.length_penalty)
+  search = translate.Search.of(options)
+  translator = translate.Translator(run.model, tokenizer, search, batch_size=10**9)
+  serving = export.TranslationServing(run.model, tokenizer, search)
   sources = read_lines(pathlib.Path(args.raw_dir) / "val.en.gz")
   with tempfile.TemporaryDirectory() as export_dir:
     path = export.export(serving, export_dir, run.step)

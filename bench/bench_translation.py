@@ -34,6 +34,7 @@ decoding and at least 2x faster at batch 1; (b) within 4 BLEU and at least 4x fa
 """
 
 import argparse
+import itertools
 import json
 import pathlib
 import time
@@ -71,32 +72,35 @@ def training_seconds(model_dir):
   return total if found else None
 
 
-def seconds_per_sentence(translator, sources):
-  """Latency per sentence, after a warm-up that traces the decoding function."""
-  translator.translate(sources[:2])
+def seconds_per_sentence(translator, sources, warm_up=2):
+  """Latency per sentence, after a warm-up on the first `warm_up` sentences that traces
+  the decoding function (under XLA: all of them, so that every bucket is compiled)."""
+  translator.translate(sources[:warm_up])
   start = time.perf_counter()
   translations, _ = translator.translate(sources)
   return (time.perf_counter() - start) / len(sources), translations
 
 
 def measure(run, label, beam_size, sources, references, batch1_sentences,
-            num_candidates=1, teacher=None, predictor=None, candidate_codes="beam"):
+            num_candidates=1, teacher=None, predictor=None, candidate_codes="beam", xla=False):
   """The translations of one decoding setting of a run, and its row of the table: BLEU
-  and latency."""
+  and latency (under XLA, after every shape was compiled)."""
   tokenizer = run.tokenizer()
-  single, batched = (translate.Translator(run.model, tokenizer, beam_size,
-                                          run.hparams.length_penalty, batch_size,
-                                          num_candidates, teacher, candidate_codes)
+  search = translate.Search(beam_size, run.hparams.length_penalty, num_candidates, teacher,
+                            candidate_codes, xla)
+  single, batched = (translate.Translator(run.model, tokenizer, search, batch_size)
                      for batch_size in (1, 64))
-  latency_1, _ = seconds_per_sentence(single, sources[:batch1_sentences])
-  latency_64, translations = seconds_per_sentence(batched, sources)
+  latency_1, _ = seconds_per_sentence(single, sources[:batch1_sentences],
+                                      batch1_sentences if xla else 2)
+  latency_64, translations = seconds_per_sentence(batched, sources,
+                                                  len(sources) if xla else 2)
   score, signature = bleu.corpus_bleu(translations, references)
   hparams = run.hparams
   return translations, {"model": label, "latent": run.model.decodes_candidates,
           "n_c": getattr(hparams, "compression_steps", None),
           "n_s": hparams.num_samples if getattr(hparams, "bottleneck", "") == "soft_em" else None,
           "decoder_layers": getattr(hparams, "decoder_layers", 0) or hparams.num_layers,
-          "num_candidates": num_candidates, "candidate_codes": candidate_codes,
+          "num_candidates": num_candidates, "candidate_codes": candidate_codes, "xla": xla,
           "score": "teacher" if teacher else "own",
           "bleu": score, "latency_batch1_ms": 1000 * latency_1,
           "latency_batch64_ms": 1000 * latency_64, "signature": signature,
@@ -222,6 +226,7 @@ def stages(run, label, sources):
     xla = parallel_decode_with_xla(model, predicted)
   elif isinstance(model, LatentGlat):   # nothing sequential after the encoder
     sequential_ms, searched = encode_ms, []
+    xla = translation_with_xla(model, ids, outputs)
   else:
     sequential_ms, searched = total_ms, outputs
   # At batch 1 a search emits one symbol per step, the last one EOS or STOP.
@@ -251,6 +256,26 @@ def parallel_decode_with_xla(model, predicted):
   same = all(bool(tf.reduce_all(a == b)) for a, b in zip(graph_ids, xla_ids))
   return {"parallel_graph_ms": graph_ms, "parallel_xla_ms": xla_ms,
           "xla_programs": len(shapes), "xla_same_tokens": same}
+
+
+def translation_with_xla(model, ids, graph_outputs):
+  """latent-GLAT's translation at batch 1 with XLA buckets (translate.Search's xla): the
+  first request of each padded source length (its compilation), the steady-state time
+  and whether the tokens equal the graph's."""
+  compiled = tf.function(lambda x: translate.translate_ids(model, x, translate.Search(xla=True)),
+                         input_signature=[tf.TensorSpec([1, None], tf.int32)])
+  first_ms = {}
+  for x in ids:
+    bucket = -(-int(x.shape[1]) // translate.XLA_BUCKET)
+    if bucket not in first_ms:
+      start = time.perf_counter()
+      compiled(x)
+      first_ms[bucket] = 1000 * (time.perf_counter() - start)
+  xla_ms, outputs = mean_ms(compiled, ids)
+  same = all(np.array_equal(a.numpy()[a.numpy() != 0], b.numpy()[b.numpy() != 0])
+             for a, b in zip(graph_outputs, outputs))   # padded to other lengths
+  return {"xla_total_ms": xla_ms, "xla_first_request_ms": float(np.mean(list(first_ms.values()))),
+          "xla_programs": len(first_ms), "xla_same_tokens": same}
 
 
 def plot_curve(rows, path):
@@ -305,6 +330,11 @@ def print_stages(rows):
           f"{r['step_ms']:7.2f} {r['search_ms']:6.1f} {r['parallel_decode_ms']:8.1f} "
           f"{r['total_ms']:6.1f}")
   for r in rows:
+    if "xla_total_ms" in r:
+      print(f"  {r['model']}: with XLA buckets {r['xla_total_ms']:.1f} ms in all; the first "
+            f"request of a bucket {r['xla_first_request_ms']:.0f} ms (compilation; "
+            f"{r['xla_programs']} programs, one per multiple of {translate.XLA_BUCKET} source "
+            f"tokens; same tokens: {r['xla_same_tokens']})")
     if "parallel_xla_ms" in r:
       print(f"  {r['model']}: the parallel decoding alone {r['parallel_graph_ms']:.1f} ms as a "
             f"graph, {r['parallel_xla_ms']:.1f} ms compiled by XLA ({r['xla_programs']} "
@@ -330,11 +360,12 @@ def nat_label(run):
 
 
 def setting(row):
-  """How a row decodes: 'k=4 teacher' for candidates, else '-'."""
+  """How a row decodes: 'k=4 teacher' for candidates, ' xla' under XLA buckets, else '-'."""
+  xla = " xla" if row.get("xla") else ""
   if row.get("num_candidates", 1) == 1:
-    return "-"
+    return xla.strip() or "-"
   first = " 1st" if row.get("candidate_codes") == "first_code" else ""
-  return f"k={row['num_candidates']}{first} {row['score']}"
+  return f"k={row['num_candidates']}{first} {row['score']}{xla}"
 
 
 def print_table(rows):
@@ -464,15 +495,18 @@ def main():
       print(json.dumps({"oracle": nat_label(run), **oracles[nat_label(run)]}), flush=True)
     scorers = [None] + ([teacher] if teacher else [])
     # latent-GLAT's candidates are its likeliest lengths; it has no first code to branch on.
+    # Under XLA buckets too, for the model that translates in parallel passes only.
     settings = ([(1, None, "beam")] +
                 [(k, scorer, "beam") for k in candidates for scorer in scorers] +
                 [(k, None, "first_code") for k in first_code
                  if isinstance(run.model, LatentTransformer)])
-    for num_candidates, scorer, candidate_codes in settings:
+    xla_modes = (False, True) if run.model.translates_in_parallel else (False,)
+    for (num_candidates, scorer, candidate_codes), xla in itertools.product(settings,
+                                                                          xla_modes):
       beam_size = run.hparams.decoding_defaults()["beam_size"]
       _, row = measure(run, nat_label(run), beam_size, sources, references,
                        args.batch1_sentences, num_candidates, scorer, predictor,
-                       candidate_codes)
+                       candidate_codes, xla)
       rows.append(row)
       print(json.dumps(rows[-1]), flush=True)
     n_c = f", n_c={rows[-1]['n_c']}" if rows[-1]["n_c"] else ""

@@ -128,5 +128,18 @@ def latent_and_teacher_runs(request, tmp_path_factory, multi30k_data_dir):
           for name in (request.param, "transformer_tiny")]
 
 
+def decoding_of(flags):
+  """Decoding options {name: value} that search a little for a run's model: a beam of 2;
+  latent-GLAT searches nothing: its 2 likeliest lengths."""
+  if flag_value(flags, "hparams").startswith("vq_glat"):
+    return {"num_candidates": 2}
+  return {"beam_size": 2}
+
+
+def decoding_text(flags):
+  """`decoding_of` as --decode_hparams text."""
+  return ",".join(f"{name}={value}" for name, value in decoding_of(flags).items())
+
+
 def flag_value(flags, name):
   return next(flag.split("=", 1)[1] for flag in flags if flag.startswith(f"--{name}="))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_tool, TESTDATA
+from conftest import decoding_text, run_tool, TESTDATA
 from vqkeras import problem as problem_lib
 from vqkeras import registry
 from vqkeras.files import read_lines
@@ -48,7 +48,8 @@ def test_decode_file_has_one_line_per_input_line(translation_run, tmp_path):
                      long_line.encode() + b"\nbroken \xff\xfe bytes\nno final newline")
   output = tmp_path / "output.de"
   result = run_tool("decode", *translation_run, f"--decode_from_file={source}",
-                    f"--decode_to_file={output}", "--decode_hparams=beam_size=2,batch_size=3")
+                    f"--decode_to_file={output}",
+                    f"--decode_hparams={decoding_text(translation_run)},batch_size=3")
   assert result.returncode == 0, result.stderr
   lines = output.read_text(encoding="utf-8").split("\n")
   assert lines[-1] == "" and len(lines[:-1]) == 7
@@ -129,3 +130,12 @@ def test_each_tool_offers_only_the_flags_it_reads(tool):
   training = {flag.lstrip("-") for flag in TRAINING_FLAGS}
   assert training <= listed if tool == "train" else not training & listed, (tool, listed)
   assert ("decode_hparams" in listed) == (tool != "train")
+
+
+@pytest.mark.parametrize("translation_run", ["vq_glat_tiny"], indirect=True)
+def test_decode_refuses_a_beam_for_latent_glat_before_translating(translation_run):
+  result = run_tool("decode", *translation_run, "--decode_hparams=beam_size=4",
+                    input="A dog.\n")
+  assert result.returncode == 2, result.stderr
+  assert "beam_size=4: the LatentGlat decodes every token at once" in result.stderr
+  assert "Traceback" not in result.stderr

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import flag_value, run_tool, TESTDATA
+from conftest import decoding_of, decoding_text, flag_value, run_tool, TESTDATA
 from vqkeras import registry
 from vqkeras import translate
 from vqkeras.files import read_lines
@@ -84,20 +84,10 @@ def exported(tmp_path_factory, flags, *export_args):
   return export_dir
 
 
-# A beam of 2; latent-GLAT searches nothing: its 2 likeliest lengths.
-DECODING = {"vq_glat_tiny": {"num_candidates": 2}}
-
-
-def decoding_of(flags):
-  """The decoding options the export of a run is made with: {name: value}."""
-  return DECODING.get(flag_value(flags, "hparams"), {"beam_size": 2})
-
-
 @pytest.fixture(scope="module")
 def translation_export(tmp_path_factory, translation_run):
-  options = ",".join(f"{k}={v}" for k, v in decoding_of(translation_run).items())
   return translation_run, exported(tmp_path_factory, translation_run,
-                                   f"--decode_hparams={options}")
+                                   f"--decode_hparams={decoding_text(translation_run)}")
 
 
 def test_translation_export_serves_text_and_ids_as_the_python_model(translation_export,
@@ -115,16 +105,14 @@ def test_translation_export_serves_text_and_ids_as_the_python_model(translation_
       "ids": ("translate_ids", {"inputs": tensor(ids.numpy().tolist(), "int32")}),
       "empty_batch": ("serving_default", {"inputs": tensor([], "string")}),
   }, tmp_path)
-  options = dict({"beam_size": 1}, **decoding_of(flags))
+  search = translate.Search(length_penalty=run.hparams.length_penalty, **decoding_of(flags))
   expected = translate.translate_text(run.model, tokenizer, tf.constant(SENTENCE_BYTES),
-                                      length_penalty=run.hparams.length_penalty,
-                                      **options).numpy()
+                                      search).numpy()
   served_text = [s.decode("utf-8") for s in served["text/outputs"]]
   assert served_text == [s.decode("utf-8") for s in expected]
   assert served_text[1] == "" and served_text[2] == ""      # empty and blank stay empty
   assert all(served_text[i] for i in (0, 3, 4, 5))          # over-long and broken ones too
-  expected_ids = translate.translate_ids(run.model, ids, length_penalty=run.hparams.length_penalty,
-                                         **options).numpy()
+  expected_ids = translate.translate_ids(run.model, ids, search).numpy()
   np.testing.assert_array_equal(served["ids/outputs"], expected_ids)
   assert served["empty_batch/outputs"].shape == (0,)
 
@@ -150,8 +138,8 @@ def test_an_export_with_a_teacher_serves_its_candidates_alike_alone_and_in_a_bat
   teacher = Run.from_model_dir(teacher_dir, multi30k_data_dir, raw_dir, log=QUIET).model
   tokenizer = registry.problem("translate_ende_multi30k").tokenizer(
       multi30k_data_dir, None, model.hparams)
-  expected = translate.translate_text(model, tokenizer, tf.constant(sentences), 1,
-                                        model.hparams.length_penalty, 3, teacher).numpy()
+  search = translate.Search(1, model.hparams.length_penalty, 3, teacher)
+  expected = translate.translate_text(model, tokenizer, tf.constant(sentences), search).numpy()
   assert list(served["all/outputs"]) == list(expected)
 
 

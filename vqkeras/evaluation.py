@@ -74,10 +74,11 @@ class Evaluator:
 
   def translator(self, options, teacher=None):
     """The `translate.Translator` of a decoding setting, built once."""
-    key = (options.beam_size, options.length_penalty, options.batch_size,
-           options.num_candidates, teacher, options.candidate_codes)
+    search = translate.Search.of(options, teacher)
+    key = (search, options.batch_size)
     if key not in self._translators:
-      self._translators[key] = translate.Translator(self.run.model, self.run.tokenizer(), *key)
+      self._translators[key] = translate.Translator(self.run.model, self.run.tokenizer(),
+                                                    search, options.batch_size)
     return self._translators[key]
 
   def bleu(self, split, decode_options=None, sentences=None, teacher=None):

@@ -27,7 +27,7 @@ import shutil
 
 import tensorflow as tf
 
-from vqkeras.translate import check_candidates, translate_ids, translate_text
+from vqkeras.translate import Search, translate_ids, translate_text
 
 
 def _variables_of(model):
@@ -40,26 +40,22 @@ class TranslationServing(tf.Module):
   """The serving signatures of a translation model and its tokenizer.
 
   Args:
-    model: a model with `translate` (Transformer or LatentTransformer).
+    model: a `TranslationModel`.
     tokenizer: the problem's `Tokenizer`.
-    beam_size, length_penalty: the search of every request.
-    num_candidates, teacher, candidate_codes: the latent model's candidates, the
-      Transformer that scores them (the SavedModel then holds both models) and their
-      search (`translate.translate_ids`).
+    search: how every request is translated (`translate.Search`); its teacher, if any,
+      is saved beside the model.
   """
 
-  def __init__(self, model, tokenizer, beam_size, length_penalty, num_candidates=1,
-               teacher=None, candidate_codes="beam"):
+  def __init__(self, model, tokenizer, search=Search()):
     super().__init__(name="translation")
-    check_candidates(model, num_candidates, teacher, candidate_codes)
+    search.check(model)
     self.model_variables = _variables_of(model)
-    self.teacher_variables = [] if teacher is None else _variables_of(teacher)
-    search = (beam_size, length_penalty, num_candidates, teacher, candidate_codes)
+    self.teacher_variables = [] if search.teacher is None else _variables_of(search.teacher)
     self.translate = tf.function(
-        lambda inputs: {"outputs": translate_text(model, tokenizer, inputs, *search)},
+        lambda inputs: {"outputs": translate_text(model, tokenizer, inputs, search)},
         input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     self.translate_ids = tf.function(
-        lambda inputs: {"outputs": translate_ids(model, inputs, *search)},
+        lambda inputs: {"outputs": translate_ids(model, inputs, search)},
         input_signature=[tf.TensorSpec([None, None], tf.int32, name="inputs")])
 
   def signatures(self):

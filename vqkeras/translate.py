@@ -44,41 +44,97 @@ def source_ids(tokenizer, text, max_length):
   return cut[:, :tf.reduce_max(kept)], lengths
 
 
-def check_candidates(model, num_candidates=1, teacher=None, candidate_codes="beam"):
-  """Raises ValueError unless the model can take num_candidates, their search and the
-  teacher."""
-  if candidate_codes not in CANDIDATE_CODES:
-    raise ValueError(f"candidate_codes={candidate_codes!r}: choose one of "
-                     f"{', '.join(CANDIDATE_CODES)}.")
-  if num_candidates > 1 and not model.decodes_candidates:
-    raise ValueError(f"num_candidates={num_candidates}: only the latent model decodes several "
-                     f"candidates; the {type(model).__name__} searches with beam_size.")
-  if teacher is not None:
-    if num_candidates == 1:
-      raise ValueError("A teacher scores candidates: give num_candidates > 1 in "
-                       "--decode_hparams, e.g. num_candidates=4, or drop --teacher_dir.")
-    if not (isinstance(teacher, TranslationModel) and teacher.scores_candidates):
-      raise ValueError(f"The teacher must be an autoregressive Transformer run, not a "
-                       f"{type(teacher).__name__}.")
-    if teacher.hparams.vocab_size != model.hparams.vocab_size:
-      raise ValueError(f"The teacher's vocabulary has {teacher.hparams.vocab_size} pieces, the "
-                       f"model's {model.hparams.vocab_size}: they must share the vocabulary.")
+# latent-GLAT under XLA: sources are padded to a multiple of this many tokens, so that
+# one compiled program serves every source of a bucket (per batch size).
+XLA_BUCKET = 8
 
 
-def translate_ids(model, ids, beam_size=1, length_penalty=0.0, num_candidates=1, teacher=None,
-                  candidate_codes="beam"):
-  """The model's translation ids of source ids; num_candidates > 1: the best of that many
-  candidates of the latent model (their codes searched by `candidate_codes`), scored by
-  `teacher` (a Transformer) or the model itself."""
-  if num_candidates == 1:
-    return model.translate(ids, beam_size, length_penalty)
-  scorer = None if teacher is None else teacher.candidate_log_likelihoods
-  return model.translate(ids, beam_size, length_penalty, num_candidates=num_candidates,
-                         scorer=scorer, candidate_codes=candidate_codes)
+@dataclasses.dataclass(frozen=True)
+class Search:
+  """How a model translates: its search and, for a latent model, its candidates.
+
+  beam_size: of the model's search (tokens for the Transformer, codes for the paper's
+    latent model; latent-GLAT searches nothing: 1).
+  length_penalty: alpha of the beam score and of the candidates' score.
+  num_candidates: latent models: translations decoded at once, the best kept.
+  teacher: the Transformer that scores the candidates; None: the model itself.
+  candidate_codes: the paper's latent model: how its candidates' codes are searched
+    (`LatentTransformer.translate_candidates`).
+  xla: latent-GLAT: sources padded to a multiple of XLA_BUCKET tokens and every pass
+    compiled by XLA, one program per padded shape (the tokens do not change: the model
+    reads no padding).
+  """
+  beam_size: int = 1
+  length_penalty: float = 0.0
+  num_candidates: int = 1
+  teacher: object = None
+  candidate_codes: str = "beam"
+  xla: bool = False
+
+  @classmethod
+  def of(cls, options, teacher=None):
+    """The search of `decoding.DecodeHParams` options and a teacher."""
+    return cls(options.beam_size, options.length_penalty, options.num_candidates, teacher,
+               options.candidate_codes, options.xla)
+
+  def check(self, model):
+    """Raises ValueError unless the model can translate this way."""
+    if self.candidate_codes not in CANDIDATE_CODES:
+      raise ValueError(f"candidate_codes={self.candidate_codes!r}: choose one of "
+                       f"{', '.join(CANDIDATE_CODES)}.")
+    if self.num_candidates > 1 and not model.decodes_candidates:
+      raise ValueError(f"num_candidates={self.num_candidates}: only the latent models decode "
+                       f"several candidates; the {type(model).__name__} searches with "
+                       f"beam_size.")
+    if self.beam_size != 1 and model.translates_in_parallel:
+      raise ValueError(f"beam_size={self.beam_size}: the {type(model).__name__} decodes every "
+                       f"token at once and searches nothing; use beam_size=1 and "
+                       f"num_candidates=k for its k likeliest lengths.")
+    if self.xla and not model.translates_in_parallel:
+      raise ValueError(f"xla=true: the {type(model).__name__} searches step by step, which "
+                       f"XLA cannot compile for every length; only latent-GLAT (vq_glat_*) "
+                       f"translates in parallel passes. Drop xla.")
+    teacher = self.teacher
+    if teacher is not None:
+      if self.num_candidates == 1:
+        raise ValueError("A teacher scores candidates: give num_candidates > 1 in "
+                         "--decode_hparams, e.g. num_candidates=4, or drop --teacher_dir.")
+      if not (isinstance(teacher, TranslationModel) and teacher.scores_candidates):
+        raise ValueError(f"The teacher must be an autoregressive Transformer run, not a "
+                         f"{type(teacher).__name__}.")
+      if teacher.hparams.vocab_size != model.hparams.vocab_size:
+        raise ValueError(f"The teacher's vocabulary has {teacher.hparams.vocab_size} pieces, "
+                         f"the model's {model.hparams.vocab_size}: they must share the "
+                         f"vocabulary.")
 
 
-def translate_text(model, tokenizer, text, beam_size=1, length_penalty=0.0, num_candidates=1,
-                   teacher=None, candidate_codes="beam"):
+def translate_ids(model, ids, search=Search()):
+  """The model's translation ids of source ids `[batch, length]` by `search`."""
+  if search.xla:
+    return translate_with_xla(model, ids, search)
+  if search.num_candidates == 1:
+    return model.translate(ids, search.beam_size, search.length_penalty)
+  scorer = None if search.teacher is None else search.teacher.candidate_log_likelihoods
+  return model.translate(ids, search.beam_size, search.length_penalty,
+                         num_candidates=search.num_candidates, scorer=scorer,
+                         candidate_codes=search.candidate_codes)
+
+
+def translate_with_xla(model, ids, search):
+  """`translate_ids` with the sources padded to a multiple of XLA_BUCKET and the model's
+  parallel passes compiled by XLA (`model.translate(..., static_shapes=True)` decodes at
+  a length fixed by the padded shape)."""
+  scorer = None if search.teacher is None else search.teacher.candidate_log_likelihoods
+  compiled = tf.function(
+      lambda ids: model.translate(ids, search.beam_size, search.length_penalty,
+                                  num_candidates=search.num_candidates, scorer=scorer,
+                                  static_shapes=True),
+      jit_compile=True)
+  length = tf.shape(ids)[1]
+  return compiled(tf.pad(ids, [[0, 0], [0, -length % XLA_BUCKET]]))
+
+
+def translate_text(model, tokenizer, text, search=Search()):
   """Translations `[batch]` (strings) of sentences `[batch]`, all in the TF graph.
 
   Tokenization, the model's search (`translate_ids`) and detokenization; over-long
@@ -87,8 +143,7 @@ def translate_text(model, tokenizer, text, beam_size=1, length_penalty=0.0, num_
   run this.
   """
   ids, _ = source_ids(tokenizer, text, model.hparams.max_length)
-  translations = tokenizer.detokenize(translate_ids(model, ids, beam_size, length_penalty,
-                                                    num_candidates, teacher, candidate_codes))
+  translations = tokenizer.detokenize(translate_ids(model, ids, search))
   blank = tf.equal(tf.strings.length(tf.strings.strip(text)), 0)
   return tf.where(blank, "", translations)
 
@@ -99,22 +154,16 @@ class Translator:
   Args:
     model: a model with `translate` and `hparams.max_length`.
     tokenizer: the problem's `Tokenizer`.
-    beam_size: of the model's search (tokens for the Transformer, codes for the
-      latent model).
-    length_penalty: alpha of the beam score.
+    search: how the model translates (`Search`).
     batch_size: sentences per batch.
-    num_candidates, teacher, candidate_codes: the latent model's candidates, their scorer
-      and their search (`translate_ids`).
   """
 
-  def __init__(self, model, tokenizer, beam_size=1, length_penalty=0.0, batch_size=64,
-               num_candidates=1, teacher=None, candidate_codes="beam"):
-    check_candidates(model, num_candidates, teacher, candidate_codes)
+  def __init__(self, model, tokenizer, search=Search(), batch_size=64):
+    search.check(model)
     self.tokenizer, self.batch_size = tokenizer, batch_size
     self.max_length = model.hparams.max_length
     self.translate_batch = tf.function(
-        lambda text: translate_text(model, tokenizer, text, beam_size, length_penalty,
-                                    num_candidates, teacher, candidate_codes),
+        lambda text: translate_text(model, tokenizer, text, search),
         input_signature=[tf.TensorSpec([None], tf.string)])
 
   def translate(self, lines, progress=None):

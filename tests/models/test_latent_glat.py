@@ -11,6 +11,7 @@ from test_translation_models import (SIZES, assert_draws_only_in_training,
                                      first_short_pairs, numpy_glancing_mask, overfit,
                                      padded_ids, without_padding)
 from vqkeras import registry
+from vqkeras import translate
 from vqkeras.models import model_class
 from vqkeras.models.latent_glat import LengthPredictor, uniform_copy_positions
 from vqkeras.tokenizer import EOS_ID, PAD_ID
@@ -243,3 +244,23 @@ def test_a_beam_or_code_candidates_are_refused_by_name():
     model.translate(inputs, beam_size=4)
   with pytest.raises(ValueError, match="candidates are its likeliest lengths"):
     model.translate(inputs, num_candidates=2, candidate_codes="first_code")
+
+
+@pytest.mark.parametrize("num_candidates", [1, 3])
+def test_xla_buckets_give_the_same_tokens(glat, pairs, multi30k_tokenizer, num_candidates):
+  """Sources padded to multiples of 8 and every pass compiled by XLA (translate.Search's
+  xla): the same translations as the graph, for a batch and for sentences alone."""
+  unseen = padded_ids(multi30k_tokenizer, [en for en, _ in first_short_pairs("val", 16)])
+  graph, compiled = (tf.function(lambda ids, xla=xla: translate.translate_ids(
+      glat, ids, translate.Search(num_candidates=num_candidates, xla=xla)),
+      input_signature=[tf.TensorSpec([None, None], tf.int32)]) for xla in (False, True))
+  for ids in (pairs["inputs"], unseen, unseen[:1], unseen[5:6]):
+    want, got = graph(ids).numpy(), compiled(ids).numpy()
+    assert [without_padding(row) for row in got] == [without_padding(row) for row in want]
+
+
+def test_xla_is_refused_for_models_that_search():
+  hparams = registry.hparams("vq_em_tiny")
+  with pytest.raises(ValueError, match="xla=true: the LatentTransformer searches step by step"):
+    translate.Search(xla=True).check(model_class(hparams).from_hparams(hparams))
+

@@ -55,10 +55,9 @@ def write_lines(path, lines):
 
 def decode_text(trained, options):
   """Translates --decode_from_file (or stdin) line by line to --decode_to_file (or stdout)."""
-  from vqkeras.translate import Translator  # pylint: disable=import-outside-toplevel
-  translator = Translator(trained.model, trained.tokenizer(log_to_stderr), options.beam_size,
-                          options.length_penalty, options.batch_size, options.num_candidates,
-                          flags.teacher(log_to_stderr), options.candidate_codes)
+  from vqkeras.translate import Search, Translator  # pylint: disable=import-outside-toplevel
+  translator = Translator(trained.model, trained.tokenizer(log_to_stderr),
+                          Search.of(options, flags.teacher(log_to_stderr)), options.batch_size)
   lines = files.read_lines(FLAGS.decode_from_file)
   start = time.perf_counter()
   reported = [start]

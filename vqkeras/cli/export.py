@@ -21,11 +21,11 @@ def serving_module(trained, options):
   """The signatures for the trained model: translation or images."""
   from vqkeras import export  # pylint: disable=import-outside-toplevel
   from vqkeras import models  # pylint: disable=import-outside-toplevel
+  from vqkeras.translate import Search  # pylint: disable=import-outside-toplevel
   model = trained.model
   if isinstance(model, models.TranslationModel):
-    return export.TranslationServing(model, trained.tokenizer(), options.beam_size,
-                                     options.length_penalty, options.num_candidates,
-                                     flags.teacher(), options.candidate_codes)
+    return export.TranslationServing(model, trained.tokenizer(),
+                                     Search.of(options, flags.teacher()))
   if isinstance(model, models.ImageModel):
     return export.ImageServing(model, trained.problem.image_shape)
   raise ValueError(f"The {type(model).__name__} model of --hparams={FLAGS.hparams} has no "

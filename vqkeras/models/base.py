@@ -85,6 +85,9 @@ class TranslationModel(Model):
   # the autoregressive one scores them (`candidate_log_likelihoods`), as a teacher.
   decodes_candidates = False
   scores_candidates = False
+  # latent-GLAT translates in parallel passes only, which XLA compiles per padded shape
+  # (`translate(..., static_shapes=True)`; translate.Search's xla).
+  translates_in_parallel = False
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None):
     """Source ids `[batch, length]` to target ids `[batch, length']`, EOS-terminated and

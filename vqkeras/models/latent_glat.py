@@ -156,6 +156,7 @@ class LatentGlat(EncoderDecoder):
   """
 
   decodes_candidates = True   # translate: the num_candidates likeliest lengths at once
+  translates_in_parallel = True   # translate(..., static_shapes=True) compiles with XLA
 
   def __init__(self, hparams, **kwargs):
     super().__init__(hparams, **kwargs)
@@ -337,7 +338,7 @@ class LatentGlat(EncoderDecoder):
     return self.tokens_of(logits, lengths)
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None,
-                num_candidates=1, scorer=None, candidate_codes="beam"):
+                num_candidates=1, scorer=None, candidate_codes="beam", static_shapes=False):
     """Target ids `[batch, length]` of source ids `[batch, S]`: the length, the codes and
     the tokens, each in one parallel pass.
 
@@ -349,6 +350,10 @@ class LatentGlat(EncoderDecoder):
         best-scored translation (`translate_candidates`).
       scorer: the candidates' score (`translate_candidates`); None: the model's own.
       candidate_codes: "beam" only: the candidates are lengths.
+      static_shapes: decode at min(max_decode_length, S + max_length_offset) positions, S
+        the padded source length, instead of the longest predicted length: every shape
+        then follows from the inputs' shape, as XLA needs (translate.Search's xla). The
+        tokens are the same: no predicted length exceeds it.
 
     Returns:
       ids ending with EOS, then padding; each row the same whatever else is in the batch.
@@ -361,12 +366,14 @@ class LatentGlat(EncoderDecoder):
       raise ValueError(f"candidate_codes={candidate_codes!r}: latent-GLAT's candidates are "
                        f"its likeliest lengths (num_candidates); drop candidate_codes.")
     max_decode_length = max_decode_length or self.hparams.max_length
-    ids, scores = self.translate_candidates(inputs, num_candidates, max_decode_length, scorer)
+    ids, scores = self.translate_candidates(inputs, num_candidates, max_decode_length, scorer,
+                                            static_shapes)
     if num_candidates == 1:
       return ids[:, 0]
     return pick_best(ids, scores, length_penalty)
 
-  def translate_candidates(self, inputs, num_candidates, max_decode_length, scorer=None):
+  def translate_candidates(self, inputs, num_candidates, max_decode_length, scorer=None,
+                           static_shapes=False):
     """The translations at the num_candidates likeliest lengths, decoded in one batch, and
     their scores.
 
@@ -375,6 +382,7 @@ class LatentGlat(EncoderDecoder):
         log p(codes | source) + log p(tokens | codes, source) of its own argmax codes and
         tokens; or a function of (source ids `[batch, S]`, candidate ids `[batch, k, T]`)
         to log-likelihoods `[batch, k]`, e.g. an autoregressive teacher's.
+      static_shapes: as in `translate`.
 
     Returns:
       (ids `[batch, k, T]`, scores `[batch, k]`).
@@ -386,7 +394,11 @@ class LatentGlat(EncoderDecoder):
         self.length_predictor(memory, memory_mask), source_lengths, k, max_decode_length)
     lengths = tf.reshape(lengths, [-1])
     inputs_k, memory, memory_mask = beam_search.tile_beams((inputs, memory, memory_mask), k)
-    length = tf.maximum(tf.reduce_max(lengths), 1)   # an empty batch's max is INT_MIN
+    if static_shapes:
+      length = tf.minimum(max_decode_length,
+                          tf.shape(inputs)[1] + self.length_predictor.max_offset)
+    else:
+      length = tf.maximum(tf.reduce_max(lengths), 1)   # an empty batch's max is INT_MIN
     mask = tf.sequence_mask(lengths, length)
     copied = self.copy_source(inputs_k, lengths, length)
     code_log_probs = tf.nn.log_softmax(self.latent_predictor(copied, mask, memory, memory_mask))
