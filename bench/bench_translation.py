@@ -291,7 +291,8 @@ def plot_curve(rows, path):
     axes.scatter([r["latency_batch1_ms"] for r in points], [r["bleu"] for r in points],
                  color=f"C{index}", label=model)
     for r in points:
-      axes.annotate(setting(r) if setting(r) != "-" else "greedy codes",
+      plain = "greedy codes" if r["n_c"] else "one pass"   # latent-GLAT searches nothing
+      axes.annotate(setting(r) if setting(r) != "-" else plain,
                     (r["latency_batch1_ms"], r["bleu"]), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")
   for r in rows:

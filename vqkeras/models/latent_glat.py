@@ -39,6 +39,11 @@ from vqkeras.models.transformer import (EncoderDecoder, decoder_stack,
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
 
+def real_lengths(ids):
+  """The real (non-PAD) tokens of each row of ids `[batch, length]`, `[batch]` int32."""
+  return tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=1)
+
+
 def uniform_copy_positions(source_lengths, target_lengths, length):
   """The source position each target position reads, `[batch, length]` int32: position t
   of a target of T tokens reads round(t (S - 1) / (T - 1)) of its source of S (GLAT's
@@ -202,7 +207,7 @@ class LatentGlat(EncoderDecoder):
   def copy_source(self, inputs, target_lengths, length):
     """The source embeddings (without positions) copied uniformly to each row's target
     length, `[batch, length, hidden]`; 0 past it."""
-    source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(inputs, PAD_ID), tf.int32), axis=1)
+    source_lengths = real_lengths(inputs)
     positions = uniform_copy_positions(source_lengths, target_lengths, length)
     copied = tf.gather(self.embedding(inputs, positions=False), positions, batch_dims=1)
     in_use = tf.sequence_mask(target_lengths, length)[:, :, None]
@@ -229,8 +234,8 @@ class LatentGlat(EncoderDecoder):
   def length_loss(self, inputs, targets, memory, memory_mask):
     """The length classifier's cross-entropy of each row times its target tokens (so it
     weighs per token, as the other terms do), summed; float32."""
-    source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(inputs, PAD_ID), tf.int32), axis=1)
-    target_lengths = tf.reduce_sum(tf.cast(tf.not_equal(targets, PAD_ID), tf.int32), axis=1)
+    source_lengths = real_lengths(inputs)
+    target_lengths = real_lengths(targets)
     logits = self.length_predictor(memory, memory_mask)
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
         self.length_predictor.targets(source_lengths, target_lengths), logits)
@@ -246,7 +251,7 @@ class LatentGlat(EncoderDecoder):
     inputs, targets = features["inputs"], features["targets"]
     memory, memory_mask = self.encode(inputs, training)
     mask = tf.not_equal(targets, PAD_ID)
-    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+    lengths = real_lengths(targets)
     gold_codes, gold_vectors = self.quantize_targets(targets, training)
     copied = self.copy_source(inputs, lengths, tf.shape(targets)[1])
     code_logits = self.latent_predictor(copied, mask, memory, memory_mask, training=training)
@@ -281,7 +286,7 @@ class LatentGlat(EncoderDecoder):
     inputs, targets = features["inputs"], features["targets"]
     memory, memory_mask = self.encode(inputs, training)
     mask = tf.not_equal(targets, PAD_ID)
-    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+    lengths = real_lengths(targets)
     copied = self.copy_source(inputs, lengths, tf.shape(targets)[1])
     codes = tf.argmax(self.latent_predictor(copied, mask, memory, memory_mask),
                       axis=-1, output_type=tf.int32)
@@ -297,13 +302,13 @@ class LatentGlat(EncoderDecoder):
     memory, memory_mask = self.encode(inputs)
     mask = tf.not_equal(targets, PAD_ID)
     weights = tf.cast(mask, tf.float32)
-    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+    lengths = real_lengths(targets)
     gold_codes, gold_vectors = self.quantize_targets(targets)
     copied = self.copy_source(inputs, lengths, tf.shape(targets)[1])
     code_logits = self.latent_predictor(copied, mask, memory, memory_mask)
     predicted = tf.argmax(code_logits, axis=-1, output_type=tf.int32)
     right_codes = tf.cast(tf.equal(predicted, gold_codes), tf.float32) * weights
-    source_lengths = tf.reduce_sum(tf.cast(memory_mask, tf.int32), axis=1)
+    source_lengths = real_lengths(inputs)
     length_classes = tf.argmax(self.length_predictor(memory, memory_mask), axis=-1,
                                output_type=tf.int32)
     right_lengths = tf.equal(length_classes,
@@ -331,7 +336,7 @@ class LatentGlat(EncoderDecoder):
     memory, memory_mask = self.encode(inputs)
     targets = targets[:, :max_decode_length]
     mask = tf.not_equal(targets, PAD_ID)
-    lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+    lengths = real_lengths(targets)
     codes, _ = self.quantize_targets(targets)
     copied = self.copy_source(inputs, lengths, tf.shape(targets)[1])
     logits = self.decode(copied, self.code_vectors(codes), mask, memory, memory_mask)
@@ -389,7 +394,7 @@ class LatentGlat(EncoderDecoder):
     """
     k = num_candidates
     memory, memory_mask = self.encode(inputs)
-    source_lengths = tf.reduce_sum(tf.cast(memory_mask, tf.int32), axis=1)
+    source_lengths = real_lengths(inputs)
     lengths, length_log_probs = self.length_predictor.lengths(
         self.length_predictor(memory, memory_mask), source_lengths, k, max_decode_length)
     lengths = tf.reshape(lengths, [-1])
