@@ -26,7 +26,8 @@ def test_every_set_has_a_model():
   for name in registry.HPARAMS.names():
     assert issubclass(model_class(registry.hparams(name)), Model), name
   with pytest.raises(ValueError, match="No model is registered for .* HParams; classes with a "
-                                       "model: ImageVQVAEHParams, LatentTransformerHParams"):
+                                       "model: ImageVQVAEHParams, LatentGlatHParams, "
+                                       "LatentTransformerHParams"):
     model_class(hparams_lib.HParams())
 
 

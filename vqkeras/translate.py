@@ -90,6 +90,10 @@ class Search:
       raise ValueError(f"beam_size={self.beam_size}: the {type(model).__name__} decodes every "
                        f"token at once and searches nothing; use beam_size=1 and "
                        f"num_candidates=k for its k likeliest lengths.")
+    if self.candidate_codes != "beam" and model.translates_in_parallel:
+      raise ValueError(f"candidate_codes={self.candidate_codes}: the {type(model).__name__}'s "
+                       f"candidates are its likeliest lengths, it searches no codes; drop "
+                       f"candidate_codes.")
     if self.xla and not model.translates_in_parallel:
       raise ValueError(f"xla=true: the {type(model).__name__} searches step by step, which "
                        f"XLA cannot compile for every length; only latent-GLAT (vq_glat_*) "
@@ -109,29 +113,24 @@ class Search:
 
 
 def translate_ids(model, ids, search=Search()):
-  """The model's translation ids of source ids `[batch, length]` by `search`."""
-  if search.xla:
-    return translate_with_xla(model, ids, search)
-  if search.num_candidates == 1:
-    return model.translate(ids, search.beam_size, search.length_penalty)
-  scorer = None if search.teacher is None else search.teacher.candidate_log_likelihoods
-  return model.translate(ids, search.beam_size, search.length_penalty,
-                         num_candidates=search.num_candidates, scorer=scorer,
-                         candidate_codes=search.candidate_codes)
+  """The model's translation ids of source ids `[batch, length]` by `search`.
 
-
-def translate_with_xla(model, ids, search):
-  """`translate_ids` with the sources padded to a multiple of XLA_BUCKET and the model's
-  parallel passes compiled by XLA (`model.translate(..., static_shapes=True)` decodes at
-  a length fixed by the padded shape)."""
-  scorer = None if search.teacher is None else search.teacher.candidate_log_likelihoods
-  compiled = tf.function(
-      lambda ids: model.translate(ids, search.beam_size, search.length_penalty,
-                                  num_candidates=search.num_candidates, scorer=scorer,
-                                  static_shapes=True),
+  Under `search.xla` the sources are padded to a multiple of XLA_BUCKET and the model's
+  passes compiled by XLA (`translate(..., static_shapes=True)` decodes at a length fixed by
+  the padded shape, so XLA compiles one program per padded shape).
+  """
+  options = {}
+  if search.num_candidates > 1:
+    options = {"num_candidates": search.num_candidates,
+               "scorer": None if search.teacher is None else
+                         search.teacher.candidate_log_likelihoods,
+               "candidate_codes": search.candidate_codes}
+  if not search.xla:
+    return model.translate(ids, search.beam_size, search.length_penalty, **options)
+  compiled = tf.function(lambda ids: model.translate(
+      ids, search.beam_size, search.length_penalty, static_shapes=True, **options),
       jit_compile=True)
-  length = tf.shape(ids)[1]
-  return compiled(tf.pad(ids, [[0, 0], [0, -length % XLA_BUCKET]]))
+  return compiled(tf.pad(ids, [[0, 0], [0, -tf.shape(ids)[1] % XLA_BUCKET]]))
 
 
 def translate_text(model, tokenizer, text, search=Search()):
