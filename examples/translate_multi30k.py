@@ -16,7 +16,7 @@ size, each stage one of the documented commands:
   python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k --stages=latent,bench \
       --latent_name=latent_dec1 --latent_overrides=decoder_layers=1   # a variant beside it
   python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k --stages=latent,bench \
-      --latent_hparams=vq_glat_small --latent_name=latent_glat --joint_steps=2400   # latent-GLAT
+      --latent_hparams=vq_glat_small --latent_name=latent_glat --joint_steps=1200   # latent-GLAT
 
 Re-running the same command resumes: a finished training or translation is not redone,
 an interrupted training continues from its latest checkpoint. `--stages=bench` reruns
