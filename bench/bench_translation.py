@@ -226,7 +226,10 @@ def stages(run, label, sources):
     xla = parallel_decode_with_xla(model, predicted)
   elif isinstance(model, LatentGlat):   # nothing sequential after the encoder
     sequential_ms, searched = encode_ms, []
-    xla = translation_with_xla(model, ids, outputs)
+    codes_ms, _ = mean_ms(tf.function(lambda x: model.predict_codes(x, 1, hparams.max_length)
+                                      .codes, input_signature=spec), ids)
+    xla = {"length_and_codes_ms": codes_ms - encode_ms, "decoder_ms": total_ms - codes_ms,
+           **translation_with_xla(model, ids, outputs)}
   else:
     sequential_ms, searched = total_ms, outputs
   # At batch 1 a search emits one symbol per step, the last one EOS or STOP.
@@ -331,6 +334,9 @@ def print_stages(rows):
           f"{r['step_ms']:7.2f} {r['search_ms']:6.1f} {r['parallel_decode_ms']:8.1f} "
           f"{r['total_ms']:6.1f}")
   for r in rows:
+    if "length_and_codes_ms" in r:
+      print(f"  {r['model']}: the length and the codes (one predictor pass) "
+            f"{r['length_and_codes_ms']:.1f} ms, the decoder pass {r['decoder_ms']:.1f} ms")
     if "xla_total_ms" in r:
       print(f"  {r['model']}: with XLA buckets {r['xla_total_ms']:.1f} ms in all; the first "
             f"request of a bucket {r['xla_first_request_ms']:.0f} ms (compilation; "

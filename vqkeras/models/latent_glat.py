@@ -23,6 +23,8 @@ Each row depends on its own source and length only (masks everywhere, copy posit
 per row), so a translation is the same in any batch and under any padding.
 """
 
+from typing import NamedTuple
+
 import keras
 import tensorflow as tf
 
@@ -149,6 +151,18 @@ class CodeGate(keras.layers.Layer):
 
   def call(self, x, z):
     return x + self.gate(tf.concat([x, z], axis=-1)) * z
+
+
+class CodePrediction(NamedTuple):
+  """`LatentGlat.predict_codes`: every candidate a row, k rows per sentence."""
+  codes: tf.Tensor             # [batch * k, T] the predictor's argmax codes
+  code_log_probs: tf.Tensor    # [batch * k] their summed log-probabilities
+  lengths: tf.Tensor           # [batch * k] the candidate lengths
+  length_log_probs: tf.Tensor  # [batch, k] their log-probabilities
+  copied: tf.Tensor            # [batch * k, T, hidden] the copied source embeddings
+  mask: tf.Tensor              # [batch * k, T] True within each length
+  memory: tf.Tensor            # [batch * k, S, hidden] the source encoding, repeated
+  memory_mask: tf.Tensor       # [batch * k, S]
 
 
 @register_model(LatentGlatHParams)
@@ -392,11 +406,24 @@ class LatentGlat(EncoderDecoder):
     Returns:
       (ids `[batch, k, T]`, scores `[batch, k]`).
     """
+    p = self.predict_codes(inputs, num_candidates, max_decode_length, static_shapes)
+    logits = self.decode(p.copied, self.code_vectors(p.codes), p.mask, p.memory, p.memory_mask)
+    flat_ids = self.tokens_of(logits, p.lengths)
+    batch_size = tf.shape(inputs)[0]
+    ids = tf.reshape(flat_ids, [batch_size, num_candidates, -1])
+    if scorer is not None:
+      return ids, tf.cast(scorer(inputs, ids), tf.float32)
+    own = sequence_log_likelihood(logits, flat_ids) + p.code_log_probs
+    return ids, p.length_log_probs + tf.reshape(own, [batch_size, num_candidates])
+
+  def predict_codes(self, inputs, num_candidates, max_decode_length, static_shapes=False):
+    """What translation does before the decoder: the encoder, the num_candidates likeliest
+    lengths and one latent predictor pass at each; a CodePrediction whose rows are the
+    batch's candidates, k per sentence (static_shapes: as in `translate`)."""
     k = num_candidates
     memory, memory_mask = self.encode(inputs)
-    source_lengths = real_lengths(inputs)
     lengths, length_log_probs = self.length_predictor.lengths(
-        self.length_predictor(memory, memory_mask), source_lengths, k, max_decode_length)
+        self.length_predictor(memory, memory_mask), real_lengths(inputs), k, max_decode_length)
     lengths = tf.reshape(lengths, [-1])
     inputs_k, memory, memory_mask = beam_search.tile_beams((inputs, memory, memory_mask), k)
     if static_shapes:
@@ -408,16 +435,10 @@ class LatentGlat(EncoderDecoder):
     copied = self.copy_source(inputs_k, lengths, length)
     code_log_probs = tf.nn.log_softmax(self.latent_predictor(copied, mask, memory, memory_mask))
     codes = tf.argmax(code_log_probs, axis=-1, output_type=tf.int32)
-    logits = self.decode(copied, self.code_vectors(codes), mask, memory, memory_mask)
-    flat_ids = self.tokens_of(logits, lengths)
-    batch_size = tf.shape(inputs)[0]
-    ids = tf.reshape(flat_ids, [batch_size, k, -1])
-    if scorer is not None:
-      return ids, tf.cast(scorer(inputs, ids), tf.float32)
-    own = (sequence_log_likelihood(logits, flat_ids) +
-           tf.reduce_sum(tf.reduce_max(code_log_probs, axis=-1) * tf.cast(mask, tf.float32),
-                         axis=1))
-    return ids, length_log_probs + tf.reshape(own, [batch_size, k])
+    best = tf.reduce_sum(tf.reduce_max(code_log_probs, axis=-1) * tf.cast(mask, tf.float32),
+                         axis=1)
+    return CodePrediction(codes, best, lengths, length_log_probs, copied, mask, memory,
+                          memory_mask)
 
   def tokens_of(self, logits, lengths):
     """The most likely token (PAD ruled out) of every position in `lengths`, EOS at the
