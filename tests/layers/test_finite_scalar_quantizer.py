@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from replicas import assert_replicas_hold, train_alone_and_mirrored
 from round_trip import check_round_trips
 from vqkeras.layers import FiniteScalarQuantizer
 
@@ -142,23 +143,10 @@ def test_inference_and_a_frozen_layer_record_no_usage(cifar_patches):
 def test_mirrored_replicas_record_the_usage_of_the_global_batch(cifar_patches,
                                                                mirrored_strategy):
   z = encoder_outputs(cifar_patches[:128], 4).astype(np.float32)
-  single = FiniteScalarQuantizer(LEVELS)
-  single(z, training=True)
-  with mirrored_strategy.scope():
-    mirrored = FiniteScalarQuantizer(LEVELS)
-    mirrored.build(z.shape)
-  halves = np.split(z, 2)
-
-  @tf.function
-  def step(x):
-    mirrored_strategy.run(lambda x: mirrored(x, training=True), args=(x,))
-
-  step(mirrored_strategy.experimental_distribute_values_from_function(
-      lambda context: tf.constant(halves[context.replica_id_in_sync_group])))
-  for name in ("batch_counts", "last_used", "num_updates", "batch_perplexity"):
-    want = getattr(single, name).numpy()
-    for value in getattr(mirrored, name).value.values:
-      np.testing.assert_array_equal(value.numpy(), want, err_msg=name)
+  single, mirrored = train_alone_and_mirrored(lambda: FiniteScalarQuantizer(LEVELS),
+                                              mirrored_strategy, z)
+  assert_replicas_hold(single, mirrored,
+                       ("batch_counts", "last_used", "num_updates", "batch_perplexity"))
 
 
 def test_4_to_the_16_codes_keep_no_per_code_state(cifar_patches):

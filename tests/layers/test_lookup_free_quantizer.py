@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from replicas import assert_replicas_hold, per_replica, train_alone_and_mirrored
 from round_trip import check_round_trips
 from vqkeras.layers import LookupFreeQuantizer
 from vqkeras.layers.code_usage import MAX_TRACKED_CODES
@@ -216,24 +217,18 @@ def test_mirrored_replicas_compute_the_global_batch(cifar_patches, mirrored_stra
   with mirrored_strategy.scope():
     mirrored = LookupFreeQuantizer(8, temperature=0.5, entropy=entropy)
     mirrored.build(z.shape)
-  shards = [np.split(a, 2) for a in (z, valid, upstream)]
 
   @tf.function
   def step(x, mask, w):
     return mirrored_strategy.run(
         lambda x, mask, w: loss_and_gradient(mirrored, x, mask, w, 2), args=(x, mask, w))
 
-  def per_replica(i):
-    return mirrored_strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(shards[i][context.replica_id_in_sync_group]))
-  losses, grads = step(per_replica(0), per_replica(1), per_replica(2))
+  losses, grads = step(*[per_replica(mirrored_strategy, a) for a in (z, valid, upstream)])
   np.testing.assert_allclose(sum(float(v) for v in losses.values), float(want_loss),
                              rtol=1e-5)
   np.testing.assert_allclose(np.concatenate([g.numpy() for g in grads.values]),
                              want_grad.numpy(), rtol=1e-4, atol=1e-7)
-  for name in ("batch_counts", "last_used", "batch_perplexity"):
-    for value in getattr(mirrored, name).value.values:
-      np.testing.assert_array_equal(value.numpy(), getattr(single, name).numpy(), err_msg=name)
+  assert_replicas_hold(single, mirrored, ("batch_counts", "last_used", "batch_perplexity"))
 
 
 def test_mirrored_replicas_count_the_distinct_codes_of_the_global_batch(cifar_patches,
@@ -242,25 +237,11 @@ def test_mirrored_replicas_count_the_distinct_codes_of_the_global_batch(cifar_pa
   replicas: two replicas hold one device's count and perplexity of the global batch."""
   z = encoder_outputs(cifar_patches[:256], 24).astype(np.float32)
   valid = np.arange(len(z)) % 3 != 0
-  single = LookupFreeQuantizer(24)
-  single(z, training=True, mask=valid)
-  with mirrored_strategy.scope():
-    mirrored = LookupFreeQuantizer(24)
-    mirrored.build(z.shape)
+  single, mirrored = train_alone_and_mirrored(lambda: LookupFreeQuantizer(24),
+                                              mirrored_strategy, z, valid)
   assert not mirrored.tracks_codes
-  shards = [np.split(a, 2) for a in (z, valid)]
-
-  @tf.function
-  def step(x, mask):
-    mirrored_strategy.run(lambda x, mask: mirrored(x, training=True, mask=mask), args=(x, mask))
-
-  step(*[mirrored_strategy.experimental_distribute_values_from_function(
-      lambda context, i=i: tf.constant(shards[i][context.replica_id_in_sync_group]))
-         for i in range(2)])
   assert int(single.batch_codes_used) == len(np.unique(reference(z, False)[2][valid]))
-  for name in ("batch_codes_used", "batch_perplexity", "num_updates"):
-    for value in getattr(mirrored, name).value.values:
-      np.testing.assert_array_equal(value.numpy(), getattr(single, name).numpy(), err_msg=name)
+  assert_replicas_hold(single, mirrored, ("batch_codes_used", "batch_perplexity", "num_updates"))
 
 
 def test_mixed_precision_quantizes_in_float32(cifar_patches):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from replicas import assert_replicas_hold, train_alone_and_mirrored
 from round_trip import check_round_trips
 from test_finite_scalar_quantizer import encoder_outputs, reference
 from vqkeras.layers import ResidualFiniteScalarQuantizer
@@ -70,24 +71,11 @@ def test_the_gradient_passes_each_stage_straight_through_its_bound(cifar_patches
 def test_mirrored_replicas_record_every_stage_on_the_global_batch(cifar_patches,
                                                                  mirrored_strategy):
   z = encoder_outputs(cifar_patches[:128], 4).astype(np.float32)
-  single = ResidualFiniteScalarQuantizer(LEVELS, 2)
-  single(z, training=True)
-  with mirrored_strategy.scope():
-    mirrored = ResidualFiniteScalarQuantizer(LEVELS, 2)
-    mirrored.build(z.shape)
-  halves = np.split(z, 2)
-
-  @tf.function
-  def step(x):
-    mirrored_strategy.run(lambda x: mirrored(x, training=True), args=(x,))
-
-  step(mirrored_strategy.experimental_distribute_values_from_function(
-      lambda context: tf.constant(halves[context.replica_id_in_sync_group])))
+  single, mirrored = train_alone_and_mirrored(lambda: ResidualFiniteScalarQuantizer(LEVELS, 2),
+                                              mirrored_strategy, z)
   for want, got in zip(single.code_layers(), mirrored.code_layers()):
-    for name in ("batch_counts", "last_used", "num_updates", "batch_perplexity"):
-      for value in getattr(got, name).value.values:
-        np.testing.assert_array_equal(value.numpy(), getattr(want, name).numpy(),
-                                      err_msg=f"{got.name}/{name}")
+    assert_replicas_hold(want, got, ("batch_counts", "last_used", "num_updates",
+                                     "batch_perplexity"))
 
 
 def test_mixed_precision_keeps_residuals_float32(cifar_patches):
