@@ -140,5 +140,5 @@ def test_decode_refuses_a_beam_for_latent_glat_before_translating(translation_ru
   result = run_tool("decode", *translation_run, "--decode_hparams=beam_size=4",
                     input="A dog.\n")
   assert result.returncode == 2, result.stderr
-  assert "beam_size=4: the LatentGlat decodes every token at once" in result.stderr
+  assert "beam_size=4: latent-GLAT decodes every token at once" in result.stderr
   assert "Traceback" not in result.stderr

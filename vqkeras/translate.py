@@ -86,14 +86,7 @@ class Search:
       raise ValueError(f"num_candidates={self.num_candidates}: only the latent models decode "
                        f"several candidates; the {type(model).__name__} searches with "
                        f"beam_size.")
-    if self.beam_size != 1 and model.translates_in_parallel:
-      raise ValueError(f"beam_size={self.beam_size}: the {type(model).__name__} decodes every "
-                       f"token at once and searches nothing; use beam_size=1 and "
-                       f"num_candidates=k for its k likeliest lengths.")
-    if self.candidate_codes != "beam" and model.translates_in_parallel:
-      raise ValueError(f"candidate_codes={self.candidate_codes}: the {type(model).__name__}'s "
-                       f"candidates are its likeliest lengths, it searches no codes; drop "
-                       f"candidate_codes.")
+    model.check_search(self.beam_size, self.candidate_codes)
     if self.xla and not model.translates_in_parallel:
       raise ValueError(f"xla=true: the {type(model).__name__} searches step by step, which "
                        f"XLA cannot compile for every length; only latent-GLAT (vq_glat_*) "

@@ -94,6 +94,12 @@ class TranslationModel(Model):
     0-padded; each row the same whatever else is in the batch."""
     raise NotImplementedError(f"{type(self).__name__} does not define translate.")
 
+  def check_search(self, beam_size, candidate_codes):
+    """Raises ValueError, naming the fix, unless the model searches this way (called by
+    `translate.Search.check` before tracing and by models that refuse in `translate`).
+    Every model takes beam_size >= 1 and the candidate codes translate.Search names."""
+    del beam_size, candidate_codes
+
 
 class ImageModel(Model):
   """A model of images with a discrete code grid (bin/decode images, bin/export)."""

@@ -38,12 +38,7 @@ from vqkeras.models.latent_transformer import end_at_eos, pick_best
 from vqkeras.models.transformer import (EncoderDecoder, decoder_stack,
                                         sequence_log_likelihood, smoothed_cross_entropy,
                                         timing_signal)
-from vqkeras.tokenizer import EOS_ID, PAD_ID
-
-
-def real_lengths(ids):
-  """The real (non-PAD) tokens of each row of ids `[batch, length]`, `[batch]` int32."""
-  return tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=1)
+from vqkeras.tokenizer import EOS_ID, PAD_ID, real_lengths
 
 
 def uniform_copy_positions(source_lengths, target_lengths, length):
@@ -377,19 +372,23 @@ class LatentGlat(EncoderDecoder):
     Returns:
       ids ending with EOS, then padding; each row the same whatever else is in the batch.
     """
-    if beam_size != 1:
-      raise ValueError(f"beam_size={beam_size}: latent-GLAT decodes every token at once and "
-                       f"searches nothing; use beam_size=1 and num_candidates=k for the k "
-                       f"likeliest lengths.")
-    if candidate_codes != "beam":
-      raise ValueError(f"candidate_codes={candidate_codes!r}: latent-GLAT's candidates are "
-                       f"its likeliest lengths (num_candidates); drop candidate_codes.")
+    self.check_search(beam_size, candidate_codes)
     max_decode_length = max_decode_length or self.hparams.max_length
     ids, scores = self.translate_candidates(inputs, num_candidates, max_decode_length, scorer,
                                             static_shapes)
     if num_candidates == 1:
       return ids[:, 0]
     return pick_best(ids, scores, length_penalty)
+
+  def check_search(self, beam_size, candidate_codes):
+    """latent-GLAT searches nothing: beam_size 1, and its candidates are lengths."""
+    if beam_size != 1:
+      raise ValueError(f"beam_size={beam_size}: latent-GLAT decodes every token at once and "
+                       f"searches nothing; use beam_size=1 and num_candidates=k for its k "
+                       f"likeliest lengths.")
+    if candidate_codes != "beam":
+      raise ValueError(f"candidate_codes={candidate_codes}: latent-GLAT's candidates are its "
+                       f"likeliest lengths, it searches no codes; drop candidate_codes.")
 
   def translate_candidates(self, inputs, num_candidates, max_decode_length, scorer=None,
                            static_shapes=False):

@@ -37,7 +37,7 @@ from vqkeras.models.glancing import annealed_ratio, glancing_mask
 from vqkeras.models.transformer import (EncoderDecoder, decoder_stack,
                                         sequence_log_likelihood, shift_right,
                                         smoothed_cross_entropy, timing_signal)
-from vqkeras.tokenizer import EOS_ID, PAD_ID
+from vqkeras.tokenizer import EOS_ID, PAD_ID, real_lengths
 
 
 class ResidualConv(keras.layers.Layer):
@@ -316,8 +316,7 @@ def pad_to_multiple(ids, multiple):
 
 def latent_lengths(targets, compression):
   """ceil(T / 2^n_c) per example `[batch]`, T its real tokens (EOS included)."""
-  tokens = tf.reduce_sum(tf.cast(tf.not_equal(targets, PAD_ID), tf.int32), axis=1)
-  return -(-tokens // compression)
+  return -(-real_lengths(targets) // compression)
 
 
 class QuantizedTargets(NamedTuple):
@@ -415,8 +414,7 @@ class LatentTransformer(EncoderDecoder):
     real = tf.cast(tf.not_equal(targets, PAD_ID), self.compute_dtype)[:, :, None]
     x = self.input_dropout(self.embedding(targets), training=training) * real
     lengths = latent_lengths(targets, self.compression)
-    tokens = tf.reduce_sum(tf.cast(tf.not_equal(targets, PAD_ID), tf.int32), axis=1)
-    latents = self.compress(x, tokens, training=training)
+    latents = self.compress(x, real_lengths(targets), training=training)
     return self.normalize_latents(latents, lengths, training), lengths
 
   def normalize_latents(self, latents, lengths, training=False):
@@ -727,8 +725,7 @@ class LatentTransformer(EncoderDecoder):
 def pick_best(ids, scores, length_penalty=0.0):
   """The best candidate of each row: ids `[batch, k, T]` by scores `[batch, k]` over
   ((5 + tokens) / 6)^length_penalty; `[batch, T]`."""
-  tokens = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=-1)
-  best = tf.argmax(scores / beam_search.length_penalty(tokens, length_penalty), axis=1,
+  best = tf.argmax(scores / beam_search.length_penalty(real_lengths(ids), length_penalty), axis=1,
                    output_type=tf.int32)
   return tf.gather(ids, best, batch_dims=1)
 
