@@ -119,39 +119,50 @@ def detokenized(tokenizer, ids):
   return [t.decode() for t in tokenizer.detokenize(ids).numpy()]
 
 
-def predictor_metrics(run, tokenizer, sources, targets, references=None):
-  """The latent predictor's accuracy and NLL per latent on the nearest codes of the
-  `targets` of `sources` (teacher forcing); with `references`, also the BLEU of the
-  translations decoded from those codes (from the references' own codes: what a perfect
-  latent predictor would give)."""
-  model = run.model
-  metric_sums = tf.function(model.metric_sums)
-  totals = {}
-  for inputs, target_ids in id_batches(model, tokenizer, sources, targets):
-    for name, (total, weight) in metric_sums({"inputs": inputs, "targets": target_ids}).items():
-      totals[name] = [a + float(b) for a, b in zip(totals.get(name, (0.0, 0.0)), (total, weight))]
-  metrics = {"code_accuracy": totals["latent_accuracy"][0] / totals["latent_accuracy"][1],
-             "code_nll": totals["latent_nll_per_latent"][0] / totals["latent_nll_per_latent"][1]}
-  if references is not None:
-    reconstruct = tf.function(model.reconstruct)
-    texts = []
-    for inputs, target_ids in id_batches(model, tokenizer, sources, targets):
-      texts += detokenized(tokenizer, reconstruct(inputs, target_ids))
-    metrics["bleu_own_codes"] = bleu.corpus_bleu(texts, references)[0]
-  return metrics
+class PredictorMetrics:
+  """The latent predictor's accuracy and NLL per latent on the nearest codes of given
+  targets (teacher forcing), and the BLEU of the translations decoded from those codes.
+  The model's functions are traced once per run and serve every call."""
+
+  def __init__(self, run, tokenizer):
+    self.model = run.model
+    self.tokenizer = tokenizer
+    self.metric_sums = tf.function(self.model.metric_sums)
+    self.reconstruct = tf.function(self.model.reconstruct)
+
+  def __call__(self, sources, targets, references=None):
+    """Metrics of the `targets` of `sources`; with `references`, also the BLEU from the
+    targets' own codes (from the references' codes: what a perfect latent predictor
+    would give)."""
+    totals = {}
+    for inputs, target_ids in id_batches(self.model, self.tokenizer, sources, targets):
+      sums = self.metric_sums({"inputs": inputs, "targets": target_ids})
+      for name, (total, weight) in sums.items():
+        totals[name] = [a + float(b)
+                        for a, b in zip(totals.get(name, (0.0, 0.0)), (total, weight))]
+    metrics = {"code_accuracy": totals["latent_accuracy"][0] / totals["latent_accuracy"][1],
+               "code_nll": (totals["latent_nll_per_latent"][0] /
+                            totals["latent_nll_per_latent"][1])}
+    if references is not None:
+      texts = []
+      for inputs, target_ids in id_batches(self.model, self.tokenizer, sources, targets):
+        texts += detokenized(self.tokenizer, self.reconstruct(inputs, target_ids))
+      metrics["bleu_own_codes"] = bleu.corpus_bleu(texts, references)[0]
+    return metrics
 
 
 def all_predictor_metrics(run, tokenizer, sources, references, teacher_translations,
                           train_pairs):
-  """predictor_metrics on the references' codes, on the teacher translations' codes
+  """PredictorMetrics on the references' codes, on the teacher translations' codes
   (prefix teacher_) and on the distilled training pairs' (prefix train_)."""
-  metrics = predictor_metrics(run, tokenizer, sources, references, references)
+  predictor_metrics = PredictorMetrics(run, tokenizer)
+  metrics = predictor_metrics(sources, references, references)
   if teacher_translations:
     metrics.update({f"teacher_{name}": value for name, value in predictor_metrics(
-        run, tokenizer, sources, teacher_translations, references).items()})
+        sources, teacher_translations, references).items()})
   if train_pairs:
-    metrics.update({f"train_{name}": value for name, value in predictor_metrics(
-        run, tokenizer, *train_pairs).items()})
+    metrics.update({f"train_{name}": value
+                    for name, value in predictor_metrics(*train_pairs).items()})
   return metrics
 
 
