@@ -44,8 +44,8 @@ def source_ids(tokenizer, text, max_length):
   return cut[:, :tf.reduce_max(kept)], lengths
 
 
-# latent-GLAT under XLA: sources are padded to a multiple of this many tokens, so that
-# one compiled program serves every source of a bucket (per batch size).
+# latent-GLAT under XLA: sources and decoding lengths are padded to multiples of this many
+# tokens, so that one compiled program serves every length of a bucket (per batch size).
 XLA_BUCKET = 8
 
 
@@ -60,9 +60,9 @@ class Search:
   teacher: the Transformer that scores the candidates; None: the model itself.
   candidate_codes: the paper's latent model: how its candidates' codes are searched
     (`LatentTransformer.translate_candidates`).
-  xla: latent-GLAT: sources padded to a multiple of XLA_BUCKET tokens and every pass
-    compiled by XLA, one program per padded shape (the tokens do not change: the model
-    reads no padding).
+  xla: latent-GLAT: sources and decoding lengths padded to multiples of XLA_BUCKET tokens
+    and every pass compiled by XLA, one program per padded shape (the tokens do not
+    change: the model reads no padding).
   """
   beam_size: int = 1
   length_penalty: float = 0.0
@@ -108,9 +108,9 @@ class Search:
 def translate_ids(model, ids, search=Search()):
   """The model's translation ids of source ids `[batch, length]` by `search`.
 
-  Under `search.xla` the sources are padded to a multiple of XLA_BUCKET and the model's
-  passes compiled by XLA (`translate(..., static_shapes=True)` decodes at a length fixed by
-  the padded shape, so XLA compiles one program per padded shape).
+  Under `search.xla` the sources are padded to a multiple of XLA_BUCKET tokens and the
+  model compiles its passes with XLA, its decoding length too rounded up to a multiple of
+  XLA_BUCKET (`translate(..., xla_bucket=XLA_BUCKET)`): one program per bucket.
   """
   options = {}
   if search.num_candidates > 1:
@@ -118,12 +118,10 @@ def translate_ids(model, ids, search=Search()):
                "scorer": None if search.teacher is None else
                          search.teacher.candidate_log_likelihoods,
                "candidate_codes": search.candidate_codes}
-  if not search.xla:
-    return model.translate(ids, search.beam_size, search.length_penalty, **options)
-  compiled = tf.function(lambda ids: model.translate(
-      ids, search.beam_size, search.length_penalty, static_shapes=True, **options),
-      jit_compile=True)
-  return compiled(tf.pad(ids, [[0, 0], [0, -tf.shape(ids)[1] % XLA_BUCKET]]))
+  if search.xla:
+    ids = tf.pad(ids, [[0, 0], [0, -tf.shape(ids)[1] % XLA_BUCKET]])
+    options["xla_bucket"] = XLA_BUCKET
+  return model.translate(ids, search.beam_size, search.length_penalty, **options)
 
 
 def translate_text(model, tokenizer, text, search=Search()):

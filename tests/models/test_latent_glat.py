@@ -248,8 +248,9 @@ def test_a_beam_or_code_candidates_are_refused_by_name():
 
 @pytest.mark.parametrize("num_candidates", [1, 3])
 def test_xla_buckets_give_the_same_tokens(glat, pairs, multi30k_tokenizer, num_candidates):
-  """Sources padded to multiples of 8 and every pass compiled by XLA (translate.Search's
-  xla): the same translations as the graph, for a batch and for sentences alone."""
+  """Sources and decoding lengths padded to multiples of 8 and every pass compiled by XLA
+  (translate.Search's xla): the same translations as the graph, for a batch and for
+  sentences alone, decoded at a bucket's length (the graph's rounded up to 8)."""
   unseen = padded_ids(multi30k_tokenizer, [en for en, _ in first_short_pairs("val", 16)])
   graph, compiled = (tf.function(lambda ids, xla=xla: translate.translate_ids(
       glat, ids, translate.Search(num_candidates=num_candidates, xla=xla)),
@@ -257,6 +258,7 @@ def test_xla_buckets_give_the_same_tokens(glat, pairs, multi30k_tokenizer, num_c
   for ids in (pairs["inputs"], unseen, unseen[:1], unseen[5:6]):
     want, got = graph(ids).numpy(), compiled(ids).numpy()
     assert [without_padding(row) for row in got] == [without_padding(row) for row in want]
+    assert got.shape[1] == min(-(-want.shape[1] // 8) * 8, glat.hparams.max_length)
 
 
 def test_xla_is_refused_for_models_that_search():

@@ -86,7 +86,7 @@ class TranslationModel(Model):
   decodes_candidates = False
   scores_candidates = False
   # latent-GLAT translates in parallel passes only, which XLA compiles per padded shape
-  # (`translate(..., static_shapes=True)`; translate.Search's xla).
+  # (`translate(..., xla_bucket=b)`; translate.Search's xla).
   translates_in_parallel = False
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None):

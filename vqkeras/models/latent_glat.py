@@ -148,6 +148,14 @@ class CodeGate(keras.layers.Layer):
     return x + self.gate(tf.concat([x, z], axis=-1)) * z
 
 
+class LengthPrediction(NamedTuple):
+  """`LatentGlat.predict_lengths`: every candidate a row, k rows per sentence."""
+  lengths: tf.Tensor       # [batch * k] the candidate lengths
+  log_probs: tf.Tensor     # [batch, k] their log-probabilities
+  memory: tf.Tensor        # [batch * k, S, hidden] the source encoding, repeated
+  memory_mask: tf.Tensor   # [batch * k, S]
+
+
 class CodePrediction(NamedTuple):
   """`LatentGlat.predict_codes`: every candidate a row, k rows per sentence."""
   codes: tf.Tensor             # [batch * k, T] the predictor's argmax codes
@@ -170,7 +178,7 @@ class LatentGlat(EncoderDecoder):
   """
 
   decodes_candidates = True   # translate: the num_candidates likeliest lengths at once
-  translates_in_parallel = True   # translate(..., static_shapes=True) compiles with XLA
+  translates_in_parallel = True   # translate(..., xla_bucket=b) compiles with XLA
 
   def __init__(self, hparams, **kwargs):
     super().__init__(hparams, **kwargs)
@@ -352,7 +360,7 @@ class LatentGlat(EncoderDecoder):
     return self.tokens_of(logits, lengths)
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None,
-                num_candidates=1, scorer=None, candidate_codes="beam", static_shapes=False):
+                num_candidates=1, scorer=None, candidate_codes="beam", xla_bucket=None):
     """Target ids `[batch, length]` of source ids `[batch, S]`: the length, the codes and
     the tokens, each in one parallel pass.
 
@@ -364,10 +372,10 @@ class LatentGlat(EncoderDecoder):
         best-scored translation (`translate_candidates`).
       scorer: the candidates' score (`translate_candidates`); None: the model's own.
       candidate_codes: "beam" only: the candidates are lengths.
-      static_shapes: decode at min(max_decode_length, S + max_length_offset) positions, S
-        the padded source length, instead of the longest predicted length: every shape
-        then follows from the inputs' shape, as XLA needs (translate.Search's xla). The
-        tokens are the same: no predicted length exceeds it.
+      xla_bucket: None, or b: both passes compiled by XLA, the decoder's at the longest
+        predicted length rounded up to a multiple of b (translate.Search's xla), so that
+        one program serves every length of a bucket. The tokens are the same: no position
+        reads another row's padding.
 
     Returns:
       ids ending with EOS, then padding; each row the same whatever else is in the batch.
@@ -375,7 +383,7 @@ class LatentGlat(EncoderDecoder):
     self.check_search(beam_size, candidate_codes)
     max_decode_length = max_decode_length or self.hparams.max_length
     ids, scores = self.translate_candidates(inputs, num_candidates, max_decode_length, scorer,
-                                            static_shapes)
+                                            xla_bucket)
     if num_candidates == 1:
       return ids[:, 0]
     return pick_best(ids, scores, length_penalty)
@@ -391,7 +399,7 @@ class LatentGlat(EncoderDecoder):
                        f"likeliest lengths, it searches no codes; drop candidate_codes.")
 
   def translate_candidates(self, inputs, num_candidates, max_decode_length, scorer=None,
-                           static_shapes=False):
+                           xla_bucket=None):
     """The translations at the num_candidates likeliest lengths, decoded in one batch, and
     their scores.
 
@@ -400,44 +408,65 @@ class LatentGlat(EncoderDecoder):
         log p(codes | source) + log p(tokens | codes, source) of its own argmax codes and
         tokens; or a function of (source ids `[batch, S]`, candidate ids `[batch, k, T]`)
         to log-likelihoods `[batch, k]`, e.g. an autoregressive teacher's.
-      static_shapes: as in `translate`.
+      xla_bucket: as in `translate`.
 
     Returns:
       (ids `[batch, k, T]`, scores `[batch, k]`).
     """
-    p = self.predict_codes(inputs, num_candidates, max_decode_length, static_shapes)
+    stage = ((lambda f: tf.function(f, jit_compile=True)) if xla_bucket else
+             (lambda f: f))
+    lengths = stage(lambda x: self.predict_lengths(x, num_candidates, max_decode_length))(
+        inputs)
+    length = tf.maximum(tf.reduce_max(lengths.lengths), 1)   # an empty batch's max: INT_MIN
+    if xla_bucket:
+      length = tf.minimum(-(-length // xla_bucket) * xla_bucket, max_decode_length)
+    mask = tf.sequence_mask(lengths.lengths, length)
+    return stage(lambda x, lengths, mask: self.decode_candidates(x, lengths, mask, scorer))(
+        inputs, lengths, mask)
+
+  def decode_candidates(self, inputs, lengths, mask, scorer=None):
+    """The codes and tokens of every candidate of `predict_lengths` at the positions of
+    `mask` `[batch * k, T]`, and their scores (`translate_candidates`): (ids `[batch, k,
+    T]`, scores `[batch, k]`)."""
+    p = self.predict_codes_at(inputs, lengths, mask)
     logits = self.decode(p.copied, self.code_vectors(p.codes), p.mask, p.memory, p.memory_mask)
     flat_ids = self.tokens_of(logits, p.lengths)
-    batch_size = tf.shape(inputs)[0]
-    ids = tf.reshape(flat_ids, [batch_size, num_candidates, -1])
+    batch_size, k = tf.shape(inputs)[0], tf.shape(lengths.log_probs)[1]
+    ids = tf.reshape(flat_ids, [batch_size, k, -1])
     if scorer is not None:
       return ids, tf.cast(scorer(inputs, ids), tf.float32)
     own = sequence_log_likelihood(logits, flat_ids) + p.code_log_probs
-    return ids, p.length_log_probs + tf.reshape(own, [batch_size, num_candidates])
+    return ids, p.length_log_probs + tf.reshape(own, [batch_size, k])
 
-  def predict_codes(self, inputs, num_candidates, max_decode_length, static_shapes=False):
-    """What translation does before the decoder: the encoder, the num_candidates likeliest
-    lengths and one latent predictor pass at each; a CodePrediction whose rows are the
-    batch's candidates, k per sentence (static_shapes: as in `translate`)."""
-    k = num_candidates
+  def predict_lengths(self, inputs, num_candidates, max_decode_length):
+    """The encoder and the length classifier: a LengthPrediction of the num_candidates
+    likeliest lengths of each sentence, k rows per sentence."""
     memory, memory_mask = self.encode(inputs)
-    lengths, length_log_probs = self.length_predictor.lengths(
-        self.length_predictor(memory, memory_mask), real_lengths(inputs), k, max_decode_length)
-    lengths = tf.reshape(lengths, [-1])
-    inputs_k, memory, memory_mask = beam_search.tile_beams((inputs, memory, memory_mask), k)
-    if static_shapes:
-      length = tf.minimum(max_decode_length,
-                          tf.shape(inputs)[1] + self.length_predictor.max_offset)
-    else:
-      length = tf.maximum(tf.reduce_max(lengths), 1)   # an empty batch's max is INT_MIN
-    mask = tf.sequence_mask(lengths, length)
-    copied = self.copy_source(inputs_k, lengths, length)
-    code_log_probs = tf.nn.log_softmax(self.latent_predictor(copied, mask, memory, memory_mask))
+    lengths, log_probs = self.length_predictor.lengths(
+        self.length_predictor(memory, memory_mask), real_lengths(inputs), num_candidates,
+        max_decode_length)
+    memory, memory_mask = beam_search.tile_beams((memory, memory_mask), num_candidates)
+    return LengthPrediction(tf.reshape(lengths, [-1]), log_probs, memory, memory_mask)
+
+  def predict_codes_at(self, inputs, lengths, mask):
+    """One latent predictor pass over the candidates of `predict_lengths` at the positions
+    of `mask` `[batch * k, T]`: a CodePrediction."""
+    inputs_k = beam_search.tile_beams(inputs, tf.shape(lengths.log_probs)[1])
+    copied = self.copy_source(inputs_k, lengths.lengths, tf.shape(mask)[1])
+    code_log_probs = tf.nn.log_softmax(self.latent_predictor(copied, mask, lengths.memory,
+                                                             lengths.memory_mask))
     codes = tf.argmax(code_log_probs, axis=-1, output_type=tf.int32)
     best = tf.reduce_sum(tf.reduce_max(code_log_probs, axis=-1) * tf.cast(mask, tf.float32),
                          axis=1)
-    return CodePrediction(codes, best, lengths, length_log_probs, copied, mask, memory,
-                          memory_mask)
+    return CodePrediction(codes, best, lengths.lengths, lengths.log_probs, copied, mask,
+                          lengths.memory, lengths.memory_mask)
+
+  def predict_codes(self, inputs, num_candidates, max_decode_length):
+    """What translation does before the decoder (the lengths, then the codes at the
+    longest): a CodePrediction whose rows are the batch's candidates, k per sentence."""
+    lengths = self.predict_lengths(inputs, num_candidates, max_decode_length)
+    length = tf.maximum(tf.reduce_max(lengths.lengths), 1)
+    return self.predict_codes_at(inputs, lengths, tf.sequence_mask(lengths.lengths, length))
 
   def tokens_of(self, logits, lengths):
     """The most likely token (PAD ruled out) of every position in `lengths`, EOS at the
