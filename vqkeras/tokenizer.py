@@ -29,6 +29,7 @@ def real_lengths(ids):
   """The real (non-PAD) tokens of ids `[..., length]` along the last axis, int32 `[...]`."""
   return tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD_ID), tf.int32), axis=-1)
 
+
 # No NFKC: it rewrites characters such as the no-break space of real corpora, and
 # detokenization must give back the text (runs of spaces are still collapsed). SentencePiece's
 # "identity" rule set would do, but its model has an empty character map, and every load of

@@ -725,8 +725,8 @@ class LatentTransformer(EncoderDecoder):
 def pick_best(ids, scores, length_penalty=0.0):
   """The best candidate of each row: ids `[batch, k, T]` by scores `[batch, k]` over
   ((5 + tokens) / 6)^length_penalty; `[batch, T]`."""
-  best = tf.argmax(scores / beam_search.length_penalty(real_lengths(ids), length_penalty), axis=1,
-                   output_type=tf.int32)
+  penalty = beam_search.length_penalty(real_lengths(ids), length_penalty)
+  best = tf.argmax(scores / penalty, axis=1, output_type=tf.int32)
   return tf.gather(ids, best, batch_dims=1)
 
 
