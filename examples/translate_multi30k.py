@@ -1,6 +1,6 @@
 """From the raw Multi30k files to the translation benchmark table, resumably.
 
-The paper's translation experiment (Roy et al. 2018; docs in README, Translation) at CPU
+The paper's translation experiment (Roy et al. 2018; docs/translation.md) at CPU
 size, each stage one of the documented commands:
   1. datagen:  the shared SentencePiece vocabulary (bin/datagen);
   2. teacher:  the autoregressive Transformer, baseline and teacher (bin/train);
@@ -21,7 +21,7 @@ size, each stage one of the documented commands:
 Re-running the same command resumes: a finished training or translation is not redone,
 an interrupted training continues from its latest checkpoint. `--stages=bench` reruns
 only the benchmark. Measured on two CPU cores: teacher 23 minutes, distillation 5.5,
-latent model 52, benchmark 10 (README, Speed).
+latent model 52, benchmark 10 (docs/results.md).
 """
 
 import argparse

@@ -182,7 +182,7 @@ TINY = dict(vocab_size=1000, max_length=64, batch_size=1024, hidden_size=64, fil
 # mask_startup_steps=0: the decoder reads the latents from the first step (a gold-target
 # startup lets the latents collapse onto one code).
 # 256 codes: on Multi30k they translated 2.4 BLEU better than 1024 from predicted codes
-# (25.6 against 23.2 at the same budget; README, Speed).
+# (25.6 against 23.2 at the same budget; docs/results.md).
 LATENT_SMALL = dict(SMALL, bottleneck_bits=8, mask_startup_steps=0)
 LATENT_TINY = dict(TINY, bottleneck_bits=6, num_samples=4, mask_startup_steps=50)
 
