@@ -16,12 +16,12 @@ size, each stage one of the documented commands:
   python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k --stages=latent,bench \
       --latent_name=latent_dec1 --latent_overrides=decoder_layers=1   # a variant beside it
   python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k --stages=latent,bench \
-      --latent_hparams=vq_glat_small --latent_name=latent_glat --joint_steps=1200   # latent-GLAT
+      --latent_hparams=vq_glat_small --latent_name=latent_glat --joint_steps=3600   # latent-GLAT
 
 Re-running the same command resumes: a finished training or translation is not redone,
 an interrupted training continues from its latest checkpoint. `--stages=bench` reruns
 only the benchmark. Measured on two CPU cores: teacher 23 minutes, distillation 5.5,
-latent model 52, benchmark 10 (docs/results.md).
+latent model 52, latent-GLAT at 3600 steps 149, benchmark 10 (docs/results.md).
 """
 
 import argparse
@@ -53,9 +53,9 @@ def parse_args():
                       help="The latent run's directory in --work_dir: another name trains a "
                       "variant beside it (e.g. --latent_name=latent_dec1 "
                       "--latent_overrides=decoder_layers=1); the benchmark measures them all.")
-  parser.add_argument("--joint_steps", type=int, default=1600,
-                      help="Steps of the latent model trained jointly (latent-GLAT: all its "
-                      "steps).")
+  parser.add_argument("--joint_steps", type=int, default=None,
+                      help="Steps of the latent model trained jointly (the paper's model; "
+                      "default 1600); latent-GLAT: all its steps (default: its set's).")
   parser.add_argument("--predictor_steps", type=int, default=None,
                       help="Steps after them that train the latent predictor alone (the "
                       "paper's model; default 1600).")
@@ -79,10 +79,11 @@ def latent_budget(args):
     if args.predictor_steps or args.decoder_steps:
       sys.exit(f"--latent_hparams={args.latent_hparams} trains in one stage: drop "
                f"--predictor_steps and --decoder_steps (--joint_steps counts all its steps).")
-    return f"train_steps={args.joint_steps}"
+    return "" if args.joint_steps is None else f"train_steps={args.joint_steps}"
+  joint = 1600 if args.joint_steps is None else args.joint_steps
   predictor = 1600 if args.predictor_steps is None else args.predictor_steps
   decoder = args.decoder_steps or 0
-  return (f"train_steps={args.joint_steps + predictor + decoder},"
+  return (f"train_steps={joint + predictor + decoder},"
           f"predictor_only_steps={predictor},decoder_only_steps={decoder}")
 
 
