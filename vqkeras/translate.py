@@ -108,8 +108,8 @@ class Search:
 def translate_ids(model, ids, search=Search()):
   """The model's translation ids of source ids `[batch, length]` by `search`.
 
-  Under `search.xla` the sources are padded to a multiple of XLA_BUCKET tokens and the
-  model compiles its passes with XLA, its decoding length too rounded up to a multiple of
+  Under `search.xla` the sources are padded to buckets (`xla_buckets`) and the model
+  compiles its passes with XLA, its decoding length too rounded up to a multiple of
   XLA_BUCKET (`translate(..., xla_bucket=XLA_BUCKET)`): one program per bucket.
   """
   options = {}
@@ -118,10 +118,23 @@ def translate_ids(model, ids, search=Search()):
                "scorer": None if search.teacher is None else
                          search.teacher.candidate_log_likelihoods,
                "candidate_codes": search.candidate_codes}
-  if search.xla:
-    ids = tf.pad(ids, [[0, 0], [0, -tf.shape(ids)[1] % XLA_BUCKET]])
-    options["xla_bucket"] = XLA_BUCKET
-  return model.translate(ids, search.beam_size, search.length_penalty, **options)
+  if not search.xla:
+    return model.translate(ids, search.beam_size, search.length_penalty, **options)
+  batch_size = tf.shape(ids)[0]
+  translated = model.translate(xla_buckets(ids), search.beam_size, search.length_penalty,
+                               xla_bucket=XLA_BUCKET, **options)
+  return translated[:batch_size]
+
+
+def xla_buckets(ids):
+  """Source ids `[batch, S]` padded for XLA: to a multiple of XLA_BUCKET tokens, and to a
+  power of two rows by repeating the last sentence (its copies are translated and dropped),
+  so that a server compiles a few programs per length bucket, not one per batch size."""
+  ids = tf.pad(ids, [[0, 0], [0, -tf.shape(ids)[1] % XLA_BUCKET]])
+  batch_size = tf.shape(ids)[0]
+  sizes = 2 ** tf.range(31)
+  rows = sizes[tf.reduce_sum(tf.cast(sizes < batch_size, tf.int32))]
+  return tf.concat([ids, tf.repeat(ids[-1:], rows - batch_size, axis=0)], axis=0)
 
 
 def translate_text(model, tokenizer, text, search=Search()):

@@ -248,17 +248,29 @@ def test_a_beam_or_code_candidates_are_refused_by_name():
 
 @pytest.mark.parametrize("num_candidates", [1, 3])
 def test_xla_buckets_give_the_same_tokens(glat, pairs, multi30k_tokenizer, num_candidates):
-  """Sources and decoding lengths padded to multiples of 8 and every pass compiled by XLA
-  (translate.Search's xla): the same translations as the graph, for a batch and for
-  sentences alone, decoded at a bucket's length (the graph's rounded up to 8)."""
+  """Sources and decoding lengths padded to multiples of 8, batches to powers of two, and
+  every pass compiled by XLA (translate.Search's xla): the same translations as the graph,
+  one per sentence, for batches of 3 and 5 and sentences alone, decoded at a bucket's length
+  (the graph's rounded up to 8)."""
   unseen = padded_ids(multi30k_tokenizer, [en for en, _ in first_short_pairs("val", 16)])
   graph, compiled = (tf.function(lambda ids, xla=xla: translate.translate_ids(
       glat, ids, translate.Search(num_candidates=num_candidates, xla=xla)),
       input_signature=[tf.TensorSpec([None, None], tf.int32)]) for xla in (False, True))
-  for ids in (pairs["inputs"], unseen, unseen[:1], unseen[5:6]):
+  for ids in (pairs["inputs"], unseen, unseen[:1], unseen[5:6], unseen[:3], unseen[4:9]):
     want, got = graph(ids).numpy(), compiled(ids).numpy()
     assert [without_padding(row) for row in got] == [without_padding(row) for row in want]
     assert got.shape[1] == min(-(-want.shape[1] // 8) * 8, glat.hparams.max_length)
+
+
+def test_xla_buckets_pad_tokens_to_eights_and_rows_to_powers_of_two():
+  def row(*tokens):
+    return list(tokens) + [PAD_ID] * (8 - len(tokens))
+
+  ids = tf.constant([[5, 6, 1], [7, 1, 0], [8, 9, 1]])
+  assert translate.xla_buckets(ids).numpy().tolist() == [row(5, 6, 1), row(7, 1), row(8, 9, 1),
+                                                         row(8, 9, 1)]
+  for batch_size, rows in ((1, 1), (2, 2), (4, 4), (5, 8), (64, 64), (65, 128)):
+    assert translate.xla_buckets(tf.ones([batch_size, 9], tf.int32)).shape == (rows, 16)
 
 
 def test_xla_is_refused_for_models_that_search():
