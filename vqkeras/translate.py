@@ -45,7 +45,7 @@ def source_ids(tokenizer, text, max_length):
 
 
 # latent-GLAT under XLA: sources and decoding lengths are padded to multiples of this many
-# tokens, so that one compiled program serves every length of a bucket (per batch size).
+# tokens (and batches to powers of two rows), so that one compiled program serves a bucket.
 XLA_BUCKET = 8
 
 
@@ -60,9 +60,9 @@ class Search:
   teacher: the Transformer that scores the candidates; None: the model itself.
   candidate_codes: the paper's latent model: how its candidates' codes are searched
     (`LatentTransformer.translate_candidates`).
-  xla: latent-GLAT: sources and decoding lengths padded to multiples of XLA_BUCKET tokens
-    and every pass compiled by XLA, one program per padded shape (the tokens do not
-    change: the model reads no padding).
+  xla: latent-GLAT: sources and decoding lengths padded to multiples of XLA_BUCKET tokens,
+    batches to powers of two rows (`xla_buckets`), and every pass compiled by XLA, one
+    program per padded shape (the tokens do not change: no row reads another's padding).
   """
   beam_size: int = 1
   length_penalty: float = 0.0

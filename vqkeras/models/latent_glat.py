@@ -417,10 +417,7 @@ class LatentGlat(EncoderDecoder):
              (lambda f: f))
     lengths = stage(lambda x: self.predict_lengths(x, num_candidates, max_decode_length))(
         inputs)
-    length = tf.maximum(tf.reduce_max(lengths.lengths), 1)   # an empty batch's max: INT_MIN
-    if xla_bucket:
-      length = tf.minimum(-(-length // xla_bucket) * xla_bucket, max_decode_length)
-    mask = tf.sequence_mask(lengths.lengths, length)
+    mask = candidate_mask(lengths.lengths, max_decode_length, xla_bucket)
     return stage(lambda x, lengths, mask: self.decode_candidates(x, lengths, mask, scorer))(
         inputs, lengths, mask)
 
@@ -465,8 +462,8 @@ class LatentGlat(EncoderDecoder):
     """What translation does before the decoder (the lengths, then the codes at the
     longest): a CodePrediction whose rows are the batch's candidates, k per sentence."""
     lengths = self.predict_lengths(inputs, num_candidates, max_decode_length)
-    length = tf.maximum(tf.reduce_max(lengths.lengths), 1)
-    return self.predict_codes_at(inputs, lengths, tf.sequence_mask(lengths.lengths, length))
+    return self.predict_codes_at(inputs, lengths,
+                                 candidate_mask(lengths.lengths, max_decode_length))
 
   def tokens_of(self, logits, lengths):
     """The most likely token (PAD ruled out) of every position in `lengths`, EOS at the
@@ -475,6 +472,15 @@ class LatentGlat(EncoderDecoder):
                     output_type=tf.int32)
     last = tf.equal(tf.range(tf.shape(ids)[1])[None], lengths[:, None] - 1)
     return end_at_eos(tf.where(last, EOS_ID, ids), lengths)
+
+
+def candidate_mask(lengths, max_decode_length, bucket=None):
+  """`[batch * k, T]` True within each candidate's length `[batch * k]`; T the longest
+  length, or with `bucket` rounded up to a multiple of it (at most max_decode_length)."""
+  length = tf.maximum(tf.reduce_max(lengths), 1)   # an empty batch's max is INT_MIN
+  if bucket:
+    length = tf.minimum(-(-length // bucket) * bucket, max_decode_length)
+  return tf.sequence_mask(lengths, length)
 
 
 def code_cross_entropy(logits, codes, weights):
