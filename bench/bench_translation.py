@@ -228,19 +228,17 @@ def stages(run, label, sources):
   encode_ms, _ = mean_ms(tf.function(model.encode, input_signature=spec), ids)
   total_ms, outputs = mean_ms(tf.function(lambda x: model.translate(x, 1, 0.0),
                                           input_signature=spec), ids)
-  xla = {}
+  xla = translation_with_xla(model, ids, outputs) if model.compiles_with_xla else {}
   if isinstance(model, LatentTransformer):
     predict = tf.function(lambda x: model.predict_codes(x, 1, hparams.max_length),
                           input_signature=spec)
     sequential_ms, predicted = mean_ms(predict, ids)
     searched = [codes for codes, *_ in predicted]
-    xla = parallel_decode_with_xla(model, predicted)
   elif isinstance(model, LatentGlat):   # nothing sequential after the encoder
     sequential_ms, searched = encode_ms, []
     codes_ms, _ = mean_ms(tf.function(lambda x: model.predict_codes(x, 1, hparams.max_length)
                                       .codes, input_signature=spec), ids)
-    xla = {"length_and_codes_ms": codes_ms - encode_ms, "decoder_ms": total_ms - codes_ms,
-           **translation_with_xla(model, ids, outputs)}
+    xla.update(length_and_codes_ms=codes_ms - encode_ms, decoder_ms=total_ms - codes_ms)
   else:
     sequential_ms, searched = total_ms, outputs
   # At batch 1 a search emits one symbol per step, the last one EOS or STOP.
@@ -251,29 +249,8 @@ def stages(run, label, sources):
           "parallel_decode_ms": total_ms - sequential_ms, "total_ms": total_ms, **xla}
 
 
-def parallel_decode_with_xla(model, predicted):
-  """The latent model's parallel half on the searched codes at batch 1, as a graph for
-  any shape and compiled by XLA (jit_compile: one program per source and code length,
-  all compiled before the timing), and whether both give the same tokens."""
-  max_length = model.hparams.max_length
-  hidden = model.hparams.hidden_size
-  spec = [tf.TensorSpec([1, None], tf.int32), tf.TensorSpec([1], tf.int32),
-          tf.TensorSpec([1, None, hidden], tf.float32), tf.TensorSpec([1, None], tf.bool)]
-  decode = lambda *p: model.decode_codes(*p, max_length)  # pylint: disable=unnecessary-lambda-assignment
-  graph = tf.function(decode, input_signature=spec)
-  compiled = tf.function(decode, input_signature=spec, jit_compile=True)
-  shapes = {tuple(tuple(t.shape) for t in p): p for p in predicted}
-  for p in shapes.values():
-    compiled(*p)
-  graph_ms, graph_ids = mean_ms(lambda p: graph(*p), predicted)
-  xla_ms, xla_ids = mean_ms(lambda p: compiled(*p), predicted)
-  same = all(bool(tf.reduce_all(a == b)) for a, b in zip(graph_ids, xla_ids))
-  return {"parallel_graph_ms": graph_ms, "parallel_xla_ms": xla_ms,
-          "xla_programs": len(shapes), "xla_same_tokens": same}
-
-
 def translation_with_xla(model, ids, graph_outputs):
-  """latent-GLAT's translation at batch 1 with XLA buckets (translate.Search's xla): the
+  """A latent model's translation at batch 1 with XLA buckets (translate.Search's xla): the
   first request of each bucket (a padded source length and decoding length: its
   compilation), the steady-state time and whether the tokens equal the graph's."""
   compiled = tf.function(lambda x: translate.translate_ids(model, x, translate.Search(xla=True)),
@@ -352,10 +329,6 @@ def print_stages(rows):
             f"request of a bucket {r['xla_first_request_ms']:.0f} ms (compilation; "
             f"{r['xla_programs']} buckets of source and decoding lengths, multiples of "
             f"{translate.XLA_BUCKET} tokens; same tokens: {r['xla_same_tokens']})")
-    if "parallel_xla_ms" in r:
-      print(f"  {r['model']}: the parallel decoding alone {r['parallel_graph_ms']:.1f} ms as a "
-            f"graph, {r['parallel_xla_ms']:.1f} ms compiled by XLA ({r['xla_programs']} "
-            f"programs, one per source and code length; same tokens: {r['xla_same_tokens']})")
 
 
 def is_latent(row):
@@ -512,12 +485,12 @@ def main():
       print(json.dumps({"oracle": nat_label(run), **oracles[nat_label(run)]}), flush=True)
     scorers = [None] + ([teacher] if teacher else [])
     # latent-GLAT's candidates are its likeliest lengths; it has no first code to branch on.
-    # Under XLA buckets too, for the model that translates in parallel passes only.
+    # Under XLA buckets too (the latent models compile their parallel passes).
     settings = ([(1, None, "beam")] +
                 [(k, scorer, "beam") for k in candidates for scorer in scorers] +
                 [(k, None, "first_code") for k in first_code
                  if isinstance(run.model, LatentTransformer)])
-    xla_modes = (False, True) if run.model.translates_in_parallel else (False,)
+    xla_modes = (False, True) if run.model.compiles_with_xla else (False,)
     for (num_candidates, scorer, candidate_codes), xla in itertools.product(settings,
                                                                           xla_modes):
       beam_size = run.hparams.decoding_defaults()["beam_size"]

@@ -143,8 +143,8 @@ def test_an_export_with_a_teacher_serves_its_candidates_alike_alone_and_in_a_bat
   assert list(served["all/outputs"]) == list(expected)
 
 
-@pytest.mark.parametrize("translation_run", ["vq_glat_tiny"], indirect=True)
-def test_an_xla_export_of_latent_glat_serves_the_graphs_translations(
+@pytest.mark.parametrize("translation_run", ["vq_em_tiny", "vq_glat_tiny"], indirect=True)
+def test_an_xla_export_of_a_latent_model_serves_the_graphs_translations(
     translation_run, multi30k_data_dir, tmp_path_factory, tmp_path):
   """xla=true: the served model pads its sources to buckets and compiles its passes with
   XLA; 16 real sentences in one request and alone translate as the graph does unpadded."""

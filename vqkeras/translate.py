@@ -44,8 +44,9 @@ def source_ids(tokenizer, text, max_length):
   return cut[:, :tf.reduce_max(kept)], lengths
 
 
-# latent-GLAT under XLA: sources and decoding lengths are padded to multiples of this many
-# tokens (and batches to powers of two rows), so that one compiled program serves a bucket.
+# The latent models under XLA: sources (and latent-GLAT's decoding lengths) are padded to
+# multiples of this many tokens, batches to powers of two rows, so that one compiled program
+# serves a bucket.
 XLA_BUCKET = 8
 
 
@@ -60,8 +61,9 @@ class Search:
   teacher: the Transformer that scores the candidates; None: the model itself.
   candidate_codes: the paper's latent model: how its candidates' codes are searched
     (`LatentTransformer.translate_candidates`).
-  xla: latent-GLAT: sources and decoding lengths padded to multiples of XLA_BUCKET tokens,
-    batches to powers of two rows (`xla_buckets`), and every pass compiled by XLA, one
+  xla: the latent models: sources (and latent-GLAT's decoding lengths) padded to multiples
+    of XLA_BUCKET tokens, batches to powers of two rows (`xla_buckets`), and every parallel
+    pass compiled by XLA (the paper's model searches its codes in a graph loop between), one
     program per padded shape (the tokens do not change: no row reads another's padding).
   """
   beam_size: int = 1
@@ -87,10 +89,10 @@ class Search:
                        f"several candidates; the {type(model).__name__} searches with "
                        f"beam_size.")
     model.check_search(self.beam_size, self.candidate_codes)
-    if self.xla and not model.translates_in_parallel:
-      raise ValueError(f"xla=true: the {type(model).__name__} searches step by step, which "
-                       f"XLA cannot compile for every length; only latent-GLAT (vq_glat_*) "
-                       f"translates in parallel passes. Drop xla.")
+    if self.xla and not model.compiles_with_xla:
+      raise ValueError(f"xla=true: the {type(model).__name__} searches token by token, which "
+                       f"XLA would compile for every length; only the latent models (vq_*) "
+                       f"compile their parallel passes. Drop xla.")
     teacher = self.teacher
     if teacher is not None:
       if self.num_candidates == 1:

@@ -273,8 +273,8 @@ def test_xla_buckets_pad_tokens_to_eights_and_rows_to_powers_of_two():
     assert translate.xla_buckets(tf.ones([batch_size, 9], tf.int32)).shape == (rows, 16)
 
 
-def test_xla_is_refused_for_models_that_search():
-  hparams = registry.hparams("vq_em_tiny")
-  with pytest.raises(ValueError, match="xla=true: the LatentTransformer searches step by step"):
+def test_xla_is_refused_for_the_transformer():
+  hparams = registry.hparams("transformer_tiny")
+  with pytest.raises(ValueError, match="xla=true: the Transformer searches token by token"):
     translate.Search(xla=True).check(model_class(hparams).from_hparams(hparams))
 

@@ -14,6 +14,7 @@ from conftest import TESTDATA
 from vqkeras import beam_search
 from vqkeras import registry
 from vqkeras import train_step
+from vqkeras import translate
 from vqkeras.models import model_class
 from vqkeras.models.glancing import glancing_mask
 from vqkeras.models.latent_transformer import latent_lengths, stop_decided_first
@@ -457,6 +458,24 @@ def assert_same_alone_and_in_any_batch(translate, sources):
     for batch in batches_of(len(sources), size, rng):
       for i, translation in zip(batch, translations(batch)):
         assert translation == reference[i], (size, i)
+
+
+@pytest.mark.parametrize("candidates", [None, "own", "teacher"])
+def test_xla_stages_of_the_latent_transformer_give_the_graphs_tokens(
+    candidates, request, latent_transformer, pairs, multi30k_tokenizer):
+  """translate.Search's xla: sources padded to multiples of 8 tokens and batches to powers
+  of two rows, the encoder and the parallel decoder (with the candidates' scores) compiled
+  by XLA, the code search a graph loop between: the graph's translations, one per sentence,
+  for batches of 3 and 5 and sentences alone."""
+  teacher = request.getfixturevalue("transformer") if candidates == "teacher" else None
+  options = {"num_candidates": 4, "teacher": teacher} if candidates else {}
+  unseen = padded_ids(multi30k_tokenizer, [en for en, _ in first_short_pairs("val", 16)])
+  graph, compiled = (tf.function(lambda ids, xla=xla: translate.translate_ids(
+      latent_transformer, ids, translate.Search(xla=xla, **options)),
+      input_signature=[tf.TensorSpec([None, None], tf.int32)]) for xla in (False, True))
+  for ids in (pairs["inputs"], unseen, unseen[:1], unseen[5:6], unseen[:3], unseen[4:9]):
+    want, got = graph(ids).numpy(), compiled(ids).numpy()
+    assert [without_padding(row) for row in got] == [without_padding(row) for row in want]
 
 
 def test_one_candidate_of_a_beam_of_one_is_greedy_decoding(latent_transformer, held_out):

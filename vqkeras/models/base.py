@@ -24,6 +24,7 @@ Who calls what:
 """
 
 import keras
+import tensorflow as tf
 
 
 class Model(keras.Model):
@@ -85,9 +86,9 @@ class TranslationModel(Model):
   # the autoregressive one scores them (`candidate_log_likelihoods`), as a teacher.
   decodes_candidates = False
   scores_candidates = False
-  # latent-GLAT translates in parallel passes only, which XLA compiles per padded shape
-  # (`translate(..., xla_bucket=b)`; translate.Search's xla).
-  translates_in_parallel = False
+  # The latent models compile their parallel passes with XLA, one program per padded shape
+  # (`translate(..., xla_bucket=b)`; translate.Search's xla); a search stays a graph loop.
+  compiles_with_xla = False
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None):
     """Source ids `[batch, length]` to target ids `[batch, length']`, EOS-terminated and
@@ -145,3 +146,9 @@ def model_class(hparams):
   raise ValueError(f"No model is registered for hyper-parameters of the class "
                    f"{type(hparams).__name__}; classes with a model: "
                    f"{', '.join(sorted(cls.__name__ for cls in MODELS))}.")
+
+
+def xla_stage(function, xla):
+  """`function` compiled by XLA when `xla` (one program per input shape: the callers pad
+  to buckets), else `function` itself: one parallel pass of a latent model's translation."""
+  return tf.function(function, jit_compile=True) if xla else function

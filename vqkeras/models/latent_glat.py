@@ -31,7 +31,7 @@ import tensorflow as tf
 from vqkeras import beam_search
 from vqkeras.hparams.translation import LatentGlatHParams
 from vqkeras.layers import BatchStandardization
-from vqkeras.models.base import register_model
+from vqkeras.models.base import register_model, xla_stage
 from vqkeras.models.bottleneck import bottleneck_from_hparams
 from vqkeras.models.glancing import annealed_ratio, glancing_mask
 from vqkeras.models.latent_transformer import end_at_eos, pick_best
@@ -178,7 +178,7 @@ class LatentGlat(EncoderDecoder):
   """
 
   decodes_candidates = True   # translate: the num_candidates likeliest lengths at once
-  translates_in_parallel = True   # translate(..., xla_bucket=b) compiles with XLA
+  compiles_with_xla = True   # translate(..., xla_bucket=b): both passes
 
   def __init__(self, hparams, **kwargs):
     super().__init__(hparams, **kwargs)
@@ -413,13 +413,11 @@ class LatentGlat(EncoderDecoder):
     Returns:
       (ids `[batch, k, T]`, scores `[batch, k]`).
     """
-    stage = ((lambda f: tf.function(f, jit_compile=True)) if xla_bucket else
-             (lambda f: f))
-    lengths = stage(lambda x: self.predict_lengths(x, num_candidates, max_decode_length))(
-        inputs)
+    lengths = xla_stage(lambda x: self.predict_lengths(x, num_candidates, max_decode_length),
+                        xla_bucket)(inputs)
     mask = candidate_mask(lengths.lengths, max_decode_length, xla_bucket)
-    return stage(lambda x, lengths, mask: self.decode_candidates(x, lengths, mask, scorer))(
-        inputs, lengths, mask)
+    return xla_stage(lambda x, lengths, mask: self.decode_candidates(x, lengths, mask, scorer),
+                     xla_bucket)(inputs, lengths, mask)
 
   def decode_candidates(self, inputs, lengths, mask, scorer=None):
     """The codes and tokens of every candidate of `predict_lengths` at the positions of

@@ -31,7 +31,7 @@ from vqkeras import beam_search
 from vqkeras import quantization
 from vqkeras.hparams.translation import LatentTransformerHParams
 from vqkeras.layers import BatchStandardization
-from vqkeras.models.base import register_model
+from vqkeras.models.base import register_model, xla_stage
 from vqkeras.models.bottleneck import bottleneck_from_hparams
 from vqkeras.models.glancing import annealed_ratio, glancing_mask
 from vqkeras.models.transformer import (EncoderDecoder, decoder_stack,
@@ -345,6 +345,7 @@ class LatentTransformer(EncoderDecoder):
   """
 
   decodes_candidates = True   # translate_candidates: several code sequences in one pass
+  compiles_with_xla = True    # translate(..., xla_bucket=b): the encoder and the decoder
 
   def __init__(self, hparams, **kwargs):
     super().__init__(hparams, **kwargs)
@@ -611,7 +612,7 @@ class LatentTransformer(EncoderDecoder):
                                 latents)}
 
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None,
-                num_candidates=1, scorer=None, candidate_codes="beam"):
+                num_candidates=1, scorer=None, candidate_codes="beam", xla_bucket=None):
     """Target ids `[batch, length]` of source ids: the codes one by one, the tokens at once.
 
     Args:
@@ -624,6 +625,10 @@ class LatentTransformer(EncoderDecoder):
         (noisy parallel decoding, Gu et al. 2018; `translate_candidates`).
       scorer: the score of the candidates (`translate_candidates`); None: the model's own.
       candidate_codes: how the candidates' codes are searched (`translate_candidates`).
+      xla_bucket: None, or b: the source encoder and the parallel decoder compiled by XLA,
+        one program per shape (translate.Search's xla pads the sources to multiples of b;
+        the decoder's shape is the longest code sequence's, 2^n_c tokens per code); the
+        code search between them stays a graph loop. The tokens are the same.
 
     Returns:
       ids ending with EOS (unless they reached max_decode_length), then padding.
@@ -632,14 +637,15 @@ class LatentTransformer(EncoderDecoder):
     if num_candidates > 1:
       ids, scores = self.translate_candidates(inputs, max(beam_size, num_candidates),
                                               num_candidates, max_decode_length, scorer,
-                                              candidate_codes)
+                                              candidate_codes, xla_bucket)
       return pick_best(ids, scores, length_penalty)
     codes, lengths, memory, memory_mask = self.predict_codes(inputs, beam_size,
-                                                                max_decode_length)
-    return self.decode_codes(codes, lengths, memory, memory_mask, max_decode_length)
+                                                                max_decode_length, xla_bucket)
+    decode = lambda *p: self.decode_codes(*p, max_decode_length)  # pylint: disable=unnecessary-lambda-assignment
+    return xla_stage(decode, xla_bucket)(codes, lengths, memory, memory_mask)
 
   def translate_candidates(self, inputs, beam_size, num_candidates, max_decode_length,
-                           scorer=None, candidate_codes="beam"):
+                           scorer=None, candidate_codes="beam", xla_bucket=None):
     """The translations of num_candidates code sequences, decoded in one batch, and their
     scores.
 
@@ -652,12 +658,14 @@ class LatentTransformer(EncoderDecoder):
         log p(tokens | codes, source) of the decoder's own tokens; or a function of
         (source ids `[batch, S]`, candidate ids `[batch, k, T]`) to log-likelihoods
         `[batch, k]`, e.g. an autoregressive teacher's (`Transformer.candidate_log_likelihoods`).
+      xla_bucket: as in `translate`: the encoder and the decoding of the candidates (with
+        their scores) compiled by XLA.
 
     Returns:
       (ids `[batch, k, T]` as `translate` gives them, scores `[batch, k]`: -inf for a
       candidate the beam did not find).
     """
-    memory, memory_mask = self.encode(inputs)
+    memory, memory_mask = xla_stage(self.encode, xla_bucket)(inputs)
     max_latents = -(-max_decode_length // self.compression)
     if candidate_codes == "first_code":
       codes, lengths, code_log_probs = self.latent_predictor.first_code_candidates(
@@ -667,7 +675,16 @@ class LatentTransformer(EncoderDecoder):
           memory, memory_mask, max_latents, beam_size)
       codes, lengths = codes[:, :num_candidates], lengths[:, :num_candidates]
       code_log_probs = code_log_probs[:, :num_candidates]
-    batch_size, latents = tf.shape(codes)[0], tf.shape(codes)[2]
+    decode = lambda *p: self.decode_candidates(*p, max_decode_length, scorer)  # pylint: disable=unnecessary-lambda-assignment
+    return xla_stage(decode, xla_bucket)(inputs, codes, lengths, code_log_probs, memory,
+                                         memory_mask)
+
+  def decode_candidates(self, inputs, codes, lengths, code_log_probs, memory, memory_mask,
+                        max_decode_length, scorer=None):
+    """The parallel half of `translate_candidates`: the tokens of codes `[batch, k, L]`
+    (`lengths` `[batch, k]`, their log-probabilities `code_log_probs`) in one batch, and
+    their scores: (ids `[batch, k, T]`, scores `[batch, k]`)."""
+    batch_size, num_candidates, latents = tf.unstack(tf.shape(codes))
     lengths = tf.reshape(lengths, [-1])
     memory, memory_mask = beam_search.tile_beams((memory, memory_mask), num_candidates)
     logits = self.code_logits(tf.reshape(codes, [-1, latents]), lengths, memory, memory_mask)
@@ -680,13 +697,14 @@ class LatentTransformer(EncoderDecoder):
       scores = tf.cast(scorer(inputs, ids), tf.float32)
     return ids, tf.where(code_log_probs > beam_search.NEG_INF / 2, scores, -float("inf"))
 
-  def predict_codes(self, inputs, beam_size, max_decode_length):
-    """The sequential half of `translate`: encodes the source and searches the codes.
+  def predict_codes(self, inputs, beam_size, max_decode_length, xla_bucket=None):
+    """The sequential half of `translate`: encodes the source (compiled by XLA under
+    `xla_bucket`) and searches the codes.
 
     Returns:
       (codes `[batch, latents]`, lengths `[batch]` before STOP, memory, memory_mask).
     """
-    memory, memory_mask = self.encode(inputs)
+    memory, memory_mask = xla_stage(self.encode, xla_bucket)(inputs)
     max_latents = -(-max_decode_length // self.compression)
     codes, lengths = self.latent_predictor.predict(memory, memory_mask, max_latents,
                                                    beam_size)
