@@ -7,6 +7,7 @@ import pytest
 import scipy.stats
 import tensorflow as tf
 
+from replicas import per_replica
 from round_trip import check_round_trips
 from vqkeras.layers import GumbelSoftmaxQuantizer
 
@@ -103,7 +104,6 @@ def test_mirrored_replicas_record_the_usage_and_loss_of_the_global_batch(cifar_p
   for name in ("kernel", "bias"):
     getattr(mirrored.to_logits, name).assign(getattr(single.to_logits, name))
   mirrored.embeddings.assign(single.embeddings)
-  halves = np.split(x, 2)
 
   @tf.function
   def step(x):
@@ -112,8 +112,7 @@ def test_mirrored_replicas_record_the_usage_and_loss_of_the_global_batch(cifar_p
       return mirrored.losses[0]
     return mirrored_strategy.run(replica, args=(x,))
 
-  losses = step(mirrored_strategy.experimental_distribute_values_from_function(
-      lambda context: tf.constant(halves[context.replica_id_in_sync_group])))
+  losses = step(per_replica(mirrored_strategy, x))
   # Keras sums the replicas' losses, each scaled by 1/replicas: the global mean.
   np.testing.assert_allclose(sum(v.numpy() for v in losses.values) / 2,
                              float(single.losses[0]), rtol=1e-5)

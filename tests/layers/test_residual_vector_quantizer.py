@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import numpy_reference as ref
+from replicas import per_replica
 from round_trip import check_round_trips
 from vqkeras.layers import ResidualVectorQuantizer
 
@@ -183,16 +184,13 @@ def test_mirrored_replicas_train_as_one_device_on_the_global_batch(cifar_patches
     with strategy.scope():
       layer = ResidualVectorQuantizer(16, 2, update="ema", decay=0.8, seed=5, groups=groups)
       layer.build((None, 48))
-    replicas = strategy.num_replicas_in_sync
-    shards = np.split(batch, replicas)
 
     @tf.function
     def step(x):
       strategy.run(lambda x: layer(x, training=True), args=(x,))
 
     for _ in range(3):
-      step(strategy.experimental_distribute_values_from_function(
-          lambda context: tf.constant(shards[context.replica_id_in_sync_group])))
+      step(per_replica(strategy, batch))
     return layer
 
   single = train(tf.distribute.OneDeviceStrategy("/cpu:0"))

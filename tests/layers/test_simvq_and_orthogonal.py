@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from replicas import per_replica
 from round_trip import check_round_trips
 from vqkeras.layers import VectorQuantizer
 
@@ -72,14 +73,13 @@ def test_mirrored_simvq_and_orthogonal_train_as_one_device(cifar_patches, mirror
                                 orthogonal_used_only=True, seed=0,
                                 codebook_initializer=keras.initializers.Constant(basis[None]))]
       layers[1].build((None, 8))   # simvq() builds its layer
-    replicas = strategy.num_replicas_in_sync
-    shards = np.split(x, replicas)
+    replicas, global_batch = strategy.num_replicas_in_sync, len(x)
 
     def replica_step(x):
       with tf.GradientTape() as tape:
         loss = 0.0
         for layer in layers:
-          loss += tf.reduce_sum(layer(x, training=True)) / len(shards[0]) / replicas
+          loss += tf.reduce_sum(layer(x, training=True)) / global_batch
           loss += tf.add_n(layer.losses) / replicas
       variables = [layer.trainable_weights[0] for layer in layers]
       return tape.gradient(loss, variables)
@@ -89,8 +89,7 @@ def test_mirrored_simvq_and_orthogonal_train_as_one_device(cifar_patches, mirror
       grads = strategy.run(replica_step, args=(x,))
       return [strategy.reduce("SUM", g, axis=None) for g in grads]
 
-    return step(strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(shards[context.replica_id_in_sync_group])))
+    return step(per_replica(strategy, x))
 
   want = gradients(tf.distribute.OneDeviceStrategy("/cpu:0"))
   got = gradients(mirrored_strategy)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from replicas import per_replica
 from vqkeras.layers import VectorQuantizer
 
 GLOBAL_BATCH = 64
@@ -43,9 +44,7 @@ def train(strategy, update, restart, initial_weights, batches):
     strategy.run(replica_step, args=(x,))
 
   for batch in batches:
-    shards = np.split(batch, replicas)
-    step(strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(shards[context.replica_id_in_sync_group])))
+    step(per_replica(strategy, batch))
   return model
 
 
@@ -92,14 +91,12 @@ def test_kmeans_init_on_replicas_equals_one_device_on_the_global_batch(cifar_pat
   with mirrored_strategy.scope():
     mirrored = VectorQuantizer(32, num_blocks=2, seed=6)
     mirrored.build((None, 48))
-  shards = np.split(x, 2)
 
   @tf.function
   def init(x):
     mirrored_strategy.run(lambda x: mirrored.kmeans_init(x, iterations=4), args=(x,))
 
-  init(mirrored_strategy.experimental_distribute_values_from_function(
-      lambda context: tf.constant(shards[context.replica_id_in_sync_group])))
+  init(per_replica(mirrored_strategy, x))
   copies = local_values(mirrored.embeddings)
   np.testing.assert_array_equal(copies[0], copies[1])
   np.testing.assert_allclose(copies[0], single.embeddings.numpy(), atol=1e-5)
