@@ -1,6 +1,7 @@
 """Speed and quality of translation: the paper's table (docs/papers.md section 2) on Multi30k.
 
-In one process, on the same sentences (Multi30k validation): latency per
+In one run, on the same sentences (Multi30k validation; each latent run measured in a
+process of its own, so that no process holds every run's XLA programs): latency per
 sentence at batch 1 and batch 64, and BLEU (sacrebleu, detokenized, from the
 batch-64 outputs), for
   - the autoregressive Transformer with beam 4 and greedy,
@@ -37,6 +38,9 @@ import argparse
 import itertools
 import json
 import pathlib
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -413,6 +417,65 @@ def print_targets(rows, greedy):
                         f"{best['vs_greedy']:.2f}x)" if best else "")))
 
 
+def measure_latent_run(model_dir, args, sources, references, teacher, teacher_translations,
+                       train_pairs):
+  """Every decoding setting of one latent run (greedy, candidates, each under XLA too for
+  the latent models), its predictor metrics, oracle curve and stage timings: (rows,
+  stage row, {label: oracle curve})."""
+  run = Run.from_model_dir(model_dir, args.data_dir, pathlib.Path(args.raw_dir),
+                           log=lambda _: None)
+  tokenizer = run.tokenizer()
+  predictor = all_predictor_metrics(run, tokenizer, sources, references, teacher_translations,
+                                    train_pairs)
+  oracles = {}
+  if teacher_translations and isinstance(run.model, LatentTransformer):
+    oracles[nat_label(run)] = oracle_curve(run, tokenizer, sources, teacher_translations,
+                                           references)
+    print(json.dumps({"oracle": nat_label(run), **oracles[nat_label(run)]}), flush=True)
+  candidates = [int(k) for k in args.candidates.split(",") if k and int(k) > 1]
+  first_code = [int(k) for k in args.first_code_candidates.split(",") if k and int(k) > 1]
+  scorers = [None] + ([teacher] if teacher else [])
+  # latent-GLAT's candidates are its likeliest lengths; it has no first code to branch on.
+  # Under XLA buckets too (the latent models compile their parallel passes).
+  settings = ([(1, None, "beam")] +
+              [(k, scorer, "beam") for k in candidates for scorer in scorers] +
+              [(k, None, "first_code") for k in first_code
+               if isinstance(run.model, LatentTransformer)])
+  xla_modes = (False, True) if run.model.compiles_with_xla else (False,)
+  rows = []
+  for (num_candidates, scorer, candidate_codes), xla in itertools.product(settings, xla_modes):
+    beam_size = run.hparams.decoding_defaults()["beam_size"]
+    _, row = measure(run, nat_label(run), beam_size, sources, references,
+                     args.batch1_sentences, num_candidates, scorer, predictor,
+                     candidate_codes, xla)
+    rows.append(row)
+    print(json.dumps(rows[-1]), flush=True)
+  n_c = f", n_c={rows[-1]['n_c']}" if rows[-1]["n_c"] else ""
+  return rows, stages(run, nat_label(run) + n_c, sources[:args.batch1_sentences]), oracles
+
+
+def measure_in_own_process(model_dir, args, teacher_translations, scratch):
+  """`measure_latent_run` in a process of its own (this script with --rows_only), so that
+  no process holds the XLA programs of every run: the JSON it wrote."""
+  translations = scratch / "teacher_translations.txt"
+  translations.write_text("".join(line + "\n" for line in teacher_translations or []))
+  rows_json = scratch / f"{pathlib.Path(model_dir).name}.json"
+  command = [sys.executable, __file__, "--rows_only", f"--nat={model_dir}",
+             f"--data_dir={args.data_dir}", f"--raw_dir={args.raw_dir}",
+             f"--sentences={args.sentences}", f"--batch1_sentences={args.batch1_sentences}",
+             f"--candidates={args.candidates}",
+             f"--first_code_candidates={args.first_code_candidates}",
+             f"--train_pairs={args.train_pairs}", f"--teacher_translations={translations}",
+             f"--json={rows_json}"]
+  if args.teacher or args.ar:
+    command.append(f"--teacher={args.teacher or args.ar}")
+  subprocess.run(command, check=True)
+  measured = json.loads(rows_json.read_text())
+  measured["oracle"] = {label: {float(p): score for p, score in curve.items()}
+                        for label, curve in measured["oracle"].items()}   # JSON's keys are text
+  return measured
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -437,6 +500,8 @@ def main():
   parser.add_argument("--train_pairs", type=int, default=1000,
                       help="Distilled training pairs the predictor's accuracy is measured on.")
   parser.add_argument("--json", help="Also write the rows here.")
+  parser.add_argument("--rows_only", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--teacher_translations", help=argparse.SUPPRESS)
   parser.add_argument("--plot", help="Also draw BLEU against batch-1 latency here (PNG; "
                       "default: beside --json).")
   parser.add_argument("--from_json", help="Only draw the curve of the rows of an earlier "
@@ -448,9 +513,6 @@ def main():
     return
   if not args.data_dir:
     parser.error("--data_dir is required (the data_dir the runs trained with).")
-  candidates = [int(k) for k in args.candidates.split(",") if k and int(k) > 1]
-  first_code = [int(k) for k in args.first_code_candidates.split(",") if k and int(k) > 1]
-
   raw_dir = pathlib.Path(args.raw_dir)
   sources, references = read_lines(raw_dir / "val.en.gz"), read_lines(raw_dir / "val.de.gz")
   if args.sentences:
@@ -470,37 +532,25 @@ def main():
       rows.append(row)
       print(json.dumps(rows[-1]), flush=True)
     stage_rows.append(stages(run, "autoregressive Transformer", batch1_sources))
-  if args.teacher:
-    teacher = Run.from_model_dir(args.teacher, args.data_dir, raw_dir, log=quiet).model
-  train_pairs = training_sample(args.data_dir, raw_dir, args.train_pairs)
+  nat_dirs = list(filter(None, args.nat.split(",")))
   oracles = {}
-  for model_dir in filter(None, args.nat.split(",")):
-    run = Run.from_model_dir(model_dir, args.data_dir, raw_dir, log=quiet)
-    tokenizer = run.tokenizer()
-    predictor = all_predictor_metrics(run, tokenizer, sources, references,
-                                      teacher_translations, train_pairs)
-    if teacher_translations and isinstance(run.model, LatentTransformer):
-      oracles[nat_label(run)] = oracle_curve(run, tokenizer, sources, teacher_translations,
-                                             references)
-      print(json.dumps({"oracle": nat_label(run), **oracles[nat_label(run)]}), flush=True)
-    scorers = [None] + ([teacher] if teacher else [])
-    # latent-GLAT's candidates are its likeliest lengths; it has no first code to branch on.
-    # Under XLA buckets too (the latent models compile their parallel passes).
-    settings = ([(1, None, "beam")] +
-                [(k, scorer, "beam") for k in candidates for scorer in scorers] +
-                [(k, None, "first_code") for k in first_code
-                 if isinstance(run.model, LatentTransformer)])
-    xla_modes = (False, True) if run.model.compiles_with_xla else (False,)
-    for (num_candidates, scorer, candidate_codes), xla in itertools.product(settings,
-                                                                          xla_modes):
-      beam_size = run.hparams.decoding_defaults()["beam_size"]
-      _, row = measure(run, nat_label(run), beam_size, sources, references,
-                       args.batch1_sentences, num_candidates, scorer, predictor,
-                       candidate_codes, xla)
-      rows.append(row)
-      print(json.dumps(rows[-1]), flush=True)
-    n_c = f", n_c={rows[-1]['n_c']}" if rows[-1]["n_c"] else ""
-    stage_rows.append(stages(run, nat_label(run) + n_c, batch1_sources))
+  if args.rows_only:   # a child of the run below: one latent run, its rows to --json
+    if args.teacher:
+      teacher = Run.from_model_dir(args.teacher, args.data_dir, raw_dir, log=quiet).model
+    teacher_translations = read_lines(args.teacher_translations) or None
+    rows, stage_row, oracles = measure_latent_run(
+        nat_dirs[0], args, sources, references, teacher, teacher_translations,
+        training_sample(args.data_dir, raw_dir, args.train_pairs))
+    pathlib.Path(args.json).write_text(json.dumps(
+        {"table": rows, "stages": [stage_row], "oracle": oracles}))
+    return
+  with tempfile.TemporaryDirectory() as scratch:
+    for model_dir in nat_dirs:
+      measured = measure_in_own_process(model_dir, args, teacher_translations,
+                                        pathlib.Path(scratch))
+      rows += measured["table"]
+      stage_rows += measured["stages"]
+      oracles.update(measured["oracle"])
   print_table(rows)
   print_oracles(oracles)
   print_stages(stage_rows)
