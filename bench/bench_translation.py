@@ -86,11 +86,15 @@ def seconds_per_sentence(translator, sources, warm_up=2):
 
 
 def measure(run, label, beam_size, sources, references, batch1_sentences,
-            num_candidates=1, teacher=None, predictor=None, candidate_codes="beam", xla=False):
+            num_candidates=1, teacher=None, predictor=None, candidate_codes="beam", xla=False,
+            length_penalty=None):
   """The translations of one decoding setting of a run, and its row of the table: BLEU
-  and latency (under XLA, after every shape was compiled)."""
+  and latency (under XLA, after every shape was compiled). `length_penalty`: alpha of the
+  search (None: the run's)."""
   tokenizer = run.tokenizer()
-  search = translate.Search(beam_size, run.hparams.length_penalty, num_candidates, teacher,
+  if length_penalty is None:
+    length_penalty = run.hparams.length_penalty
+  search = translate.Search(beam_size, length_penalty, num_candidates, teacher,
                             candidate_codes, xla)
   single, batched = (translate.Translator(run.model, tokenizer, search, batch_size)
                      for batch_size in (1, 64))
@@ -105,7 +109,7 @@ def measure(run, label, beam_size, sources, references, batch1_sentences,
           "n_s": hparams.num_samples if getattr(hparams, "bottleneck", "") == "soft_em" else None,
           "decoder_layers": getattr(hparams, "decoder_layers", 0) or hparams.num_layers,
           "num_candidates": num_candidates, "candidate_codes": candidate_codes, "xla": xla,
-          "score": "teacher" if teacher else "own",
+          "score": "teacher" if teacher else "own", "length_penalty": length_penalty,
           "bleu": score, "latency_batch1_ms": 1000 * latency_1,
           "latency_batch64_ms": 1000 * latency_64, "signature": signature,
           **(predictor or {}),
@@ -447,7 +451,7 @@ def measure_latent_run(model_dir, args, sources, references, teacher, teacher_tr
     beam_size = run.hparams.decoding_defaults()["beam_size"]
     _, row = measure(run, nat_label(run), beam_size, sources, references,
                      args.batch1_sentences, num_candidates, scorer, predictor,
-                     candidate_codes, xla)
+                     candidate_codes, xla, args.candidate_length_penalty)
     rows.append(row)
     print(json.dumps(rows[-1]), flush=True)
   n_c = f", n_c={rows[-1]['n_c']}" if rows[-1]["n_c"] else ""
@@ -467,6 +471,8 @@ def measure_in_own_process(model_dir, args, teacher_translations, scratch):
              f"--first_code_candidates={args.first_code_candidates}",
              f"--train_pairs={args.train_pairs}", f"--teacher_translations={translations}",
              f"--json={rows_json}"]
+  if args.candidate_length_penalty is not None:
+    command.append(f"--candidate_length_penalty={args.candidate_length_penalty}")
   if args.teacher or args.ar:
     command.append(f"--teacher={args.teacher or args.ar}")
   subprocess.run(command, check=True)
@@ -497,6 +503,9 @@ def main():
   parser.add_argument("--first_code_candidates", default="2,4",
                       help="Comma-separated numbers of candidates (k > 1) that differ in their "
                       "first code (candidate_codes=first_code), scored by the model itself.")
+  parser.add_argument("--candidate_length_penalty", type=float, default=None,
+                      help="alpha of the latent runs' candidate scores, ((5 + tokens) / 6)^alpha "
+                      "(default: each run's length_penalty).")
   parser.add_argument("--train_pairs", type=int, default=1000,
                       help="Distilled training pairs the predictor's accuracy is measured on.")
   parser.add_argument("--json", help="Also write the rows here.")
