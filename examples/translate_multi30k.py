@@ -54,14 +54,15 @@ def parse_args():
                       "variant beside it (e.g. --latent_name=latent_dec1 "
                       "--latent_overrides=decoder_layers=1); the benchmark measures them all.")
   parser.add_argument("--joint_steps", type=int, default=None,
-                      help="Steps of the latent model trained jointly (the paper's model; "
-                      "default 1600); latent-GLAT: all its steps (default: its set's).")
+                      help="Steps of the latent model trained jointly (the paper's model); "
+                      "latent-GLAT: all its steps (default: the set's).")
   parser.add_argument("--predictor_steps", type=int, default=None,
                       help="Steps after them that train the latent predictor alone (the "
-                      "paper's model; default 1600).")
+                      "paper's model; default: the set's predictor_only_steps).")
   parser.add_argument("--decoder_steps", type=int, default=None,
                       help="Steps after those that train the parallel decoder alone on the "
-                      "latent predictor's codes (the paper's model; default 0).")
+                      "latent predictor's codes (the paper's model; default: the set's "
+                      "decoder_only_steps).")
   parser.add_argument("--bench_args", default="",
                       help="More arguments for bench/bench_translation.py.")
   args = parser.parse_args()
@@ -74,15 +75,17 @@ def parse_args():
 def latent_budget(args):
   """The latent run's step overrides: the paper's model trains in stages (joint, then the
   latent predictor alone, then the decoder alone); latent-GLAT in one."""
-  staged = "predictor_only_steps" in registry.hparams(args.latent_hparams).field_names()
-  if not staged:
+  hparams = registry.hparams(args.latent_hparams)   # the set's budget by default
+  if "predictor_only_steps" not in hparams.field_names():
     if args.predictor_steps or args.decoder_steps:
       sys.exit(f"--latent_hparams={args.latent_hparams} trains in one stage: drop "
                f"--predictor_steps and --decoder_steps (--joint_steps counts all its steps).")
     return "" if args.joint_steps is None else f"train_steps={args.joint_steps}"
-  joint = 1600 if args.joint_steps is None else args.joint_steps
-  predictor = 1600 if args.predictor_steps is None else args.predictor_steps
-  decoder = args.decoder_steps or 0
+  predictor = (hparams.predictor_only_steps if args.predictor_steps is None else
+               args.predictor_steps)
+  decoder = hparams.decoder_only_steps if args.decoder_steps is None else args.decoder_steps
+  joint = (hparams.train_steps - hparams.predictor_only_steps - hparams.decoder_only_steps
+           if args.joint_steps is None else args.joint_steps)
   return (f"train_steps={joint + predictor + decoder},"
           f"predictor_only_steps={predictor},decoder_only_steps={decoder}")
 
