@@ -23,9 +23,11 @@ from vqkeras import train_step
 from vqkeras.models import model_class
 
 
-# How long a run trains (and how it splits those steps), not what it is: a run may be
-# resumed, evaluated or decoded with another value (as with --train_steps).
-BUDGET_HPARAMS = ("train_steps", "predictor_only_steps", "decoder_only_steps")
+# How long a run trains (and how it splits those steps) and how it decodes by default, not
+# what it is: a run may be resumed, evaluated or decoded with other values (as with
+# --train_steps and --decode_hparams), and a set may change them without orphaning its runs.
+NOT_THE_RUN_HPARAMS = ("train_steps", "predictor_only_steps", "decoder_only_steps",
+                       "beam_size", "latent_beam_size", "length_penalty")
 
 
 class ModelDirMismatch(ValueError):
@@ -88,7 +90,7 @@ def check_model_dir(model_dir, config, hparams):
                     hparams_lib.value_differences(
                         type(hparams).recorded_values(theirs.get("hparams_values", {})),
                         mine["hparams_values"]).items()
-                    if name not in BUDGET_HPARAMS]
+                    if name not in NOT_THE_RUN_HPARAMS]
     if differences:
       raise ModelDirMismatch(
           f"--model_dir={model_dir} holds a run of --problem={theirs.get('problem')} "
