@@ -64,7 +64,7 @@ class LatentHParams(TransformerHParams, BottleneckHParams):
   # alpha of the candidates' score / ((5 + tokens) / 6)^alpha (num_candidates > 1): a score
   # summed over codes and tokens favours short translations. On Multi30k 3.0 chose better
   # than the Transformer's 0.6 for both latent models, own and teacher scores, k = 2 and 4
-  # (+0.2 to +0.6 BLEU; docs/results.md, round 4).
+  # (+0.2 to +0.6 BLEU on the validation set; round 4 of docs/results.md decodes with it).
   length_penalty: float = 3.0
   # From T2T's initialization, far from the unit-scale latents, one code took every latent.
   restart_dead_codes: bool = True
