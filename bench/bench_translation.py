@@ -458,11 +458,10 @@ def measure_latent_run(model_dir, args, sources, references, teacher, teacher_tr
   return rows, stages(run, nat_label(run) + n_c, sources[:args.batch1_sentences]), oracles
 
 
-def measure_in_own_process(model_dir, args, teacher_translations, scratch):
+def measure_in_own_process(model_dir, args, translations, scratch):
   """`measure_latent_run` in a process of its own (this script with --rows_only), so that
-  no process holds the XLA programs of every run: the JSON it wrote."""
-  translations = scratch / "teacher_translations.txt"
-  translations.write_text("".join(line + "\n" for line in teacher_translations or []))
+  no process holds the XLA programs of every run: the JSON it wrote. `translations`: the
+  file of the teacher's translations, one per line."""
   rows_json = scratch / f"{pathlib.Path(model_dir).name}.json"
   command = [sys.executable, __file__, "--rows_only", f"--nat={model_dir}",
              f"--data_dir={args.data_dir}", f"--raw_dir={args.raw_dir}",
@@ -554,9 +553,11 @@ def main():
         {"table": rows, "stages": [stage_row], "oracle": oracles}))
     return
   with tempfile.TemporaryDirectory() as scratch:
+    scratch = pathlib.Path(scratch)
+    translations = scratch / "teacher_translations.txt"   # written once, read by every child
+    translations.write_text("".join(line + "\n" for line in teacher_translations or []))
     for model_dir in nat_dirs:
-      measured = measure_in_own_process(model_dir, args, teacher_translations,
-                                        pathlib.Path(scratch))
+      measured = measure_in_own_process(model_dir, args, translations, scratch)
       rows += measured["table"]
       stage_rows += measured["stages"]
       oracles.update(measured["oracle"])
