@@ -30,8 +30,11 @@ teacher's translation.
 Each latent run is also measured with k candidates (--candidates): the k best code
 sequences of its latent beam decoded in one batch, the translation kept by the
 model's own score or by the teacher's log-likelihood (--teacher, default --ar).
-The table ends with the targets: (a) some latent setting within 1 BLEU of greedy
-decoding and at least 2x faster at batch 1; (b) within 4 BLEU and at least 4x faster.
+Every setting is measured as a graph and with XLA buckets (translate.Search's xla: every
+parallel pass compiled, the searches graph loops), and its speed-ups are against the
+Transformer's with the same setting. The table ends with the targets: (a) some latent
+setting within 1 BLEU of greedy decoding and at least 2x faster at batch 1; (b) within 4
+BLEU and at least 4x faster.
 """
 
 import argparse
@@ -236,7 +239,7 @@ def stages(run, label, sources):
   encode_ms, _ = mean_ms(tf.function(model.encode, input_signature=spec), ids)
   total_ms, outputs = mean_ms(tf.function(lambda x: model.translate(x, 1, 0.0),
                                           input_signature=spec), ids)
-  xla = translation_with_xla(model, ids, outputs) if model.compiles_with_xla else {}
+  xla = translation_with_xla(model, ids, outputs)
   if isinstance(model, LatentTransformer):
     predict = tf.function(lambda x: model.predict_codes(x, 1, hparams.max_length),
                           input_signature=spec)
@@ -258,7 +261,7 @@ def stages(run, label, sources):
 
 
 def translation_with_xla(model, ids, graph_outputs):
-  """A latent model's translation at batch 1 with XLA buckets (translate.Search's xla): the
+  """A model's translation at batch 1 with XLA buckets (translate.Search's xla): the
   first request of each bucket (a padded source length and decoding length: its
   compilation), the steady-state time and whether the tokens equal the graph's."""
   compiled = tf.function(lambda x: translate.translate_ids(model, x, translate.Search(xla=True)),
@@ -296,7 +299,7 @@ def plot_curve(rows, path):
   for r in rows:
     if not is_latent(r):
       axes.scatter([r["latency_batch1_ms"]], [r["bleu"]], color="black", marker="*", s=120)
-      axes.annotate(r["model"].replace("autoregressive ", ""),
+      axes.annotate(r["model"].replace("autoregressive ", "") + (" xla" if r.get("xla") else ""),
                     (r["latency_batch1_ms"], r["bleu"]), fontsize=8, xytext=(5, -10),
                     textcoords="offset points")
   axes.set_xlabel("ms per sentence, batch 1 (2 CPU cores)")
@@ -366,17 +369,28 @@ def setting(row):
   return f"k={row['num_candidates']}{first} {row['score']}{xla}"
 
 
+def transformer_row(rows, search, xla):
+  """The Transformer's row of `search` ("greedy" or "beam 4") decoded with the same XLA
+  setting (the rows of earlier runs: without), or None."""
+  found = [r for r in rows if not is_latent(r) and r["model"].endswith(search)]
+  return next((r for r in found if bool(r.get("xla")) == xla), found[0] if found else None)
+
+
+def speed_up(rows, row, search):
+  """How many times faster at batch 1 `row` translates than the Transformer's `search`
+  with the same XLA setting (nan without that row)."""
+  reference = transformer_row(rows, search, bool(row.get("xla")))
+  return (reference["latency_batch1_ms"] / row["latency_batch1_ms"] if reference
+          else float("nan"))
+
+
 def print_table(rows):
-  ar_beam = next((r for r in rows if r["model"].endswith("beam 4")), None)
-  ar_greedy = next((r for r in rows if r["model"].endswith("greedy")), None)
+  ar_greedy = transformer_row(rows, "greedy", False)
   print(f"\n{'model':60s} {'n_c':>3s} {'dec':>3s} {'candidates':>15s} {'BLEU':>5s} "
         f"{'own':>5s} {'own-t':>5s} {'acc':>5s} {'acc-t':>5s} {'acc-tr':>6s} {'nll':>5s} "
         f"{'ms b=1':>7s} {'ms b=64':>7s} {'vs beam':>7s} {'vs greedy':>9s} {'trained':>9s}")
   for r in rows:
-    r["vs_beam"] = (ar_beam["latency_batch1_ms"] / r["latency_batch1_ms"] if ar_beam
-                    else float("nan"))
-    r["vs_greedy"] = (ar_greedy["latency_batch1_ms"] / r["latency_batch1_ms"] if ar_greedy
-                      else float("nan"))
+    r["vs_beam"], r["vs_greedy"] = speed_up(rows, r, "beam 4"), speed_up(rows, r, "greedy")
     trained = (f"{format_seconds(r['train_seconds'])}/{r['steps']}" if r["train_seconds"]
                else "-")
     shown = {name: "-" if r.get(name) is None else f"{r[name]:.{digits}f}"
@@ -399,7 +413,9 @@ def print_table(rows):
           f"references' own codes (a perfect latent predictor), own-t from the teacher "
           f"translations'; acc, nll: the latent predictor's accuracy and NLL per latent on "
           f"the references' codes, acc-t on the teacher translations', acc-tr on distilled "
-          f"training pairs'; trained: wall time/steps.")
+          f"training pairs'; trained: wall time/steps; vs beam, vs greedy: against the "
+          f"Transformer with the same XLA setting (xla: every parallel pass compiled, the "
+          f"searches graph loops).")
   if ar_greedy:
     print_targets(rows, ar_greedy)
 
@@ -423,8 +439,8 @@ def print_targets(rows, greedy):
 
 def measure_latent_run(model_dir, args, sources, references, teacher, teacher_translations,
                        train_pairs):
-  """Every decoding setting of one latent run (greedy, candidates, each under XLA too for
-  the latent models), its predictor metrics, oracle curve and stage timings: (rows,
+  """Every decoding setting of one latent run (greedy, candidates, each under XLA too),
+  its predictor metrics, oracle curve and stage timings: (rows,
   stage row, {label: oracle curve})."""
   run = Run.from_model_dir(model_dir, args.data_dir, pathlib.Path(args.raw_dir),
                            log=lambda _: None)
@@ -440,14 +456,14 @@ def measure_latent_run(model_dir, args, sources, references, teacher, teacher_tr
   first_code = [int(k) for k in args.first_code_candidates.split(",") if k and int(k) > 1]
   scorers = [None] + ([teacher] if teacher else [])
   # latent-GLAT's candidates are its likeliest lengths; it has no first code to branch on.
-  # Under XLA buckets too (the latent models compile their parallel passes).
+  # Each also under XLA buckets (translate.Search's xla).
   settings = ([(1, None, "beam")] +
               [(k, scorer, "beam") for k in candidates for scorer in scorers] +
               [(k, None, "first_code") for k in first_code
                if isinstance(run.model, LatentTransformer)])
-  xla_modes = (False, True) if run.model.compiles_with_xla else (False,)
   rows = []
-  for (num_candidates, scorer, candidate_codes), xla in itertools.product(settings, xla_modes):
+  for (num_candidates, scorer, candidate_codes), xla in itertools.product(settings,
+                                                                          (False, True)):
     beam_size = run.hparams.decoding_defaults()["beam_size"]
     _, row = measure(run, nat_label(run), beam_size, sources, references,
                      args.batch1_sentences, num_candidates, scorer, predictor,
@@ -532,10 +548,11 @@ def main():
   if args.ar:
     run = Run.from_model_dir(args.ar, args.data_dir, raw_dir, log=quiet)
     teacher = run.model   # the default teacher, loaded once
-    for beam_size, label in ((4, "autoregressive Transformer, beam 4"),
-                             (1, "autoregressive Transformer, greedy")):
+    for (beam_size, label), xla in itertools.product(
+        ((4, "autoregressive Transformer, beam 4"), (1, "autoregressive Transformer, greedy")),
+        (False, True)):
       translations, row = measure(run, label, beam_size, sources, references,
-                                  args.batch1_sentences)
+                                  args.batch1_sentences, xla=xla)
       teacher_translations = teacher_translations or translations   # beam 4, as distilled
       rows.append(row)
       print(json.dumps(rows[-1]), flush=True)

@@ -143,13 +143,15 @@ def test_an_export_with_a_teacher_serves_its_candidates_alike_alone_and_in_a_bat
   assert list(served["all/outputs"]) == list(expected)
 
 
-@pytest.mark.parametrize("translation_run", ["vq_em_tiny", "vq_glat_tiny"], indirect=True)
-def test_an_xla_export_of_a_latent_model_serves_the_graphs_translations(
-    translation_run, multi30k_data_dir, tmp_path_factory, tmp_path):
-  """xla=true: the served model pads its sources to buckets and compiles its passes with
-  XLA; 16 real sentences in one request and alone translate as the graph does unpadded."""
-  export_dir = exported(tmp_path_factory, translation_run,
-                        "--decode_hparams=xla=true,num_candidates=2")
+def test_an_xla_export_serves_the_graphs_translations(translation_run, multi30k_data_dir,
+                                                      tmp_path_factory, tmp_path):
+  """xla=true: the served model pads its sources to buckets and compiles its parallel passes
+  with XLA; 16 real sentences in one request and alone translate as the graph does unpadded
+  (the Transformer with a beam of 2, the latent models with 2 candidates)."""
+  searches = {"beam_size": 2} if flag_value(translation_run, "hparams").startswith(
+      "transformer") else {"num_candidates": 2}
+  export_dir = exported(tmp_path_factory, translation_run, "--decode_hparams=xla=true," +
+                        ",".join(f"{name}={value}" for name, value in searches.items()))
   raw_dir = TESTDATA / "multi30k"
   sentences = [line.encode() for line in read_lines(raw_dir / "val.en.gz")[:16]]
   requests = {"all": ("serving_default", {"inputs": tensor([s.hex() for s in sentences], "hex")})}
@@ -158,7 +160,7 @@ def test_an_xla_export_of_a_latent_model_serves_the_graphs_translations(
   served = serve_in_fresh_process(export_dir / "3", requests, tmp_path)
   run = Run.from_model_dir(flag_value(translation_run, "model_dir"), multi30k_data_dir, raw_dir,
                            log=QUIET)
-  search = translate.Search(length_penalty=run.hparams.length_penalty, num_candidates=2)
+  search = translate.Search(length_penalty=run.hparams.length_penalty, **searches)
   expected = translate.translate_text(run.model, run.tokenizer(), tf.constant(sentences),
                                       search).numpy()
   assert list(served["all/outputs"]) == list(expected)

@@ -19,8 +19,9 @@ class DecodeHParams(HParams):
   # latent model: the candidates' codes, "beam" (the k best of a latent beam of
   # max(beam_size, k)) or "first_code" (the k likeliest first codes, each finished greedily)
   candidate_codes: str = "beam"
-  # latent-GLAT: sources padded to a multiple of 8 tokens, every pass compiled by XLA (one
-  # program per padded shape and batch size; the tokens do not change)
+  # sources padded to a multiple of 8 tokens, every parallel pass (the encoder, a latent
+  # model's decoder) compiled by XLA, one program per padded shape and batch size; the
+  # searches stay graph loops (translate.Search's xla; the tokens do not change)
   xla: bool = False
   temperature: float = 1.0      # of the prior's softmax when sampling image codes
   seed: int = 0                 # of image sampling

@@ -61,10 +61,11 @@ class Search:
   teacher: the Transformer that scores the candidates; None: the model itself.
   candidate_codes: the paper's latent model: how its candidates' codes are searched
     (`LatentTransformer.translate_candidates`).
-  xla: the latent models: sources (and latent-GLAT's decoding lengths) padded to multiples
-    of XLA_BUCKET tokens, batches to powers of two rows (`xla_buckets`), and every parallel
-    pass compiled by XLA (the paper's model searches its codes in a graph loop between), one
-    program per padded shape (the tokens do not change: no row reads another's padding).
+  xla: sources (and latent-GLAT's decoding lengths) padded to multiples of XLA_BUCKET
+    tokens, batches to powers of two rows (`xla_buckets`), and every parallel pass compiled
+    by XLA, one program per padded shape: the encoder and a latent model's decoder; the
+    searches (the Transformer's tokens, the paper's model's codes) stay graph loops between.
+    The tokens do not change: no row reads another's padding.
   """
   beam_size: int = 1
   length_penalty: float = 0.0
@@ -89,10 +90,6 @@ class Search:
                        f"several candidates; the {type(model).__name__} searches with "
                        f"beam_size.")
     model.check_search(self.beam_size, self.candidate_codes)
-    if self.xla and not model.compiles_with_xla:
-      raise ValueError(f"xla=true: the {type(model).__name__} searches token by token, which "
-                       f"XLA would compile for every length; only the latent models (vq_*) "
-                       f"compile their parallel passes. Drop xla.")
     teacher = self.teacher
     if teacher is not None:
       if self.num_candidates == 1:

@@ -272,9 +272,3 @@ def test_xla_buckets_pad_tokens_to_eights_and_rows_to_powers_of_two():
   for batch_size, rows in ((1, 1), (2, 2), (4, 4), (5, 8), (64, 64), (65, 128)):
     assert translate.xla_buckets(tf.ones([batch_size, 9], tf.int32)).shape == (rows, 16)
 
-
-def test_xla_is_refused_for_the_transformer():
-  hparams = registry.hparams("transformer_tiny")
-  with pytest.raises(ValueError, match="xla=true: the Transformer searches token by token"):
-    translate.Search(xla=True).check(model_class(hparams).from_hparams(hparams))
-

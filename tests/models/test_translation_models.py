@@ -478,6 +478,22 @@ def test_xla_stages_of_the_latent_transformer_give_the_graphs_tokens(
     assert [without_padding(row) for row in got] == [without_padding(row) for row in want]
 
 
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_an_xla_encoder_of_the_transformer_gives_the_graphs_tokens(
+    beam_size, transformer, held_out, pairs, multi30k_tokenizer):
+  """translate.Search's xla for the Transformer: sources padded to multiples of 8 tokens
+  and batches to powers of two rows, the encoder compiled by XLA, the search a graph loop:
+  the graph's translations, one per sentence, for batches of 3 and 5 and sentences alone."""
+  graph, compiled = (tf.function(lambda ids, xla=xla: translate.translate_ids(
+      transformer, ids, translate.Search(beam_size, 0.6, xla=xla)),
+      input_signature=[tf.TensorSpec([None, None], tf.int32)]) for xla in (False, True))
+  for ids in (pairs["inputs"], held_out, held_out[:1], held_out[5:6], held_out[:3],
+              held_out[4:9]):
+    want, got = graph(ids).numpy(), compiled(ids).numpy()
+    assert [without_padding(row) for row in got] == [without_padding(row) for row in want]
+
+
 def test_one_candidate_of_a_beam_of_one_is_greedy_decoding(latent_transformer, held_out):
   ids, _ = latent_transformer.translate_candidates(held_out, 1, 1, 64)
   greedy = latent_transformer.translate(held_out)

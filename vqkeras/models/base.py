@@ -86,13 +86,13 @@ class TranslationModel(Model):
   # the autoregressive one scores them (`candidate_log_likelihoods`), as a teacher.
   decodes_candidates = False
   scores_candidates = False
-  # The latent models compile their parallel passes with XLA, one program per padded shape
-  # (`translate(..., xla_bucket=b)`; translate.Search's xla); a search stays a graph loop.
-  compiles_with_xla = False
-
-  def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None):
+  def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None,
+                xla_bucket=None):
     """Source ids `[batch, length]` to target ids `[batch, length']`, EOS-terminated and
-    0-padded; each row the same whatever else is in the batch."""
+    0-padded; each row the same whatever else is in the batch. xla_bucket: None, or b:
+    the parallel passes (the encoder, a latent model's decoder) compiled by XLA, one
+    program per shape (translate.Search's xla pads the sources to multiples of b); a
+    search stays a graph loop."""
     raise NotImplementedError(f"{type(self).__name__} does not define translate.")
 
   def check_search(self, beam_size, candidate_codes):

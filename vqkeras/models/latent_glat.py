@@ -178,7 +178,6 @@ class LatentGlat(EncoderDecoder):
   """
 
   decodes_candidates = True   # translate: the num_candidates likeliest lengths at once
-  compiles_with_xla = True   # translate(..., xla_bucket=b): both passes
 
   def __init__(self, hparams, **kwargs):
     super().__init__(hparams, **kwargs)

@@ -345,7 +345,6 @@ class LatentTransformer(EncoderDecoder):
   """
 
   decodes_candidates = True   # translate_candidates: several code sequences in one pass
-  compiles_with_xla = True    # translate(..., xla_bucket=b): the encoder and the decoder
 
   def __init__(self, hparams, **kwargs):
     super().__init__(hparams, **kwargs)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from vqkeras import beam_search
 from vqkeras.hparams.translation import TransformerHParams
-from vqkeras.models.base import TranslationModel, register_model
+from vqkeras.models.base import TranslationModel, register_model, xla_stage
 from vqkeras.tokenizer import EOS_ID, PAD_ID
 
 NEG_INF = -1e9
@@ -383,7 +383,8 @@ class Transformer(EncoderDecoder):
     logits = self.decode(shift_right(targets), memory, memory_mask)
     return tf.reshape(sequence_log_likelihood(logits, targets), [batch_size, k])
 
-  def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None):
+  def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None,
+                xla_bucket=None):
     """Target ids `[batch, length]` of source ids `[batch, source length]`.
 
     Each translation ends with EOS unless it reached max_decode_length
@@ -392,23 +393,25 @@ class Transformer(EncoderDecoder):
     Args:
       beam_size: 1 decodes greedily.
       length_penalty: alpha of the beam score log p / ((5 + length) / 6)^alpha.
+      xla_bucket: None, or b: the source encoder compiled by XLA, one program per shape
+        (translate.Search's xla pads the sources to multiples of b); the search, token by
+        token, stays a graph loop.
     """
     max_decode_length = max_decode_length or self.hparams.max_length
-    step, cache = self.decoding_step(inputs, beam_size)
+    step, cache = self.decoding_step(inputs, beam_size, xla_bucket)
     batch_size = tf.shape(inputs)[0]
     return beam_search.search(step, cache, batch_size, beam_size, max_decode_length, EOS_ID,
                            length_penalty)
 
-  def decoding_step(self, inputs, beam_size=1):
+  def decoding_step(self, inputs, beam_size=1, xla_bucket=None):
     """The step function of `vqkeras.beam_search` for source ids, and its empty cache.
 
     With beam_size > 1 the source is repeated for the beams: the step takes
-    `[batch * beam_size]` ids.
+    `[batch * beam_size]` ids. xla_bucket: as in `translate`.
     """
-    memory, memory_mask = self.encode(inputs)
+    memory_mask, keys_values = xla_stage(self.encode_for_steps, xla_bucket)(inputs)
     if beam_size > 1:
-      memory, memory_mask = beam_search.tile_beams((memory, memory_mask), beam_size)
-    keys_values = self.decoder.memory_keys_values(memory)
+      memory_mask, keys_values = beam_search.tile_beams((memory_mask, keys_values), beam_size)
 
     def step(ids, position, cache):
       """Logits `[batch, vocab]` of the next token after ids `[batch]` at position."""
@@ -418,7 +421,13 @@ class Transformer(EncoderDecoder):
       logits = tf.cast(self.embedding.logits(y)[:, 0], tf.float32)
       return beam_search.forbid(logits, PAD_ID), cache
 
-    return step, self.decoder.empty_cache(tf.shape(memory)[0])
+    return step, self.decoder.empty_cache(tf.shape(memory_mask)[0])
+
+  def encode_for_steps(self, inputs):
+    """What every decoding step reads of the source ids: its mask `[batch, S]` and each
+    decoder layer's cross-attention keys and values (computed once, not per step)."""
+    memory, memory_mask = self.encode(inputs)
+    return memory_mask, self.decoder.memory_keys_values(memory)
 
 
 def sequence_log_likelihood(logits, targets):
