@@ -53,6 +53,7 @@ setuptools.setup(
         "vqkeras-eval = vqkeras.cli.eval:run",
         "vqkeras-decode = vqkeras.cli.decode:run",
         "vqkeras-export = vqkeras.cli.export:run",
+        "vqkeras-average-checkpoints = vqkeras.cli.average_checkpoints:run",
     ]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
