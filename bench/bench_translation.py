@@ -299,9 +299,10 @@ def plot_curve(rows, path):
   for r in rows:
     if not is_latent(r):
       axes.scatter([r["latency_batch1_ms"]], [r["bleu"]], color="black", marker="*", s=120)
-      axes.annotate(r["model"].replace("autoregressive ", "") + (" xla" if r.get("xla") else ""),
-                    (r["latency_batch1_ms"], r["bleu"]), fontsize=8, xytext=(5, -10),
-                    textcoords="offset points")
+      xla = bool(r.get("xla"))   # its label above the point, the graph's below
+      axes.annotate(r["model"].replace("autoregressive ", "") + (" xla" if xla else ""),
+                    (r["latency_batch1_ms"], r["bleu"]), fontsize=8, ha="right",
+                    xytext=(-4, 6 if xla else -12), textcoords="offset points")
   axes.set_xlabel("ms per sentence, batch 1 (2 CPU cores)")
   axes.set_ylabel("BLEU, Multi30k validation")
   axes.set_title("Speed and quality of translation")

@@ -7,10 +7,12 @@ size, each stage one of the documented commands:
   3. distill:  the teacher translates the training sources with beam 4 (bin/decode), the
                targets of the `translate_ende_multi30k_distilled` problem;
   4. latent:   the non-autoregressive latent model (soft EM, n_c = 3) on the distilled
-               pairs, its last steps training the latent predictor alone (bin/train with
-               `predictor_only_steps`) and, with --decoder_steps, then the parallel
-               decoder alone on the predictor's codes (`decoder_only_steps`);
-  5. bench:    bench/bench_translation.py, the speed/quality table on Multi30k validation.
+               pairs (bin/train; with --predictor_steps its last steps train the latent
+               predictor alone, `predictor_only_steps`, and with --decoder_steps then the
+               parallel decoder alone on the predictor's codes, `decoder_only_steps`);
+  5. average:  its last --average_last checkpoints averaged into the run
+               <latent_name>_averaged (bin/average_checkpoints);
+  6. bench:    bench/bench_translation.py, the speed/quality table on Multi30k validation.
 
   python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k
   python examples/translate_multi30k.py --work_dir=$HOME/vqkeras_multi30k --stages=latent,bench \
@@ -21,8 +23,8 @@ size, each stage one of the documented commands:
 Re-running the same command resumes: a finished training or translation is not redone,
 an interrupted training continues from its latest checkpoint. `--stages=bench` reruns
 only the benchmark. Measured on two CPU cores: teacher 23 minutes, distillation 5.5,
-the paper's latent model at its set's 5000 + 1600 steps about 90, latent-GLAT at 3600 steps
-149, benchmark about 10 per latent run (docs/results.md).
+the paper's latent model at its set's 6000 steps about 100, latent-GLAT at 3600 steps 149,
+benchmark about 10 per latent run (docs/results.md).
 """
 
 import argparse
@@ -35,7 +37,7 @@ import time
 from vqkeras import registry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-STAGES = ("datagen", "teacher", "distill", "latent", "bench")
+STAGES = ("datagen", "teacher", "distill", "latent", "average", "bench")
 
 
 def parse_args():
@@ -64,6 +66,9 @@ def parse_args():
                       help="Steps after those that train the parallel decoder alone on the "
                       "latent predictor's codes (the paper's model; default: the set's "
                       "decoder_only_steps).")
+  parser.add_argument("--average_last", type=int, default=3,
+                      help="Checkpoints of the latent run averaged into <latent_name>_averaged "
+                      "(written every 500 steps: 3 spans its last 1000 steps; 0: none).")
   parser.add_argument("--bench_args", default="",
                       help="More arguments for bench/bench_translation.py.")
   args = parser.parse_args()
@@ -109,6 +114,26 @@ def run(command, log_path=None):
   print(f"  ({(time.time() - start) / 60:.1f} min)", flush=True)
 
 
+def average(latent, averaged, args, overrides, common):
+  """The latent run's last --average_last checkpoints averaged into the run `averaged`,
+  unless it holds the average of the latent run's latest step already (or
+  --average_last is 0)."""
+  if not args.average_last:
+    return
+  latest = max(latent.glob("checkpoints/ckpt-*.index"), default=None,
+               key=lambda path: int(path.stem.split("-")[1]))
+  if latest and (averaged / "checkpoints" / latest.name).exists():
+    print(f"average: {averaged} is there")
+    return
+  if averaged.exists():
+    sys.exit(f"stopped: {averaged} holds the average of an earlier step of {latent}; remove it "
+             f"and rerun to average the latest checkpoints.")
+  run(["bin/average_checkpoints", "--problem=translate_ende_multi30k_distilled",
+       f"--hparams={args.latent_hparams}", f"--hparams_overrides={overrides}",
+       f"--model_dir={latent}", f"--output_dir={averaged}", f"--last={args.average_last}"]
+      + common)
+
+
 def main():
   args = parse_args()
   stages = args.stages.split(",")
@@ -133,11 +158,13 @@ def main():
            "--decode_hparams=beam_size=4,batch_size=64",
            f"--decode_from_file={pathlib.Path(args.raw_dir) / 'train.en.gz'}",
            f"--decode_to_file={distilled_targets}"] + common)
+  overrides = ",".join(filter(None, [latent_budget(args), args.latent_overrides]))
   if "latent" in stages:
-    overrides = ",".join(filter(None, [latent_budget(args), args.latent_overrides]))
     run(["bin/train", "--problem=translate_ende_multi30k_distilled",
          f"--hparams={args.latent_hparams}", f"--hparams_overrides={overrides}",
          f"--model_dir={latent}"] + common, latent / "train.log")
+  if "average" in stages:
+    average(latent, latent.with_name(latent.name + "_averaged"), args, overrides, common)
   if "bench" in stages:
     latent_runs = sorted(str(path.parent) for path in work.glob("latent_*/config.json"))
     run([sys.executable, "bench/bench_translation.py", f"--data_dir={data}",
