@@ -191,8 +191,9 @@ TINY = dict(vocab_size=1000, max_length=64, batch_size=1024, hidden_size=64, fil
 # The budget: 6000 joint steps (about 100 minutes on two CPU cores), then the average of
 # the last checkpoints (bin/average_checkpoints). On Multi30k 1200, 3600 and 5000 joint
 # steps translated greedily at 26.7, 29.0 and 29.8 BLEU, 6000 at 29.7; the average of the
-# checkpoints of steps 5000 and 6000 at 30.0. A stage of the latent predictor alone after
-# them lost 0.2-0.6 BLEU (at 1200 steps it gained; docs/results.md, round 5).
+# checkpoints of steps 5000 and 6000 at 30.0, of 5000, 5500 and 6000 at 29.9. A stage of the
+# latent predictor alone after them lost 0.2-0.6 BLEU (at 1200 steps it gained;
+# docs/results.md, round 5).
 LATENT_SMALL = dict(SMALL, bottleneck_bits=8, mask_startup_steps=0, train_steps=6000)
 LATENT_TINY = dict(TINY, bottleneck_bits=6, num_samples=4, mask_startup_steps=50)
 

@@ -150,5 +150,7 @@ def model_class(hparams):
 
 def xla_stage(function, xla):
   """`function` compiled by XLA when `xla` (one program per input shape: the callers pad
-  to buckets), else `function` itself: one parallel pass of a latent model's translation."""
+  to buckets), else `function` itself: one parallel pass of a translation (an encoder, a
+  latent model's decoder). Called while tracing (translate.translate_ids under tf.function):
+  an eager call would compile anew each time."""
   return tf.function(function, jit_compile=True) if xla else function
