@@ -664,8 +664,8 @@ class LatentTransformer(EncoderDecoder):
       (ids `[batch, k, T]` as `translate` gives them, scores `[batch, k]`: -inf for a
       candidate the beam did not find).
     """
-    memory, memory_mask = xla_stage(self.encode, xla_bucket)(inputs)
-    max_latents = -(-max_decode_length // self.compression)
+    memory, memory_mask, max_latents = self.encode_for_codes(inputs, max_decode_length,
+                                                             xla_bucket)
     if candidate_codes == "first_code":
       codes, lengths, code_log_probs = self.latent_predictor.first_code_candidates(
           memory, memory_mask, max_latents, num_candidates)
@@ -703,11 +703,17 @@ class LatentTransformer(EncoderDecoder):
     Returns:
       (codes `[batch, latents]`, lengths `[batch]` before STOP, memory, memory_mask).
     """
-    memory, memory_mask = xla_stage(self.encode, xla_bucket)(inputs)
-    max_latents = -(-max_decode_length // self.compression)
+    memory, memory_mask, max_latents = self.encode_for_codes(inputs, max_decode_length,
+                                                             xla_bucket)
     codes, lengths = self.latent_predictor.predict(memory, memory_mask, max_latents,
                                                    beam_size)
     return codes, lengths, memory, memory_mask
+
+  def encode_for_codes(self, inputs, max_decode_length, xla_bucket=None):
+    """What a search of codes starts from: the encoded source (compiled by XLA under
+    `xla_bucket`), its mask and the most codes max_decode_length tokens take."""
+    memory, memory_mask = xla_stage(self.encode, xla_bucket)(inputs)
+    return memory, memory_mask, -(-max_decode_length // self.compression)
 
   def reconstruct(self, inputs, targets, max_decode_length=None):
     """Target ids decoded from the targets' own (nearest) codes, as `translate` decodes
