@@ -271,4 +271,3 @@ def test_xla_buckets_pad_tokens_to_eights_and_rows_to_powers_of_two():
                                                          row(8, 9, 1)]
   for batch_size, rows in ((1, 1), (2, 2), (4, 4), (5, 8), (64, 64), (65, 128)):
     assert translate.xla_buckets(tf.ones([batch_size, 9], tf.int32)).shape == (rows, 16)
-

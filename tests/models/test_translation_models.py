@@ -478,7 +478,6 @@ def test_xla_stages_of_the_latent_transformer_give_the_graphs_tokens(
     assert [without_padding(row) for row in got] == [without_padding(row) for row in want]
 
 
-
 @pytest.mark.parametrize("beam_size", [1, 4])
 def test_an_xla_encoder_of_the_transformer_gives_the_graphs_tokens(
     beam_size, transformer, held_out, pairs, multi30k_tokenizer):

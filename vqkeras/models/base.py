@@ -86,6 +86,7 @@ class TranslationModel(Model):
   # the autoregressive one scores them (`candidate_log_likelihoods`), as a teacher.
   decodes_candidates = False
   scores_candidates = False
+
   def translate(self, inputs, beam_size=1, length_penalty=0.0, max_decode_length=None,
                 xla_bucket=None):
     """Source ids `[batch, length]` to target ids `[batch, length']`, EOS-terminated and
