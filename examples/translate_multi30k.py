@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 
+from vqkeras import averaging
 from vqkeras import registry
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -120,9 +121,11 @@ def average(latent, averaged, args, overrides, common):
   --average_last is 0)."""
   if not args.average_last:
     return
-  latest = max(latent.glob("checkpoints/ckpt-*.index"), default=None,
-               key=lambda path: int(path.stem.split("-")[1]))
-  if latest and (averaged / "checkpoints" / latest.name).exists():
+  try:
+    latest = pathlib.Path(averaging.checkpoint_paths(latent, last=1)[0]).name
+  except FileNotFoundError as error:
+    sys.exit(f"stopped: {error}")
+  if (averaged / "checkpoints" / f"{latest}.index").exists():
     print(f"average: {averaged} is there")
     return
   if averaged.exists():

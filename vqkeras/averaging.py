@@ -2,15 +2,14 @@
 
 Vaswani et al. 2017 translate with the average of the last 5 checkpoints (Tensor2Tensor's
 avg_checkpoints, fairseq's average_checkpoints). The average is written as a run of its
-own (bin/average_checkpoints), which every tool then reads as any run.
+own (bin/average_checkpoints), which every tool then reads as any run. Choosing the
+checkpoints needs no TensorFlow (examples/translate_multi30k.py imports this module).
 """
 
 import dataclasses
 import pathlib
 
 import numpy as np
-
-from vqkeras.run import Run
 
 
 def checkpoint_paths(model_dir, last=0, steps=()):
@@ -53,8 +52,8 @@ def average_checkpoints(run, paths, output_dir):
     FileExistsError: output_dir holds checkpoints already (nothing is written).
     TrainingError: the average is not finite (not saved).
   """
-  averaged = Run(dataclasses.replace(run.config, model_dir=str(output_dir)), run.strategy,
-                 log=run.log)
+  averaged = type(run)(dataclasses.replace(run.config, model_dir=str(output_dir)),
+                       run.strategy, log=run.log)
   if averaged.latest_checkpoint:
     raise FileExistsError(f"--output_dir={output_dir} holds checkpoints already "
                           f"({averaged.latest_checkpoint}); give a new directory.")
